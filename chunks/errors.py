@@ -1,0 +1,67 @@
+"""The upload core's failures. Each protocol module renders them in its own wire shape."""
+
+from __future__ import annotations
+
+
+class UploadError(Exception):
+    """Base class. `code` is a stable machine-readable string; the message names no path."""
+
+    code = "upload-error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class UploadNotFound(UploadError):
+    code = "upload-not-found"
+
+
+class UploadGone(UploadError):
+    """The upload existed but expired or was abandoned."""
+
+    code = "upload-expired"
+
+
+class SessionConflict(UploadError):
+    """The request contradicts what the session already recorded (total, type, length, state)."""
+
+    code = "session-conflict"
+
+
+class ChunkConflict(UploadError):
+    code = "chunk-conflict"
+
+
+class OffsetMismatch(UploadError):
+    code = "offset-mismatch"
+
+    def __init__(self, message: str, *, expected: int):
+        super().__init__(message)
+        self.expected = expected
+
+
+class UploadTooLarge(UploadError):
+    code = "upload-too-large"
+
+
+class InvalidRequest(UploadError):
+    code = "invalid-request"
+
+
+class UploadBusy(UploadError):
+    """Another request holds the upload and did not let go in time."""
+
+    code = "upload-locked"
+
+
+class StorageFull(UploadError):
+    code = "insufficient-storage"
+
+
+class StoreUnavailable(UploadError):
+    """Redis did not answer: the state of the upload is unknown, try again later."""
+
+    code = "store-unavailable"

@@ -1,0 +1,104 @@
+"""One writer per upload, across every process that shares the Redis: a lease lock.
+
+A holder renews its lease while it works. A second request for the same upload (the usual case
+on a flaky network: the phone retries while the server still reads the dead connection) raises
+a stop flag; the holder notices it at its next renewal, saves what it has and lets go, so the
+retry wins within about a second instead of waiting for the lease to run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .errors import StoreUnavailable, UploadBusy
+
+# KEYS[1] lock, KEYS[2] stop flag; ARGV[1] token, ARGV[2] lease ms.
+# Returns 1 while held, 2 when asked to stop, 0 when the lease was lost.
+_RENEW = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('pexpire', KEYS[1], ARGV[2])
+if redis.call('exists', KEYS[2]) == 1 then return 2 end
+return 1
+"""
+# KEYS[1] lock; ARGV[1] token.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    """A held lock. `stop_requested` is set when another request wants the upload."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.stop_requested = asyncio.Event()
+        self.lost = False
+
+
+class UploadLocks:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "avs", lease_seconds: float = 5.0,
+                 renew_seconds: float = 0.25):
+        self.redis = redis
+        self.prefix = prefix
+        self.lease_ms = int(lease_seconds * 1000)
+        self.renew_seconds = renew_seconds
+        # register_script reloads the script on NOSCRIPT (after a Redis restart or failover).
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def _keys(self, upload_id: str) -> tuple[str, str]:
+        return f"{self.prefix}:lock:{{{upload_id}}}", f"{self.prefix}:stop:{{{upload_id}}}"
+
+    @contextlib.asynccontextmanager
+    async def hold(self, upload_id: str, wait_seconds: float = 3.0) -> AsyncIterator[Lease]:
+        lock_key, stop_key = self._keys(upload_id)
+        lease = Lease(secrets.token_hex(16))
+        try:
+            await self._acquire(lock_key, stop_key, lease.token, wait_seconds)
+        except RedisError as exc:
+            raise StoreUnavailable("the lock store is unavailable; try again shortly") from exc
+        renewer = asyncio.create_task(self._keep(lock_key, stop_key, lease))
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await renewer
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self._release(keys=[lock_key], args=[lease.token]))
+
+    async def _acquire(self, lock_key: str, stop_key: str, token: str, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds
+        asked = False
+        while True:
+            if await self.redis.set(lock_key, token, nx=True, px=self.lease_ms):
+                await self.redis.delete(stop_key)
+                return
+            if not asked:
+                await self.redis.set(stop_key, b"1", px=self.lease_ms)
+                asked = True
+            if time.monotonic() >= deadline:
+                raise UploadBusy("another request is writing this upload; retry shortly")
+            await asyncio.sleep(0.05)
+
+    async def _keep(self, lock_key: str, stop_key: str, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self.renew_seconds)
+            try:
+                state = await self._renew(keys=[lock_key, stop_key], args=[lease.token, self.lease_ms])
+            except RedisError:
+                continue
+            if state == 0:
+                lease.lost = True
+                lease.stop_requested.set()
+                return
+            if state == 2:
+                lease.stop_requested.set()

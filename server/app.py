@@ -1,0 +1,193 @@
+"""Where the three packages meet: chunks assembles, avatars processes and swaps, protocols answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import chunks
+from avatars import AvatarStore, AvatarVersion, ImageRejected, LocalAvatarStore, Pipeline, PipelineSettings
+
+from . import avatar_api, chunk_api
+from .auth import Authenticator
+from .errors import json_error, problem_for
+from .redis_process import RedisProcess
+from .settings import Settings
+
+log = logging.getLogger("server")
+
+
+@dataclass
+class Services:
+    """Everything a protocol module needs, built once per process and passed in."""
+
+    settings: Settings
+    auth: Authenticator
+    uploads: chunks.Uploads
+    pipeline: Pipeline
+    avatars: AvatarStore
+    redis: aioredis.Redis
+    work_root: Path
+
+    async def complete(self, upload: chunks.UploadSession) -> chunks.UploadSession:
+        """Turn a fully received upload into the owner's avatar, exactly once.
+
+        One request wins the claim and does the work; a concurrent one waits for its outcome.
+        A rejected image marks the upload failed and re-raises for the protocol to render."""
+        claim = await self.uploads.claim(upload.id)
+        if claim is None:
+            return await self.uploads.settled(upload.id, upload.owner, self.settings.uploads.completion_wait_seconds)
+        try:
+            version = await self.set_avatar(upload.owner, claim.path)
+        except ImageRejected as exc:
+            await self.uploads.fail(claim, exc.code, exc.message)
+            raise
+        except BaseException:
+            await asyncio.shield(self.uploads.release(upload.id))
+            raise
+        return await self.uploads.finish(claim, version.describe())
+
+    async def set_avatar(self, user_id: str, source: Path) -> AvatarVersion:
+        """Validate and process `source`, then swap it in as `user_id`'s avatar."""
+        workdir = self.work_root / secrets.token_hex(12)
+        try:
+            processed = await self.pipeline.process(source, workdir)
+            return await self.avatars.swap_in(user_id, processed)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
+    # redis-py 8 defaults to long timeouts and many retries; a request must fail fast with a 503.
+    return aioredis.from_url(
+        url,
+        socket_timeout=settings.redis.socket_timeout,
+        socket_connect_timeout=settings.redis.connect_timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        health_check_interval=10,
+    )
+
+
+def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
+    root = Path(settings.storage.root).resolve()
+    limits = settings.limits
+    uploads = chunks.Uploads(
+        chunks.SessionStore(redis, settings.redis.key_prefix),
+        chunks.LocalChunkStore(root),
+        chunks.UploadLocks(redis, settings.redis.key_prefix),
+        chunks.UploadLimits(
+            max_upload_bytes=limits.max_image_bytes,
+            max_chunk_bytes=limits.max_chunk_bytes,
+            max_chunks=limits.max_chunks,
+            expire_seconds=settings.uploads.expire_seconds,
+        ),
+    )
+    pipeline = Pipeline(PipelineSettings(
+        sizes=tuple(settings.avatars.sizes),
+        max_pixels=limits.max_pixels,
+        max_side=limits.max_side,
+        max_frames=limits.max_frames,
+        webp_quality=settings.avatars.webp_quality,
+        jpeg_quality=settings.avatars.jpeg_quality,
+        keep_animation=settings.avatars.keep_animation,
+        workers=settings.avatars.workers,
+    ))
+    work_root = root / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    return Services(
+        settings=settings, auth=Authenticator(settings.auth), uploads=uploads, pipeline=pipeline,
+        avatars=LocalAvatarStore(root), redis=redis, work_root=work_root,
+    )
+
+
+async def _reap_forever(services: Services) -> None:
+    interval = services.settings.uploads.reap_interval_seconds
+    while True:
+        try:
+            removed = await services.uploads.reap()
+            if removed:
+                log.info("reaper removed %d expired uploads", removed)
+        except (chunks.UploadError, RedisError, OSError):
+            log.warning("reaper pass failed; will retry", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    background: list[asyncio.Task[None]] = []
+    embedded: RedisProcess | None = None
+    url = settings.redis.url
+    if url == "embedded":
+        embedded = RedisProcess(settings.redis.embedded_dir)
+        await asyncio.to_thread(embedded.start)
+        url = embedded.url
+        background.append(asyncio.create_task(embedded.watch()))
+    redis = _redis_client(url, settings)
+    services = build_services(settings, redis)
+    app.state.services = services
+    background.append(asyncio.create_task(_reap_forever(services)))
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await services.pipeline.aclose()
+        await redis.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def healthz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        await services.uploads.sessions.ping()
+    except chunks.StoreUnavailable:
+        return JSONResponse({"status": "unavailable", "redis": False}, status_code=503,
+                            headers={"Retry-After": str(services.settings.redis.retry_after_seconds)})
+    return JSONResponse({"status": "ok", "redis": True})
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    if problem_for(exc) is not None:
+        return json_error(exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # Never echo the exception: it may hold paths or internals (tusd #178).
+    return JSONResponse({"error": "internal server error", "code": "internal-error"}, status_code=500)
+
+
+def create_app(settings: Settings) -> Starlette:
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    if settings.protocol_enabled("chunk_api"):
+        routes += chunk_api.routes()
+    routes += avatar_api.routes()
+    middleware = []
+    if settings.server.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.server.cors_origins),
+            allow_methods=["*"], allow_headers=["*"], expose_headers=["*"], max_age=86400,
+        ))
+    app = Starlette(
+        routes=routes, middleware=middleware, lifespan=_lifespan,
+        exception_handlers={Exception: _unexpected, RedisError: _unexpected},
+    )
+    app.state.settings = settings
+    return app

@@ -1,0 +1,114 @@
+"""Who is asking: a JWT bearer token (algorithm pinned by config) or an API key."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from starlette.requests import HTTPConnection
+
+from .settings import AuthSettings
+
+_SYMMETRIC = {"HS256", "HS384", "HS512"}
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, code: str = "unauthenticated"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def email(self) -> str:
+        value = self.claims.get("email")
+        return value if isinstance(value, str) else ""
+
+
+class Authenticator:
+    def __init__(self, settings: AuthSettings):
+        self.settings = settings
+        self.algorithms = list(settings.jwt_algorithms)
+        if not self.algorithms or "none" in {a.lower() for a in self.algorithms}:
+            raise ValueError("auth.jwt_algorithms must name real signing algorithms")
+        symmetric = [a for a in self.algorithms if a in _SYMMETRIC]
+        asymmetric = [a for a in self.algorithms if a not in _SYMMETRIC]
+        if symmetric and asymmetric:
+            # One key per deployment: mixing them invites key-confusion attacks.
+            raise ValueError("auth.jwt_algorithms mixes HMAC and public-key algorithms")
+        if asymmetric:
+            key = settings.jwt_public_key
+            if key and not key.lstrip().startswith("-----BEGIN") and Path(key).is_file():
+                key = Path(key).read_text()
+            self._verify_key: Any = key
+        else:
+            self._verify_key = settings.jwt_secret
+        self._api_keys = [(k.encode(), v) for k, v in settings.api_keys.items() if k]
+
+    def authenticate(self, conn: HTTPConnection) -> Principal:
+        header = conn.headers.get("authorization", "")
+        api_key = conn.headers.get("x-api-key")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthError("the Authorization header must be 'Bearer <token>'", "invalid-authorization")
+            return self.from_token(token.strip())
+        if api_key is not None:
+            return self.from_api_key(api_key)
+        raise AuthError("authentication required: send a Bearer token or an X-Api-Key header")
+
+    def from_token(self, token: str) -> Principal:
+        if not self._verify_key:
+            raise AuthError("token authentication is not configured", "invalid-token")
+        options: dict[str, Any] = {"require": ["exp", "sub"]}
+        try:
+            claims = jwt.decode(
+                token, self._verify_key, algorithms=self.algorithms, options=options,
+                audience=self.settings.jwt_audience or None, issuer=self.settings.jwt_issuer or None,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired", "token-expired") from None
+        except jwt.PyJWTError:
+            raise AuthError("the token is not valid", "invalid-token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > 256:
+            raise AuthError("the token has no usable subject", "invalid-token")
+        return Principal(subject, claims)
+
+    def from_api_key(self, presented: str) -> Principal:
+        candidate = presented.encode()
+        match = None
+        # Compare against every key, in constant time each, so timing tells nothing.
+        for key, user in self._api_keys:
+            if hmac.compare_digest(candidate, key):
+                match = user
+        if match is None:
+            raise AuthError("the API key is not valid", "invalid-api-key")
+        return Principal(match, {"sub": match})
+
+
+def issue_token(settings: AuthSettings, user_id: str, *, email: str = "", ttl: int = 3600,
+                extra: dict[str, Any] | None = None) -> str:
+    """A token signed with the configured HMAC secret (for curl, tests and the CLI)."""
+    algorithm = next((a for a in settings.jwt_algorithms if a in _SYMMETRIC), None)
+    if algorithm is None or not settings.jwt_secret:
+        raise ValueError("issuing tokens needs auth.jwt_secret and an HS* algorithm")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+    if email:
+        claims["email"] = email
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    claims.update(extra or {})
+    return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)

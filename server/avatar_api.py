@@ -1,0 +1,114 @@
+"""Serving avatars: the image by user (short cache + ETag), by version (immutable), and `/me/avatar`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .errors import json_error
+
+if TYPE_CHECKING:
+    from avatars import RenditionFile
+
+    from .app import Services
+
+UNVERSIONED_CACHE = "public, max-age=60"
+VERSIONED_CACHE = "public, max-age=31536000, immutable"
+_EXTENSIONS = {"webp": "image/webp", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/avatars/{user_id}", avatar, methods=["GET", "HEAD"]),
+        Route("/avatars/{user_id}/{version}/{file_name}", versioned_avatar, methods=["GET", "HEAD"]),
+        Route("/me/avatar", my_avatar, methods=["GET"]),
+        Route("/me/avatar", delete_my_avatar, methods=["DELETE"]),
+    ]
+
+
+def _not_found(message: str = "this user has no avatar") -> Response:
+    return JSONResponse({"error": message, "code": "avatar-not-found"}, status_code=404)
+
+
+def _bad_request(message: str, code: str) -> Response:
+    return JSONResponse({"error": message, "code": code}, status_code=400)
+
+
+def _serve(request: Request, rendition: RenditionFile, cache_control: str) -> Response:
+    headers = {
+        "ETag": rendition.etag,
+        "Cache-Control": cache_control,
+        "X-Content-Type-Options": "nosniff",
+        "Vary": "Accept",
+        "Content-Security-Policy": "default-src 'none'",
+    }
+    if _etag_matches(request.headers.get("if-none-match", ""), rendition.etag):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(rendition.path, media_type=rendition.media_type, headers=headers)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    # If-None-Match uses the weak comparison (RFC 9110 13.1.2).
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag.removeprefix("W/") in candidates
+
+
+async def avatar(request: Request) -> Response:
+    services: Services = request.app.state.services
+    size: int | None = None
+    if "size" in request.query_params:
+        value = request.query_params["size"]
+        if not value.isdigit() or not 0 < len(value) <= 5:
+            return _bad_request("size must be a positive integer", "invalid-size")
+        size = int(value)
+    rendition = await services.avatars.rendition(
+        request.path_params["user_id"], size, request.headers.get("accept"),
+    )
+    if rendition is None:
+        return _not_found()
+    return _serve(request, rendition, UNVERSIONED_CACHE)
+
+
+async def versioned_avatar(request: Request) -> Response:
+    services: Services = request.app.state.services
+    stem, _, extension = request.path_params["file_name"].partition(".")
+    media_type = _EXTENSIONS.get(extension.lower())
+    if not stem.isdigit() or len(stem) > 5 or media_type is None:
+        return _not_found("no such avatar file")
+    rendition = await services.avatars.rendition(
+        request.path_params["user_id"], int(stem), media_type, version=request.path_params["version"],
+    )
+    if rendition is None or rendition.size != int(stem) or rendition.media_type != media_type:
+        return _not_found("no such avatar file")
+    return _serve(request, rendition, VERSIONED_CACHE)
+
+
+async def my_avatar(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        principal = services.auth.authenticate(request)
+    except Exception as exc:  # noqa: BLE001
+        return json_error(exc)
+    current = await services.avatars.current(principal.user_id)
+    if current is None:
+        return _not_found()
+    return JSONResponse(current.describe())
+
+
+async def delete_my_avatar(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        principal = services.auth.authenticate(request)
+    except Exception as exc:  # noqa: BLE001
+        return json_error(exc)
+    if not await services.avatars.remove(principal.user_id):
+        return _not_found()
+    return Response(status_code=204)
+

