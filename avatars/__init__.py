@@ -1,0 +1,20 @@
+"""Images: validate, orient, strip and resize uploads; store versioned avatars."""
+
+from avatars.errors import ImageRejected, ImageTooLarge, InvalidImage, UnsupportedFormat
+from avatars.pipeline import Pipeline, PipelineSettings, ProcessedAvatar, Rendition
+from avatars.store import AvatarStore, AvatarVersion, LocalAvatarStore, RenditionFile
+
+__all__ = [
+    "AvatarStore",
+    "AvatarVersion",
+    "ImageRejected",
+    "ImageTooLarge",
+    "InvalidImage",
+    "LocalAvatarStore",
+    "Pipeline",
+    "PipelineSettings",
+    "ProcessedAvatar",
+    "Rendition",
+    "RenditionFile",
+    "UnsupportedFormat",
+]

@@ -1,0 +1,248 @@
+"""The synchronous heart of the pipeline; runs inside a pool worker process.
+
+Order matters for speed and safety: sniff the content, open with the one
+matching decoder, check every limit from the header, then decode (at reduced
+scale for JPEG), crop and resize in the source colour space, and only then do
+the per-pixel work (ICC to sRGB, orientation) on the small square.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from PIL import Image, ImageCms, ImageFile
+
+from avatars import errors
+from avatars._sniff import sniff_file
+from avatars.pipeline import PipelineSettings, ProcessedAvatar, Rendition
+
+_OPENERS = {
+    "JPEG": ["JPEG", "MPO"],  # a JPEG with multi-picture data opens as MPO
+    "PNG": ["PNG"],
+    "GIF": ["GIF"],
+    "WEBP": ["WEBP"],
+    "HEIF": ["HEIF"],
+    "AVIF": ["AVIF"],
+}
+
+_T = Image.Transpose
+# EXIF orientation -> the transpose that makes the stored pixels upright.
+_UPRIGHT = {
+    2: _T.FLIP_LEFT_RIGHT,
+    3: _T.ROTATE_180,
+    4: _T.FLIP_TOP_BOTTOM,
+    5: _T.TRANSPOSE,
+    6: _T.ROTATE_270,
+    7: _T.TRANSVERSE,
+    8: _T.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+MEDIA_TYPES = {"webp": "image/webp", "jpg": "image/jpeg", "png": "image/png"}
+
+
+def init_worker(max_pixels: int) -> None:
+    """Process-wide decoder settings, set once per pool worker."""
+    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice it; we turn the
+    # warning into an error (see _decoding), so this is a hard second guard.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    import pillow_heif
+
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+
+def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> ProcessedAvatar:
+    source_format = sniff_file(source)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _decoding():
+        im = Image.open(source, formats=_OPENERS[source_format])
+    with im:
+        _check_limits(im, settings)
+        width, height = im.size
+        orientation = _orientation(im)
+        icc_profile = im.info.get("icc_profile")
+        frames = _frame_count(im)
+        if frames > settings.max_frames:
+            raise errors.too_many_frames(frames, settings.max_frames)
+        square = _decode_square(im, max(settings.sizes), source_format)
+    square = _finish_square(square, icc_profile, orientation)
+    renditions = _write_renditions(square, workdir, settings)
+    if settings.keep_animation and frames > 1:
+        from avatars._animation import write_animated
+
+        renditions += write_animated(source, source_format, workdir, settings, icc_profile, orientation)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ProcessedAvatar(
+        source_format=source_format,
+        width=width,
+        height=height,
+        has_alpha=square.mode == "RGBA",
+        renditions=tuple(renditions),
+        digest=_digest(renditions),
+    )
+
+
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Map everything a hostile or broken file can make Pillow raise to a rejection."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+    except errors.ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise errors.ImageTooLarge(
+            "too-many-pixels", f"The image has more than {Image.MAX_IMAGE_PIXELS} pixels."
+        ) from None
+    except OSError as exc:
+        if "truncated" in str(exc).lower():
+            raise errors.truncated_image() from None
+        raise errors.invalid_image() from None
+    except Exception:  # SyntaxError, ValueError, struct.error, EOFError, Warning...
+        raise errors.invalid_image() from None
+
+
+def _check_limits(im: Image.Image, settings: PipelineSettings) -> None:
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise errors.invalid_image()
+    if width * height > settings.max_pixels:
+        raise errors.too_many_pixels(width, height, settings.max_pixels)
+    if max(width, height) > settings.max_side:
+        raise errors.side_too_long(width, height, settings.max_side)
+
+
+def _frame_count(im: Image.Image) -> int:
+    with _decoding():
+        frames = getattr(im, "n_frames", 1)
+    return frames
+
+
+def _orientation(im: Image.Image) -> int:
+    # A damaged EXIF block is common on phone photos and is thrown away anyway:
+    # it must not cost the upload, only the rotation hint.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _decode_square(im: Image.Image, target: int, source_format: str) -> Image.Image:
+    """Decode (fully) and return the centre square resized to target, stored orientation."""
+    width, height = im.size
+    if source_format == "JPEG":
+        scale = target / min(width, height)
+        if scale < 1:
+            # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly from the DCT
+            # coefficients: a 24 MP photo never exists at full size in memory.
+            im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    with _decoding():
+        im.load()
+    base = _normalize_mode(im)
+    width, height = base.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return base.resize(
+        (target, target),
+        Image.Resampling.LANCZOS,
+        box=(left, top, left + side, top + side),
+        reducing_gap=2.0,
+    )
+
+
+def _normalize_mode(im: Image.Image) -> Image.Image:
+    """A mode Pillow can resize well: RGB, RGBA, L, LA or CMYK."""
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        # 16-bit greyscale: keep the top byte instead of clipping at 255.
+        return im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if im.has_transparency_data and mode not in ("RGBA", "LA"):
+        return im.convert("RGBA")
+    if mode in ("RGB", "RGBA", "L", "LA", "CMYK"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    return im.convert("RGBA" if "A" in mode else "RGB")
+
+
+def _finish_square(square: Image.Image, icc_profile: bytes | None, orientation: int) -> Image.Image:
+    alpha = square.getchannel("A") if square.mode in ("RGBA", "LA") else None
+    colour = _to_srgb(square.convert("L") if square.mode == "LA" else square, icc_profile)
+    if alpha is not None and alpha.getextrema() != (255, 255):
+        colour = colour.convert("RGBA") if colour.mode != "RGBA" else colour
+        colour.putalpha(alpha)
+    elif colour.mode != "RGB":
+        colour = colour.convert("RGB")
+    if orientation in _UPRIGHT:
+        colour = colour.transpose(_UPRIGHT[orientation])
+    return colour
+
+
+def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    if im.mode == "RGBA":
+        im = im.convert("RGB")
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            return ImageCms.profileToProfile(
+                im, source, _SRGB, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a profile that does not fit the pixels: fall back to plain conversion
+    return im.convert("RGB")
+
+
+def _write_renditions(square: Image.Image, workdir: Path, settings: PipelineSettings) -> list[Rendition]:
+    fallback = "png" if square.mode == "RGBA" else "jpg"
+    renditions = []
+    for size in sorted(set(settings.sizes), reverse=True):
+        sized = square if size == square.width else square.resize((size, size), Image.Resampling.LANCZOS)
+        for ext in ("webp", fallback):
+            renditions.append(write_file(encode(sized, ext, settings), workdir / f"{size}.{ext}", size, ext))
+    return renditions
+
+
+def encode(im: Image.Image, ext: str, settings: PipelineSettings) -> bytes:
+    # A fresh image from raw pixels carries no info dict: no EXIF, XMP, ICC or
+    # comment can reach the encoder, whatever Pillow's save() would copy over.
+    clean = Image.frombytes(im.mode, im.size, im.tobytes())
+    buf = io.BytesIO()
+    if ext == "webp":
+        clean.save(buf, "WEBP", quality=settings.webp_quality, method=4)
+    elif ext == "jpg":
+        clean.save(buf, "JPEG", quality=settings.jpeg_quality, optimize=True)
+    else:
+        clean.save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def write_file(data: bytes, path: Path, size: int, ext: str, animated: bool = False) -> Rendition:
+    path.write_bytes(data)
+    return Rendition(
+        size=size,
+        media_type=MEDIA_TYPES[ext],
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        animated=animated,
+    )
+
+
+def _digest(renditions: list[Rendition]) -> str:
+    h = hashlib.sha256()
+    for r in renditions:
+        h.update(f"{r.size} {r.media_type} {int(r.animated)} {r.sha256}\n".encode())
+    return h.hexdigest()[:32]

@@ -1,0 +1,299 @@
+"""Where finished avatars live: versioned files behind one atomically replaced pointer."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+from urllib.parse import quote
+
+from avatars.negotiation import prefers_webp
+from avatars.pipeline import ProcessedAvatar
+
+_EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpg", "image/png": "png"}
+_POINTER = "current.json"
+_LOCK = ".lock"
+_VERSION_PREFIX = "v-"
+_POINTER_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class AvatarVersion:
+    user_id: str
+    version: str  # content-addressed id (from ProcessedAvatar.digest)
+    width: int  # of the largest rendition
+    height: int
+    sizes: tuple[int, ...]
+    media_types: tuple[str, ...]  # e.g. ("image/webp", "image/jpeg")
+    source_format: str
+    updated_at: float  # unix seconds
+    animated: bool = False
+
+    def describe(self, base_url: str = "") -> dict:
+        """The JSON description clients see; URLs carry the version so they cache forever."""
+        prefix = f"{base_url.rstrip('/')}/avatars/{quote(self.user_id, safe='')}/{self.version}"
+        fallback = next((m for m in self.media_types if m != "image/webp"), None)
+        described = {
+            "version": self.version,
+            "sizes": list(self.sizes),
+            "urls": {str(size): f"{prefix}/{size}.webp" for size in self.sizes},
+            "width": self.width,
+            "height": self.height,
+            "content_type": "image/webp",
+            "media_types": list(self.media_types),
+            "source_format": self.source_format,
+            "animated": self.animated,
+            "updated_at": datetime.fromtimestamp(self.updated_at, timezone.utc).isoformat(),
+        }
+        if fallback:
+            ext = _EXTENSIONS[fallback]
+            described["fallback_urls"] = {str(size): f"{prefix}/{size}.{ext}" for size in self.sizes}
+            described["fallback_content_type"] = fallback
+        return described
+
+
+@dataclass(frozen=True)
+class RenditionFile:
+    path: Path
+    media_type: str
+    size: int  # square side in px
+    etag: str  # strong, quoted, derived from the file's sha256
+    version: str = ""
+    content_length: int = 0
+    animated: bool = False
+
+
+class AvatarStore(Protocol):
+    async def swap_in(self, user_id: str, processed: ProcessedAvatar) -> AvatarVersion: ...
+
+    async def current(self, user_id: str) -> AvatarVersion | None: ...
+
+    async def rendition(
+        self, user_id: str, size: int | None, accept: str | None, version: str | None = None
+    ) -> RenditionFile | None: ...
+
+    async def remove(self, user_id: str) -> bool: ...
+
+
+class LocalAvatarStore:
+    """Avatars on a local (or shared POSIX) filesystem.
+
+    Layout: root/users/<h[:2]>/<h>/ with h = sha256(user id), holding
+    `current.json` (the pointer), `.lock` and one `v-<version>-<nonce>/` directory.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    async def swap_in(self, user_id: str, processed: ProcessedAvatar) -> AvatarVersion:
+        return await asyncio.to_thread(self._swap_in, user_id, processed)
+
+    async def current(self, user_id: str) -> AvatarVersion | None:
+        pointer = await asyncio.to_thread(self._read_pointer, user_id)
+        return None if pointer is None else _version_of(pointer)
+
+    async def rendition(
+        self,
+        user_id: str,
+        size: int | None,
+        accept: str | None,
+        version: str | None = None,
+        *,
+        animated: bool = False,
+    ) -> RenditionFile | None:
+        return await asyncio.to_thread(self._rendition, user_id, size, accept, version, animated)
+
+    async def remove(self, user_id: str) -> bool:
+        return await asyncio.to_thread(self._remove, user_id)
+
+    # -- blocking parts, always run in a thread -------------------------------
+
+    def _user_dir(self, user_id: str) -> Path:
+        # User ids are arbitrary strings ("../x", "a/b", emoji): only their hash
+        # ever becomes a path.
+        digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self.root / "users" / digest[:2] / digest
+
+    @contextmanager
+    def _locked(self, user_dir: Path) -> Iterator[None]:
+        # Swaps and removals for one user are serialised with flock on a per-user
+        # lock file. flock locks belong to the open file description, so this
+        # excludes other threads of this process as well as other processes
+        # sharing the root; without it two concurrent swaps could each delete
+        # only their predecessor and leak a version directory.
+        user_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(user_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _swap_in(self, user_id: str, processed: ProcessedAvatar) -> AvatarVersion:
+        user_dir = self._user_dir(user_id)
+        with self._locked(user_dir):
+            directory = f"{_VERSION_PREFIX}{processed.digest}-{secrets.token_hex(4)}"
+            files = _write_version(user_dir / directory, processed)
+            largest = max(r.size for r in processed.renditions)
+            pointer = {
+                "format": _POINTER_FORMAT,
+                "user_id": user_id,
+                "version": processed.digest,
+                "directory": directory,
+                "width": largest,
+                "height": largest,
+                "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
+                "media_types": _media_types(processed),
+                "source_format": processed.source_format,
+                "animated": any(r.animated for r in processed.renditions),
+                "updated_at": time.time(),
+                "files": files,
+            }
+            _replace_pointer(user_dir, pointer)
+            # Only now is the previous version unreachable; remove it, and any
+            # directory a crash between write and swap left behind.
+            _remove_versions(user_dir, keep=directory)
+        return _version_of(pointer)
+
+    def _read_pointer(self, user_id: str) -> dict | None:
+        try:
+            with open(self._user_dir(user_id) / _POINTER, "rb") as fp:
+                return json.load(fp)
+        except FileNotFoundError:
+            return None
+
+    def _rendition(
+        self, user_id: str, size: int | None, accept: str | None, version: str | None, animated: bool
+    ) -> RenditionFile | None:
+        # A swap may delete the directory between reading the pointer and
+        # checking the file; the pointer read again then names the new one.
+        for _ in range(3):
+            pointer = self._read_pointer(user_id)
+            if pointer is None or (version is not None and version != pointer["version"]):
+                return None
+            entry = _choose_file(pointer, size, accept, animated)
+            if entry is None:
+                return None
+            path = self._user_dir(user_id) / pointer["directory"] / entry["name"]
+            try:
+                length = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            return RenditionFile(
+                path=path,
+                media_type=entry["media_type"],
+                size=entry["size"],
+                etag=f'"{entry["sha256"]}"',
+                version=pointer["version"],
+                content_length=length,
+                animated=entry["animated"],
+            )
+        return None
+
+    def _remove(self, user_id: str) -> bool:
+        user_dir = self._user_dir(user_id)
+        if not user_dir.exists():
+            return False
+        with self._locked(user_dir):
+            pointer = user_dir / _POINTER
+            existed = pointer.exists()
+            if existed:
+                pointer.unlink()
+                _fsync_dir(user_dir)
+            _remove_versions(user_dir, keep=None)
+        return existed
+
+
+def nearest_size(sizes: list[int], wanted: int | None) -> int:
+    """The configured size closest to `wanted` (ties go to the larger); None = largest."""
+    if wanted is None:
+        return max(sizes)
+    return min(sizes, key=lambda s: (abs(s - wanted), -s))
+
+
+def _choose_file(pointer: dict, size: int | None, accept: str | None, animated: bool) -> dict | None:
+    chosen = nearest_size(pointer["sizes"], size)
+    candidates = [f for f in pointer["files"] if f["size"] == chosen]
+    if animated and any(f["animated"] for f in candidates) and prefers_webp(accept, "image/webp"):
+        return next(f for f in candidates if f["animated"])
+    still = [f for f in candidates if not f["animated"]]
+    fallback = next((f for f in still if f["media_type"] != "image/webp"), None)
+    webp = next((f for f in still if f["media_type"] == "image/webp"), None)
+    if webp is None or (fallback is not None and not prefers_webp(accept, fallback["media_type"])):
+        return fallback
+    return webp
+
+
+def _media_types(processed: ProcessedAvatar) -> list[str]:
+    found = {r.media_type for r in processed.renditions}
+    return sorted(found, key=lambda m: (m != "image/webp", m))
+
+
+def _version_of(pointer: dict) -> AvatarVersion:
+    return AvatarVersion(
+        user_id=pointer["user_id"],
+        version=pointer["version"],
+        width=pointer["width"],
+        height=pointer["height"],
+        sizes=tuple(pointer["sizes"]),
+        media_types=tuple(pointer["media_types"]),
+        source_format=pointer["source_format"],
+        updated_at=pointer["updated_at"],
+        animated=pointer.get("animated", False),
+    )
+
+
+def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
+    directory.mkdir()
+    files = []
+    for r in processed.renditions:
+        name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
+        data = r.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != r.sha256:
+            raise ValueError("a rendition changed on disk after it was processed")
+        _write_durably(directory / name, data)
+        files.append(
+            {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
+        )
+    _fsync_dir(directory)
+    return files
+
+
+def _replace_pointer(user_dir: Path, pointer: dict) -> None:
+    tmp = user_dir / f".{_POINTER}.{secrets.token_hex(4)}.tmp"
+    _write_durably(tmp, json.dumps(pointer, sort_keys=True).encode())
+    os.replace(tmp, user_dir / _POINTER)
+    _fsync_dir(user_dir)
+
+
+def _remove_versions(user_dir: Path, keep: str | None) -> None:
+    for entry in user_dir.iterdir():
+        if entry.name.startswith(_VERSION_PREFIX) and entry.name != keep:
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fp:
+        fp.write(data)
+        fp.flush()
+        os.fsync(fp.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,375 @@
+"""The image pipeline, specified by what a person sees in the resulting avatar."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from avatars import (
+    ImageTooLarge,
+    InvalidImage,
+    Pipeline,
+    PipelineSettings,
+    ProcessedAvatar,
+    UnsupportedFormat,
+)
+from tests.support import images as img
+
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed001.jpg"
+SETTINGS = PipelineSettings(workers=2)
+
+
+@pytest.fixture(scope="module")
+async def pipeline():
+    pipe = Pipeline(SETTINGS)
+    yield pipe
+    await pipe.aclose()
+
+
+async def run(pipeline: Pipeline, tmp_path: Path, data: bytes, name: str = "upload.bin") -> ProcessedAvatar:
+    source = img.write(tmp_path, name, data)
+    return await pipeline.process(source, tmp_path / "out")
+
+
+def decode(path: Path) -> Image.Image:
+    im = Image.open(path)
+    im.load()
+    return im
+
+
+def rendition(processed: ProcessedAvatar, size: int, media_type: str = "image/webp"):
+    return next(r for r in processed.renditions if r.size == size and r.media_type == media_type and not r.animated)
+
+
+def close(pixel, expected, tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+def assert_upright_quadrants(im: Image.Image) -> None:
+    rgb = im.convert("RGB")
+    lo, hi = int(rgb.width * 0.2), int(rgb.width * 0.8)
+    seen = {
+        "top_left": rgb.getpixel((lo, lo)),
+        "top_right": rgb.getpixel((hi, lo)),
+        "bottom_left": rgb.getpixel((lo, hi)),
+        "bottom_right": rgb.getpixel((hi, hi)),
+    }
+    for corner, expected in img.QUADRANTS.items():
+        assert close(seen[corner], expected), f"{corner}: {seen[corner]} is not {expected} (all: {seen})"
+
+
+# -- what comes out ------------------------------------------------------------
+
+
+async def test_seed_photo_becomes_every_configured_size_in_webp_and_jpeg(pipeline, tmp_path):
+    processed = await pipeline.process(SEED, tmp_path / "out")
+
+    assert processed.source_format == "JPEG"
+    assert (processed.width, processed.height) == (200, 200)
+    assert not processed.has_alpha
+    got = sorted((r.size, r.media_type) for r in processed.renditions)
+    assert got == sorted((s, m) for s in (512, 256, 128, 64) for m in ("image/webp", "image/jpeg"))
+    for r in processed.renditions:
+        im = decode(r.path)
+        assert im.size == (r.size, r.size)
+        assert im.format == {"image/webp": "WEBP", "image/jpeg": "JPEG"}[r.media_type]
+        assert r.path.parent == tmp_path / "out"
+
+
+async def test_configured_sizes_are_exactly_the_sizes_written(tmp_path):
+    pipe = Pipeline(PipelineSettings(sizes=(300, 48), workers=1))
+    try:
+        processed = await pipe.process(img.write(tmp_path, "a.jpg", img.jpeg()), tmp_path / "out")
+    finally:
+        await pipe.aclose()
+    assert sorted({decode(r.path).size for r in processed.renditions}) == [(48, 48), (300, 300)]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+async def test_every_exif_orientation_lands_upright(pipeline, tmp_path, orientation):
+    processed = await run(pipeline, tmp_path, img.jpeg(orientation=orientation))
+
+    assert (processed.width, processed.height) == (240, 160)
+    for r in processed.renditions:
+        assert_upright_quadrants(decode(r.path))
+
+
+@pytest.mark.parametrize(
+    "factory, source_format",
+    [
+        (lambda: img.webp(orientation=6), "WEBP"),
+        (lambda: img.heic(orientation=6), "HEIF"),
+        (lambda: img.avif(orientation=8), "AVIF"),
+        (lambda: img.jpeg(orientation=5, progressive=True), "JPEG"),
+    ],
+    ids=["webp", "heic", "avif", "progressive-jpeg"],
+)
+async def test_orientation_is_applied_for_other_formats(pipeline, tmp_path, factory, source_format):
+    processed = await run(pipeline, tmp_path, factory())
+
+    assert processed.source_format == source_format
+    assert (processed.width, processed.height) == (240, 160)
+    assert_upright_quadrants(decode(rendition(processed, 512).path))
+
+
+ACCEPTED = {
+    "jpeg-baseline": (img.jpeg, "JPEG"),
+    "jpeg-progressive": (lambda: img.jpeg(progressive=True), "JPEG"),
+    "jpeg-cmyk": (img.jpeg_cmyk, "JPEG"),
+    "png-rgb": (img.png_rgb, "PNG"),
+    "png-palette": (img.png_palette, "PNG"),
+    "webp-lossy": (img.webp, "WEBP"),
+    "webp-lossless": (lambda: img.webp(lossless=True), "WEBP"),
+    "webp-animated": (img.webp_animated, "WEBP"),
+    "gif-animated": (img.gif_animated, "GIF"),
+    "heic": (img.heic, "HEIF"),
+    "avif": (img.avif, "AVIF"),
+}
+
+
+@pytest.mark.parametrize("kind", ACCEPTED)
+async def test_each_accepted_format_becomes_an_upright_avatar(pipeline, tmp_path, kind):
+    factory, source_format = ACCEPTED[kind]
+    processed = await run(pipeline, tmp_path, factory())
+
+    assert processed.source_format == source_format
+    for r in processed.renditions:
+        assert_upright_quadrants(decode(r.path))
+
+
+async def test_16_bit_greyscale_png_keeps_its_brightness(pipeline, tmp_path):
+    processed = await run(pipeline, tmp_path, img.png_16bit_grey(value=40000))
+
+    pixel = decode(rendition(processed, 64).path).convert("RGB").getpixel((32, 32))
+    assert close(pixel, (156, 156, 156), 4)  # 40000 / 256, not clipped to white
+
+
+async def test_animations_become_their_first_frame(pipeline, tmp_path):
+    for name, data in {"gif": img.gif_animated(frames=6), "webp": img.webp_animated(frames=6)}.items():
+        processed = await run(pipeline, tmp_path, data, f"anim.{name}")
+        for r in processed.renditions:
+            im = decode(r.path)
+            assert getattr(im, "n_frames", 1) == 1 and not r.animated
+            assert_upright_quadrants(im)
+
+
+# -- transparency --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", [img.png_alpha, lambda: img.webp(alpha=True), lambda: img.avif(alpha=True)])
+async def test_transparency_is_kept_in_webp_and_png_fallback(pipeline, tmp_path, factory):
+    processed = await run(pipeline, tmp_path, factory())
+
+    assert processed.has_alpha
+    assert {r.media_type for r in processed.renditions} == {"image/webp", "image/png"}
+    for r in processed.renditions:
+        im = decode(r.path).convert("RGBA")
+        s = im.width
+        assert im.getpixel((s // 8, s // 2))[3] < 10  # left half: transparent
+        assert im.getpixel((s * 7 // 8, s // 8))[3] > 245  # right half: opaque
+        assert close(im.getpixel((s * 7 // 8, s // 8))[:3], img.GREEN)
+
+
+async def test_palette_transparency_is_kept(pipeline, tmp_path):
+    processed = await run(pipeline, tmp_path, img.png_palette(transparent=True))
+
+    im = decode(rendition(processed, 256, "image/png").path).convert("RGBA")
+    assert im.getpixel((40, 40))[3] == 0
+    assert im.getpixel((216, 216)) == (*im.getpixel((216, 216))[:3], 255)
+
+
+async def test_fully_opaque_alpha_channel_gets_a_jpeg_fallback(pipeline, tmp_path):
+    data = img._save(img.quadrants(mode="RGBA"), "PNG")
+    processed = await run(pipeline, tmp_path, data)
+
+    assert not processed.has_alpha
+    assert "image/jpeg" in {r.media_type for r in processed.renditions}
+
+
+# -- privacy -------------------------------------------------------------------
+
+
+def assert_no_metadata(path: Path) -> None:
+    data = path.read_bytes()
+    assert img.SECRET not in data
+    for marker in (b"Exif", b"GPS", b"xpacket", b"XMP", b"ICCP", b"iCCP", b"tEXt", b"iTXt", b"zTXt", b"eXIf"):
+        assert marker not in data, f"{marker!r} found in {path.name}"
+    im = decode(path)
+    assert len(im.getexif()) == 0
+    for key in ("exif", "xmp", "icc_profile", "comment", "XML:com.adobe.xmp", "Comment"):
+        assert key not in im.info, f"{key} survived in {path.name}"
+    if im.format == "JPEG":
+        assert b"\xff\xfe" not in data[: data.find(b"\xff\xda")]  # no COM segment before the scan
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: img.jpeg(orientation=6, gps=True, xmp=True, comment=b"hello " + img.SECRET,
+                         icc_profile=img.display_p3_profile()),
+        img.png_with_text,
+        lambda: img.webp(alpha=True),
+        img.heic,
+        img.avif,
+    ],
+    ids=["jpeg", "png", "webp", "heic", "avif"],
+)
+async def test_no_metadata_survives(pipeline, tmp_path, factory):
+    processed = await run(pipeline, tmp_path, factory())
+
+    for r in processed.renditions:
+        assert_no_metadata(r.path)
+
+
+@pytest.mark.parametrize(
+    "profile, colour",
+    [(img.display_p3_profile, (180, 60, 60)), (img.adobe_rgb_profile, (60, 180, 60))],
+    ids=["display-p3", "adobe-rgb"],
+)
+async def test_wide_gamut_colours_are_converted_to_srgb_not_dropped(pipeline, tmp_path, profile, colour):
+    expected = img.expected_srgb(profile(), colour)
+    assert not close(expected, colour, 12)  # the test colour really moves
+
+    processed = await run(pipeline, tmp_path, img.jpeg_with_profile(profile(), colour))
+
+    for media_type in ("image/webp", "image/jpeg"):
+        im = decode(rendition(processed, 128, media_type).path)
+        assert "icc_profile" not in im.info  # untagged output is sRGB on the web
+        assert close(im.convert("RGB").getpixel((64, 64)), expected, 8)
+
+
+# -- determinism ---------------------------------------------------------------
+
+
+async def test_same_input_gives_identical_bytes_and_digest(pipeline, tmp_path):
+    source = img.write(tmp_path, "a.jpg", img.jpeg(orientation=6, icc_profile=img.adobe_rgb_profile()))
+    first = await pipeline.process(source, tmp_path / "one")
+    second = await pipeline.process(source, tmp_path / "two")
+
+    assert first.digest == second.digest
+    assert [r.path.read_bytes() for r in first.renditions] == [r.path.read_bytes() for r in second.renditions]
+
+
+async def test_different_settings_give_a_different_digest(tmp_path):
+    source = img.write(tmp_path, "a.jpg", img.jpeg())
+    pipe = Pipeline(PipelineSettings(webp_quality=40, workers=1))
+    try:
+        low = await pipe.process(source, tmp_path / "low")
+    finally:
+        await pipe.aclose()
+    pipe = Pipeline(PipelineSettings(workers=1))
+    try:
+        default = await pipe.process(source, tmp_path / "default")
+    finally:
+        await pipe.aclose()
+    assert low.digest != default.digest
+
+
+# -- refusals ------------------------------------------------------------------
+
+REJECTED = {
+    "text-named-jpg": ("photo.jpg", img.text_file, UnsupportedFormat, "unsupported-format"),
+    "svg-with-script": ("avatar.svg", img.svg_with_script, UnsupportedFormat, "unsupported-format"),
+    "html": ("avatar.png", img.html_page, UnsupportedFormat, "unsupported-format"),
+    "bmp": ("avatar.bmp", img.bmp, UnsupportedFormat, "unsupported-format"),
+    "tiff": ("avatar.jpg", img.tiff, UnsupportedFormat, "unsupported-format"),
+    "mp4": ("avatar.heic", img.mp4_header, UnsupportedFormat, "unsupported-format"),
+    "empty": ("avatar.jpg", lambda: b"", InvalidImage, "empty-file"),
+    "truncated-jpeg": ("avatar.jpg", img.truncated_jpeg, InvalidImage, "truncated-image"),
+    "jpeg-magic-garbage": ("avatar.jpg", img.jpeg_magic_then_garbage, InvalidImage, "invalid-image"),
+    "png-bomb": ("bomb.png", img.png_bomb, ImageTooLarge, "too-many-pixels"),
+    "too-wide": ("wide.png", img.png_wide, ImageTooLarge, "image-too-large"),
+}
+
+
+@pytest.mark.parametrize("case", REJECTED)
+async def test_refusals_carry_their_class_and_code(pipeline, tmp_path, case):
+    name, factory, cls, code = REJECTED[case]
+
+    with pytest.raises(cls) as caught:
+        await run(pipeline, tmp_path, factory(), name)
+
+    assert caught.value.code == code
+    assert str(tmp_path) not in caught.value.message
+
+
+async def test_too_many_frames_is_refused(tmp_path):
+    pipe = Pipeline(PipelineSettings(max_frames=3, workers=1))
+    try:
+        with pytest.raises(ImageTooLarge) as caught:
+            await pipe.process(img.write(tmp_path, "a.gif", img.gif_animated(frames=5)), tmp_path / "out")
+    finally:
+        await pipe.aclose()
+    assert caught.value.code == "too-many-frames"
+
+
+async def test_pixel_limit_is_the_configured_one(tmp_path):
+    pipe = Pipeline(PipelineSettings(max_pixels=10_000, workers=1))
+    try:
+        with pytest.raises(ImageTooLarge) as caught:
+            await pipe.process(img.write(tmp_path, "a.png", img.png_rgb(200, 100)), tmp_path / "out")
+    finally:
+        await pipe.aclose()
+    assert caught.value.code == "too-many-pixels"
+
+
+def test_bomb_is_refused_quickly_and_without_decoding(tmp_path):
+    # In a fresh interpreter so that its peak RSS is the bomb's cost alone.
+    source = img.write(tmp_path, "bomb.png", img.png_bomb())
+    script = (
+        "import resource, sys, time\n"
+        "from pathlib import Path\n"
+        "from avatars import PipelineSettings, ImageTooLarge\n"
+        "from avatars._render import init_worker, render_avatar\n"
+        "init_worker(40_000_000)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        "try:\n"
+        "    render_avatar(Path(sys.argv[1]), Path(sys.argv[2]), PipelineSettings())\n"
+        "except ImageTooLarge as e:\n"
+        "    print(e.code, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(tmp_path / "out")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split()
+    code, seconds, grown_kib = out[0], float(out[1]), int(out[2])
+    assert code == "too-many-pixels"
+    assert seconds < 0.5
+    assert grown_kib < 20 * 1024  # 30000x30000 would be ~900 MB decoded
+
+
+@pytest.mark.parametrize("factory", [img.jpeg_html_polyglot, img.gif_jar_polyglot], ids=["jpeg+html", "gif+jar"])
+async def test_polyglot_payloads_do_not_survive(pipeline, tmp_path, factory):
+    processed = await run(pipeline, tmp_path, factory())
+
+    for r in processed.renditions:
+        data = r.path.read_bytes()
+        for trace in (img.SECRET, b"<script", b"<html", b"PK\x03\x04", b"MANIFEST"):
+            assert trace not in data
+        assert_upright_quadrants(decode(r.path))
+
+
+async def test_processing_does_not_block_the_event_loop(pipeline, tmp_path):
+    import asyncio
+
+    source = img.write(tmp_path, "big.jpg", img.jpeg(3000, 2000))
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await pipeline.process(source, tmp_path / "out")
+    task.cancel()
+    assert ticks > 10, f"the loop ran only {ticks} times in {time.perf_counter() - started:.3f}s"
