@@ -88,7 +88,7 @@ class AvatarStore(Protocol):
 class LocalAvatarStore:
     """Avatars on a local (or shared POSIX) filesystem.
 
-    Layout: root/users/<h[:2]>/<h>/ with h = sha256(user id), holding
+    Layout: root/avatars/<h[:2]>/<h>/ with h = sha256(user id), holding
     `current.json` (the pointer), `.lock` and one `v-<version>-<nonce>/` directory.
     """
 
@@ -122,7 +122,7 @@ class LocalAvatarStore:
         # User ids are arbitrary strings ("../x", "a/b", emoji): only their hash
         # ever becomes a path.
         digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
-        return self.root / "users" / digest[:2] / digest
+        return self.root / "avatars" / digest[:2] / digest
 
     @contextmanager
     def _locked(self, user_dir: Path) -> Iterator[None]:
@@ -143,7 +143,11 @@ class LocalAvatarStore:
         user_dir = self._user_dir(user_id)
         with self._locked(user_dir):
             directory = f"{_VERSION_PREFIX}{processed.digest}-{secrets.token_hex(4)}"
-            files = _write_version(user_dir / directory, processed)
+            try:
+                files = _write_version(user_dir / directory, processed)
+            except BaseException:
+                shutil.rmtree(user_dir / directory, ignore_errors=True)
+                raise
             largest = max(r.size for r in processed.renditions)
             pointer = {
                 "format": _POINTER_FORMAT,

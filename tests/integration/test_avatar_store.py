@@ -1,0 +1,250 @@
+"""The local avatar store, on real files: atomic swaps, negotiation, hostile user ids."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from avatars import LocalAvatarStore, PipelineSettings, ProcessedAvatar
+from avatars._render import init_worker, render_avatar
+from tests.support import images as img
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "tests" / "fixtures" / "seed001.jpg"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, ProcessedAvatar]:
+    """Real pipeline output, rendered once in this process (no pool needed here)."""
+    init_worker(PipelineSettings().max_pixels)
+    root = tmp_path_factory.mktemp("rendered")
+    sources = {
+        "seed": SEED,
+        "alpha": img.write(root, "alpha.png", img.png_alpha()),
+        **{f"flat{i}": img.write(root, f"flat{i}.jpg", img.jpeg(64, 64, colour=(i * 20, 90, 200))) for i in range(8)},
+    }
+    return {name: render_avatar(path, root / name, PipelineSettings()) for name, path in sources.items()}
+
+
+@pytest.fixture()
+def store(tmp_path) -> LocalAvatarStore:
+    return LocalAvatarStore(tmp_path / "store")
+
+
+def version_dirs(store: LocalAvatarStore) -> list[Path]:
+    return sorted(p for p in store.root.rglob("v-*") if p.is_dir())
+
+
+def pointer(store: LocalAvatarStore) -> dict:
+    (path,) = store.root.rglob("current.json")
+    return json.loads(path.read_text())
+
+
+async def test_swap_in_makes_the_avatar_current_and_describes_it(store, rendered):
+    version = await store.swap_in("alice", rendered["seed"])
+
+    assert await store.current("alice") == version
+    assert version.version == rendered["seed"].digest
+    assert (version.width, version.height) == (512, 512)
+    assert version.sizes == (512, 256, 128, 64)
+    assert version.media_types == ("image/webp", "image/jpeg")
+    assert version.source_format == "JPEG"
+    described = version.describe("https://cdn.example")
+    assert described["urls"]["128"] == f"https://cdn.example/avatars/alice/{version.version}/128.webp"
+    assert described["fallback_urls"]["64"].endswith("/64.jpg")
+    assert described["content_type"] == "image/webp"
+    assert described["updated_at"].endswith("+00:00")
+    json.dumps(described)
+
+
+async def test_a_user_without_avatar_has_nothing(store):
+    assert await store.current("nobody") is None
+    assert await store.rendition("nobody", None, None) is None
+    assert await store.remove("nobody") is False
+
+
+async def test_second_swap_switches_pointer_and_deletes_the_old_files(store, rendered):
+    first = await store.swap_in("alice", rendered["flat0"])
+    (old_dir,) = version_dirs(store)
+    second = await store.swap_in("alice", rendered["flat1"])
+
+    assert not old_dir.exists()
+    (new_dir,) = version_dirs(store)
+    assert pointer(store)["directory"] == new_dir.name
+    assert (await store.current("alice")).version == second.version != first.version
+    assert await store.rendition("alice", 64, None, version=first.version) is None
+    assert await store.rendition("alice", 64, None, version=second.version) is not None
+
+
+async def test_stored_files_are_byte_identical_to_the_renditions(store, rendered):
+    await store.swap_in("alice", rendered["seed"])
+    for r in rendered["seed"].renditions:
+        found = await store.rendition("alice", r.size, r.media_type)
+        assert found.media_type == r.media_type
+        assert found.path.read_bytes() == r.path.read_bytes()
+        assert found.etag == f'"{r.sha256}"'
+        assert found.content_length == r.path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        (None, "image/webp"),
+        ("", "image/webp"),
+        ("*/*", "image/webp"),
+        ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", "image/webp"),
+        ("image/jpeg", "image/jpeg"),
+        ("image/png,image/jpeg;q=0.9", "image/jpeg"),
+        ("image/webp;q=0, */*", "image/jpeg"),
+        ("image/*;q=0.5, image/jpeg", "image/jpeg"),
+        ("text/html", "image/jpeg"),
+    ],
+)
+async def test_rendition_format_follows_the_accept_header(store, rendered, accept, expected):
+    await store.swap_in("alice", rendered["seed"])
+
+    found = await store.rendition("alice", 128, accept)
+
+    assert found.media_type == expected
+
+
+async def test_transparent_avatars_fall_back_to_png(store, rendered):
+    await store.swap_in("alice", rendered["alpha"])
+
+    assert (await store.rendition("alice", 128, "image/png")).media_type == "image/png"
+    assert (await store.rendition("alice", 128, "image/webp")).media_type == "image/webp"
+
+
+@pytest.mark.parametrize("wanted, served", [(None, 512), (512, 512), (100, 128), (96, 128), (70, 64), (1, 64), (9000, 512)])
+async def test_size_picks_the_nearest_configured_one(store, rendered, wanted, served):
+    await store.swap_in("alice", rendered["seed"])
+
+    found = await store.rendition("alice", wanted, None)
+
+    assert found.size == served
+    assert found.path.name == f"{served}.webp"
+
+
+@pytest.mark.parametrize("user_id", ["../../etc/passwd", "a/b", "/abs", "..", "ünï 🙂", "x" * 500, ""])
+async def test_hostile_user_ids_stay_inside_the_root(store, rendered, user_id):
+    version = await store.swap_in(user_id, rendered["seed"])
+
+    found = await store.rendition(user_id, None, None)
+    assert found.path.resolve().is_relative_to(store.root.resolve())
+    assert (await store.current(user_id)).user_id == user_id
+    assert await store.current(user_id + "x") is None
+    assert version.describe()["urls"]["64"].count("/") == 4
+
+
+async def test_remove_deletes_files_and_pointer(store, rendered):
+    await store.swap_in("alice", rendered["seed"])
+    await store.swap_in("bob", rendered["alpha"])
+
+    assert await store.remove("alice") is True
+
+    assert await store.current("alice") is None
+    assert await store.rendition("alice", None, None) is None
+    assert await store.remove("alice") is False
+    assert len(version_dirs(store)) == 1  # bob's
+    assert (await store.current("bob")).source_format == "PNG"
+
+
+async def test_concurrent_swaps_for_one_user_leave_exactly_one_version(store, rendered):
+    avatars = [rendered[f"flat{i}"] for i in range(8)]
+
+    await asyncio.gather(*(store.swap_in("alice", a) for a in avatars))
+
+    (only,) = version_dirs(store)
+    current = pointer(store)
+    assert current["directory"] == only.name
+    assert current["version"] in {a.digest for a in avatars}
+    assert sorted(p.name for p in only.iterdir()) == sorted(f["name"] for f in current["files"])
+
+
+async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(store, rendered):
+    script = (
+        "import asyncio, pickle, sys\n"
+        "from pathlib import Path\n"
+        "from avatars import LocalAvatarStore\n"
+        "avatars = pickle.loads(bytes.fromhex(sys.argv[2]))\n"
+        "async def main():\n"
+        "    store = LocalAvatarStore(Path(sys.argv[1]))\n"
+        "    for a in avatars:\n"
+        "        await store.swap_in('alice', a)\n"
+        "asyncio.run(main())\n"
+    )
+    import pickle
+
+    payload = pickle.dumps([rendered[f"flat{i}"] for i in range(8)]).hex()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(store.root), payload], cwd=REPO) for _ in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+
+    (only,) = version_dirs(store)
+    assert pointer(store)["directory"] == only.name
+    assert not list(store.root.rglob("*.tmp"))
+
+
+async def test_readers_never_see_a_mix_of_versions_during_swaps(store, rendered):
+    avatars = [rendered[f"flat{i}"] for i in range(4)]
+    await store.swap_in("alice", avatars[0])
+    known = {r.sha256: a.digest for a in avatars for r in a.renditions}
+    done = threading.Event()
+    mismatches: list[str] = []
+
+    def read_forever() -> int:
+        reads = 0
+        while not done.is_set():
+            found = store._rendition("alice", 64, None, None, False)
+            try:
+                data = found.path.read_bytes()
+            except FileNotFoundError:
+                continue  # deleted after we looked: the next read sees the new pointer
+            sha = hashlib.sha256(data).hexdigest()
+            if f'"{sha}"' != found.etag or known[sha] != found.version:
+                mismatches.append(found.path.name)
+            reads += 1
+        return reads
+
+    reader = asyncio.create_task(asyncio.to_thread(read_forever))
+    for a in avatars * 5:
+        await store.swap_in("alice", a)
+    done.set()
+    assert await reader > 0
+    assert mismatches == []
+
+
+async def test_a_crashed_swap_leftover_is_cleaned_by_the_next_swap(store, rendered):
+    await store.swap_in("alice", rendered["flat0"])
+    (user_dir,) = {p.parent for p in version_dirs(store)}
+    (user_dir / "v-leftover-00000000").mkdir()
+    (user_dir / ".current.json.dead.tmp").write_text("{")
+
+    await store.swap_in("alice", rendered["flat1"])
+
+    assert [p.name for p in version_dirs(store)] == [pointer(store)["directory"]]
+    assert not list(user_dir.glob("*.tmp"))
+
+
+async def test_swap_refuses_a_rendition_changed_after_processing(store, rendered, tmp_path):
+    import dataclasses
+
+    source = rendered["flat2"].renditions[0]
+    tampered_path = tmp_path / "tampered.webp"
+    tampered_path.write_bytes(source.path.read_bytes() + b"<script>")
+    tampered = dataclasses.replace(
+        rendered["flat2"], renditions=(dataclasses.replace(source, path=tampered_path),)
+    )
+
+    with pytest.raises(ValueError):
+        await store.swap_in("alice", tampered)
+    assert await store.current("alice") is None
+    assert version_dirs(store) == []
