@@ -247,6 +247,9 @@ def _base64(text: str) -> bytes:
         data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("file is not valid base64", "invalid-base64") from None
+    # b64decode accepts surplus padding ("AAAA===="); only canonical base64 is unambiguous.
+    if base64.b64encode(data).decode("ascii") != compact:
+        raise BadRequest("file is not valid base64", "invalid-base64")
     if not data:
         raise BadRequest("file is empty", "empty-file")
     return data

@@ -1,0 +1,107 @@
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from starlette.requests import Request
+
+from server.auth import Authenticator, AuthError, issue_token
+from server.settings import AuthSettings
+
+SECRET = "s" * 40
+
+
+def request_with(**headers: str) -> Request:
+    raw = [(k.replace("_", "-").lower().encode(), v.encode()) for k, v in headers.items()]
+    return Request({"type": "http", "headers": raw, "method": "GET", "path": "/"})
+
+
+def bearer(token: str) -> Request:
+    return request_with(authorization=f"Bearer {token}")
+
+
+@pytest.fixture()
+def hs() -> Authenticator:
+    return Authenticator(AuthSettings(jwt_secret=SECRET, api_keys={"key-one": "alice", "key-two": "bob"}))
+
+
+def test_valid_token_names_the_user(hs):
+    principal = hs.authenticate(bearer(issue_token(AuthSettings(jwt_secret=SECRET), "u1", email="u1@x.io")))
+    assert principal.user_id == "u1" and principal.email == "u1@x.io"
+
+
+def test_token_without_exp_is_refused(hs):
+    token = jwt.encode({"sub": "u1"}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as caught:
+        hs.authenticate(bearer(token))
+    assert caught.value.code == "invalid-token"
+
+
+def test_expired_token_is_refused(hs):
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as caught:
+        hs.authenticate(bearer(token))
+    assert caught.value.code == "token-expired"
+
+
+def test_alg_none_is_refused(hs):
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none")
+    with pytest.raises(AuthError):
+        hs.authenticate(bearer(token))
+
+
+def test_token_signed_with_another_key_is_refused(hs):
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256")
+    with pytest.raises(AuthError):
+        hs.authenticate(bearer(token))
+
+
+def test_algorithm_comes_from_config_not_token(hs):
+    # HS512 is a valid HMAC algorithm, but only HS256 is configured.
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512")
+    with pytest.raises(AuthError):
+        hs.authenticate(bearer(token))
+
+
+def test_audience_and_issuer_are_checked_when_configured():
+    auth = Authenticator(AuthSettings(jwt_secret=SECRET, jwt_audience="avatars", jwt_issuer="idp"))
+    good = jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "aud": "avatars", "iss": "idp"}, SECRET)
+    assert auth.authenticate(bearer(good)).user_id == "u"
+    wrong_aud = jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "aud": "other", "iss": "idp"}, SECRET)
+    with pytest.raises(AuthError):
+        auth.authenticate(bearer(wrong_aud))
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_public_key_algorithms(algorithm):
+    private = rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    auth = Authenticator(AuthSettings(jwt_algorithms=(algorithm,), jwt_public_key=pem))
+    token = jwt.encode({"sub": "u9", "exp": int(time.time()) + 60}, private, algorithm=algorithm)
+    assert auth.authenticate(bearer(token)).user_id == "u9"
+    # The classic confusion attack: an HMAC token keyed with the public key text.
+    forged = jwt.encode({"sub": "u9", "exp": int(time.time()) + 60}, "k" * 32, algorithm="HS256")
+    with pytest.raises(AuthError):
+        auth.authenticate(bearer(forged))
+
+
+def test_api_key_maps_to_its_user(hs):
+    assert hs.authenticate(request_with(x_api_key="key-two")).user_id == "bob"
+    with pytest.raises(AuthError) as caught:
+        hs.authenticate(request_with(x_api_key="key-thre"))
+    assert caught.value.code == "invalid-api-key"
+
+
+def test_no_credentials_and_malformed_header(hs):
+    with pytest.raises(AuthError):
+        hs.authenticate(request_with())
+    with pytest.raises(AuthError) as caught:
+        hs.authenticate(request_with(authorization="Basic dXNlcjpwYXNz"))
+    assert caught.value.code == "invalid-authorization"
+
+
+def test_none_algorithm_cannot_be_configured():
+    with pytest.raises(ValueError):
+        Authenticator(AuthSettings(jwt_secret=SECRET, jwt_algorithms=("none",)))
