@@ -31,6 +31,9 @@ _OPENERS = {
     "AVIF": ["AVIF"],
 }
 
+# MPO pictures and HEIF image collections are stereo pairs or bursts, not animations.
+_ANIMATED_FORMATS = {"GIF", "WEBP", "AVIF"}
+
 _T = Image.Transpose
 # EXIF orientation -> the transpose that makes the stored pixels upright.
 _UPRIGHT = {
@@ -52,7 +55,7 @@ MEDIA_TYPES = {"webp": "image/webp", "jpg": "image/jpeg", "png": "image/png"}
 def init_worker(max_pixels: int) -> None:
     """Process-wide decoder settings, set once per pool worker."""
     # Pillow warns above MAX_IMAGE_PIXELS and raises above twice it; we turn the
-    # warning into an error (see _decoding), so this is a hard second guard.
+    # warning into an error (see decoding), so this is a hard second guard.
     Image.MAX_IMAGE_PIXELS = max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     import pillow_heif
@@ -63,7 +66,7 @@ def init_worker(max_pixels: int) -> None:
 def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> ProcessedAvatar:
     source_format = sniff_file(source)
     workdir.mkdir(parents=True, exist_ok=True)
-    with _decoding():
+    with decoding():
         im = Image.open(source, formats=_OPENERS[source_format])
     with im:
         _check_limits(im, settings)
@@ -73,13 +76,12 @@ def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> Pr
         frames = _frame_count(im)
         if frames > settings.max_frames:
             raise errors.too_many_frames(frames, settings.max_frames)
-        square = _decode_square(im, max(settings.sizes), source_format)
-    square = _finish_square(square, icc_profile, orientation)
-    renditions = _write_renditions(square, workdir, settings)
-    if settings.keep_animation and frames > 1:
-        from avatars._animation import write_animated
+        square = finish_square(_decode_square(im, max(settings.sizes), source_format), icc_profile, orientation)
+        renditions = _write_renditions(square, workdir, settings)
+        if settings.keep_animation and frames > 1 and source_format in _ANIMATED_FORMATS:
+            from avatars._animation import write_animated
 
-        renditions += write_animated(source, source_format, workdir, settings, icc_profile, orientation)
+            renditions += write_animated(im, frames, workdir, settings, icc_profile, orientation)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return ProcessedAvatar(
@@ -93,7 +95,7 @@ def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> Pr
 
 
 @contextmanager
-def _decoding() -> Iterator[None]:
+def decoding() -> Iterator[None]:
     """Map everything a hostile or broken file can make Pillow raise to a rejection."""
     try:
         with warnings.catch_warnings():
@@ -124,7 +126,7 @@ def _check_limits(im: Image.Image, settings: PipelineSettings) -> None:
 
 
 def _frame_count(im: Image.Image) -> int:
-    with _decoding():
+    with decoding():
         frames = getattr(im, "n_frames", 1)
     return frames
 
@@ -150,9 +152,9 @@ def _decode_square(im: Image.Image, target: int, source_format: str) -> Image.Im
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly from the DCT
             # coefficients: a 24 MP photo never exists at full size in memory.
             im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-    with _decoding():
+    with decoding():
         im.load()
-    base = _normalize_mode(im)
+    base = normalize_mode(im)
     width, height = base.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -164,7 +166,7 @@ def _decode_square(im: Image.Image, target: int, source_format: str) -> Image.Im
     )
 
 
-def _normalize_mode(im: Image.Image) -> Image.Image:
+def normalize_mode(im: Image.Image) -> Image.Image:
     """A mode Pillow can resize well: RGB, RGBA, L, LA or CMYK."""
     mode = im.mode
     if mode.startswith("I") or mode == "F":
@@ -179,10 +181,13 @@ def _normalize_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if "A" in mode else "RGB")
 
 
-def _finish_square(square: Image.Image, icc_profile: bytes | None, orientation: int) -> Image.Image:
+def finish_square(
+    square: Image.Image, icc_profile: bytes | None, orientation: int, keep_alpha: bool = False
+) -> Image.Image:
+    """sRGB pixels, upright; RGBA only if some pixel is not opaque (or keep_alpha)."""
     alpha = square.getchannel("A") if square.mode in ("RGBA", "LA") else None
     colour = _to_srgb(square.convert("L") if square.mode == "LA" else square, icc_profile)
-    if alpha is not None and alpha.getextrema() != (255, 255):
+    if alpha is not None and (keep_alpha or alpha.getextrema() != (255, 255)):
         colour = colour.convert("RGBA") if colour.mode != "RGBA" else colour
         colour.putalpha(alpha)
     elif colour.mode != "RGB":

@@ -27,6 +27,10 @@ class PipelineSettings:
     webp_quality: int = 82
     jpeg_quality: int = 85
     keep_animation: bool = False
+    # Animated WebP derivatives are made for sizes up to this side, and only for
+    # animations whose frames hold at most this many pixels in total.
+    max_animated_size: int = 256
+    max_animation_pixels: int = 100_000_000
     workers: int = 0  # 0 = os.cpu_count()
     # A worker is replaced after this many images, so fragmentation left by a
     # huge decode does not stay resident for the life of the server.

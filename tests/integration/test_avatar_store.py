@@ -248,3 +248,17 @@ async def test_swap_refuses_a_rendition_changed_after_processing(store, rendered
         await store.swap_in("alice", tampered)
     assert await store.current("alice") is None
     assert version_dirs(store) == []
+
+
+async def test_animated_renditions_are_served_only_when_asked_for(store, tmp_path):
+    settings = PipelineSettings(keep_animation=True)
+    processed = render_avatar(img.write(tmp_path, "a.gif", img.gif_animated(frames=3)), tmp_path / "out", settings)
+    version = await store.swap_in("alice", processed)
+
+    assert version.animated and version.describe()["animated"]
+    still = await store.rendition("alice", 128, None)
+    moving = await store.rendition("alice", 128, None, animated=True)
+    assert not still.animated and moving.animated
+    assert moving.path.name == "128.animated.webp"
+    assert (await store.rendition("alice", 128, "image/jpeg", animated=True)).media_type == "image/jpeg"
+    assert not (await store.rendition("alice", 512, None, animated=True)).animated  # none at 512

@@ -373,3 +373,47 @@ async def test_processing_does_not_block_the_event_loop(pipeline, tmp_path):
     await pipeline.process(source, tmp_path / "out")
     task.cancel()
     assert ticks > 10, f"the loop ran only {ticks} times in {time.perf_counter() - started:.3f}s"
+
+
+# -- animation -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def animating_pipeline():
+    pipe = Pipeline(PipelineSettings(keep_animation=True, workers=1))
+    yield pipe
+    await pipe.aclose()
+
+
+@pytest.mark.parametrize("factory", [img.gif_animated, img.webp_animated], ids=["gif", "webp"])
+async def test_keep_animation_adds_animated_webp_next_to_the_still_avatar(animating_pipeline, tmp_path, factory):
+    processed = await run(animating_pipeline, tmp_path, factory(frames=5))
+
+    animated = [r for r in processed.renditions if r.animated]
+    assert sorted(r.size for r in animated) == [64, 128, 256]
+    for r in animated:
+        im = Image.open(r.path)
+        assert r.media_type == "image/webp" and im.format == "WEBP"
+        assert im.n_frames == 5 and im.size == (r.size, r.size)
+        assert_upright_quadrants(im.convert("RGB"))  # frame 0
+        im.seek(3)
+        expected = ((3 * 37) % 256, (3 * 91) % 256, (3 * 53) % 256)
+        assert close(im.convert("RGB").getpixel((r.size // 2, r.size // 2)), expected)
+        assert im.info["duration"] == (60 if factory is img.gif_animated else 80)
+        assert_no_metadata(r.path)
+    stills = [r for r in processed.renditions if not r.animated]
+    assert len(stills) == 8 and all(getattr(Image.open(r.path), "n_frames", 1) == 1 for r in stills)
+
+
+async def test_keep_animation_leaves_stills_alone(animating_pipeline, tmp_path):
+    processed = await run(animating_pipeline, tmp_path, img.jpeg())
+
+    assert not any(r.animated for r in processed.renditions)
+
+
+async def test_animated_output_is_deterministic(animating_pipeline, tmp_path):
+    source = img.write(tmp_path, "a.gif", img.gif_animated(frames=4))
+    first = await animating_pipeline.process(source, tmp_path / "one")
+    second = await animating_pipeline.process(source, tmp_path / "two")
+
+    assert first.digest == second.digest
