@@ -66,22 +66,41 @@ class SessionStore:
     async def create(self, session: UploadSession) -> UploadSession:
         """Store a new session. With an alias, the first creator wins and everyone gets its session."""
         with _redis_errors():
-            if session.alias:
-                alias_key = self._alias_key(session.owner, session.alias)
-                won = await self.redis.set(alias_key, session.id, nx=True, ex=self._ttl(session))
-                if not won:
-                    existing = await self.redis.get(alias_key)
-                    if existing is not None:
-                        found = await self.get(existing.decode())
-                        if found is not None:
-                            return found
-                    # The alias points at a session that is gone: take the alias over.
-                    await self.redis.set(alias_key, session.id, ex=self._ttl(session))
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(self.key(session.id), _session.encode(session), ex=self._ttl(session))
                 pipe.zadd(self._expiry_key, {session.id: session.expires_at})
                 await pipe.execute()
-        return session
+            if not session.alias:
+                return session
+            winner = await self._claim_alias(session)
+            if winner is not session:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(self.key(session.id))
+                    pipe.zrem(self._expiry_key, session.id)
+                    await pipe.execute()
+            return winner
+
+    async def _claim_alias(self, session: UploadSession) -> UploadSession:
+        """Point the alias at `session` unless it names a live session already; return the one it names.
+
+        Our own record is stored first, so an alias never points at a session not yet written."""
+        alias_key = self._alias_key(session.owner, session.alias)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(alias_key)
+                    existing = await pipe.get(alias_key)
+                    if existing is not None:
+                        found = await self.get(existing.decode())
+                        if found is not None and not found.expired():
+                            await pipe.reset()
+                            return found
+                    pipe.multi()
+                    pipe.set(alias_key, session.id, ex=self._ttl(session))
+                    await pipe.execute()
+                    return session
+                except WatchError:
+                    continue
 
     async def get(self, upload_id: str) -> UploadSession | None:
         with _redis_errors():

@@ -219,3 +219,8 @@ async def test_a_competing_append_makes_the_holder_let_go(core):
     assert time.monotonic() - started < 2.0
     assert session.offset == 100
     assert (await first).offset == 10
+
+
+async def test_concurrent_first_chunks_under_one_name_open_one_session(core):
+    sessions = await asyncio.gather(*(open_chunked(core, alias="name:race.jpg") for _ in range(20)))
+    assert len({session.id for session in sessions}) == 1
