@@ -7,9 +7,9 @@ import contextlib
 import logging
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable, Coroutine
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -23,9 +23,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import chunks
-from avatars import AvatarStore, AvatarVersion, ImageRejected, LocalAvatarStore, Pipeline, PipelineSettings
+from avatars import (
+    AvatarStore, AvatarVersion, ImageRejected, LocalAvatarStore, Pipeline, PipelineSettings, ProcessedAvatar,
+)
 
-from . import avatar_api, chunk_api
+from . import (
+    avatar_api, chunk_api, gravatar, openapi, picture_api, profile_image_api, setting_avatar_api, user_image_api,
+)
 from .auth import Authenticator
 from .errors import json_error, problem_for
 from .redis_process import RedisProcess
@@ -45,6 +49,14 @@ class Services:
     avatars: AvatarStore
     redis: aioredis.Redis
     work_root: Path
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `work` in the background, tracked so shutdown cancels it."""
+        task = asyncio.create_task(work, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     async def complete(self, upload: chunks.UploadSession) -> chunks.UploadSession:
         """Turn a fully received upload into the owner's avatar, exactly once.
@@ -64,14 +76,26 @@ class Services:
             raise
         return await self.uploads.finish(claim, version.describe())
 
-    async def set_avatar(self, user_id: str, source: Path) -> AvatarVersion:
-        """Validate and process `source`, then swap it in as `user_id`'s avatar."""
+    async def set_avatar(self, user_id: str, source: Path,
+                         check: Callable[[ProcessedAvatar], None] | None = None) -> AvatarVersion:
+        """Validate and process `source`, then swap it in as `user_id`'s avatar.
+
+        `check` sees the decoded image before the swap and may raise to refuse it (seed 001
+        compares the declared size with the real one)."""
         workdir = self.work_root / secrets.token_hex(12)
         try:
             processed = await self.pipeline.process(source, workdir)
-            return await self.avatars.swap_in(user_id, processed)
+            if check is not None:
+                check(processed)
+            version = await self.avatars.swap_in(user_id, processed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+        try:
+            # A stored image ends a Gravatar choice, whichever API stored it.
+            await gravatar.clear(self.redis, self.settings.redis.key_prefix, user_id)
+        except RedisError:
+            log.warning("could not clear the Gravatar choice of a user", exc_info=True)
+        return version
 
 
 def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
@@ -147,9 +171,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in background:
+        fetches = list(services.tasks)
+        for task in background + fetches:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.gather(*background, *fetches, return_exceptions=True)
         await services.pipeline.aclose()
         await redis.aclose()
         if embedded is not None:
@@ -176,8 +201,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes += openapi.routes()
     if settings.protocol_enabled("chunk_api"):
         routes += chunk_api.routes()
+    for module in (picture_api, user_image_api, profile_image_api, setting_avatar_api):
+        if settings.protocol_enabled(module.PROTOCOL):
+            routes += module.routes()
     routes += avatar_api.routes()
     middleware = []
     if settings.server.cors_origins:

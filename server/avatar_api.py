@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from . import gravatar
 from .errors import json_error
 
 if TYPE_CHECKING:
@@ -72,8 +73,18 @@ async def avatar(request: Request) -> Response:
         request.path_params["user_id"], size, request.headers.get("accept"),
     )
     if rendition is None:
-        return _not_found()
+        return await _gravatar_or_not_found(services, request.path_params["user_id"], size)
     return _serve(request, rendition, UNVERSIONED_CACHE)
+
+
+async def _gravatar_or_not_found(services: Services, user_id: str, size: int | None) -> Response:
+    """A user without a stored image who chose Gravatar (seed 004) is sent there."""
+    chosen = await gravatar.chosen(services.redis, services.settings.redis.key_prefix, user_id)
+    if chosen is None:
+        return _not_found()
+    # Not cached long: the choice ends as soon as the user stores an image.
+    return RedirectResponse(gravatar.sized(chosen, size), status_code=302,
+                            headers={"Cache-Control": UNVERSIONED_CACHE})
 
 
 async def versioned_avatar(request: Request) -> Response:
@@ -98,7 +109,7 @@ async def my_avatar(request: Request) -> Response:
         return json_error(exc)
     current = await services.avatars.current(principal.user_id)
     if current is None:
-        return _not_found()
+        return await _gravatar_or_not_found(services, principal.user_id, None)
     return JSONResponse(current.describe())
 
 
@@ -108,7 +119,13 @@ async def delete_my_avatar(request: Request) -> Response:
         principal = services.auth.authenticate(request)
     except Exception as exc:  # noqa: BLE001
         return json_error(exc)
-    if not await services.avatars.remove(principal.user_id):
+    removed = await services.avatars.remove(principal.user_id)
+    # Deleting the avatar also ends a Gravatar choice (seed 004): the user wants none.
+    prefix = services.settings.redis.key_prefix
+    if await gravatar.chosen(services.redis, prefix, principal.user_id) is not None:
+        await gravatar.clear(services.redis, prefix, principal.user_id)
+        removed = True
+    if not removed:
         return _not_found()
     return Response(status_code=204)
 

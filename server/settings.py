@@ -85,6 +85,16 @@ class AvatarSettings:
 
 
 @dataclass(frozen=True)
+class FetchSettings:
+    """Fetching an image from a URL a client names (seed 003): bounded, and never inward."""
+
+    timeout_seconds: float = 20.0
+    max_redirects: int = 5
+    # CIDRs allowed even though private, loopback, link-local or reserved (e.g. "127.0.0.0/8").
+    allowed_private_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -93,6 +103,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
     avatars: AvatarSettings = field(default_factory=AvatarSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
     protocols: Mapping[str, bool] = field(default_factory=dict)
 
     def protocol_enabled(self, name: str) -> bool:
