@@ -1,6 +1,7 @@
 """The protocol-free upload core: sessions in Redis, chunk bytes on disk, assembly, expiry."""
 
 from .errors import (
+    ChecksumMismatch,
     ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
@@ -17,11 +18,12 @@ from .locks import UploadLocks
 from .session import ASSEMBLING, CHUNKED, DONE, FAILED, OPEN, STREAM, UploadSession, looks_like_upload_id
 from .sessions import SessionStore
 from .storage import ChunkStore, LocalChunkStore
-from .uploads import Claim, UploadLimits, Uploads
+from .uploads import Checksum, Claim, UploadLimits, Uploads
 
 __all__ = [
     "ASSEMBLING", "CHUNKED", "DONE", "FAILED", "OPEN", "STREAM",
-    "ChunkConflict", "ChunkStore", "Claim", "InvalidRequest", "LocalChunkStore", "OffsetMismatch",
+    "Checksum", "ChecksumMismatch", "ChunkConflict", "ChunkStore", "Claim", "InvalidRequest",
+    "LocalChunkStore", "OffsetMismatch",
     "SessionConflict", "SessionStore", "StorageFull", "StoreUnavailable", "UploadBusy", "UploadError",
     "UploadGone", "UploadLimits", "UploadLocks", "UploadNotFound", "UploadSession", "UploadTooLarge",
     "Uploads", "looks_like_upload_id",

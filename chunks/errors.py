@@ -43,6 +43,12 @@ class OffsetMismatch(UploadError):
         self.expected = expected
 
 
+class ChecksumMismatch(UploadError):
+    """The appended bytes did not match the digest the client sent; none of them were kept."""
+
+    code = "checksum-mismatch"
+
+
 class UploadTooLarge(UploadError):
     code = "upload-too-large"
 

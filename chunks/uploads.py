@@ -17,10 +17,12 @@ from typing import Any, AsyncIterator
 
 from . import session as s
 from .errors import (
+    ChecksumMismatch,
     ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
     SessionConflict,
+    UploadBusy,
     UploadError,
     UploadNotFound,
     UploadTooLarge,
@@ -43,6 +45,14 @@ class UploadLimits:
     checkpoint_bytes: int = 1 * MiB
     # How long an assembler may hold a completed upload before another may take over.
     claim_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A digest the client sent for one body: `algorithm` is a hashlib name (sha1, md5, sha256)."""
+
+    algorithm: str
+    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -188,30 +198,23 @@ class Uploads:
 
     async def append(
         self, upload_id: str, owner: str, offset: int, body: AsyncIterator[bytes], *,
-        length: int | None = None, lock_wait: float = 3.0,
+        length: int | None = None, lock_wait: float = 3.0, checksum: Checksum | None = None,
     ) -> s.UploadSession:
         """Append `body` at `offset` under the upload's lock. `length` declares a deferred length.
 
         Bytes that reach the disk before a disconnect are kept and recorded; the error is then
-        re-raised. A stop request from a competing request ends the body early the same way."""
+        re-raised. A stop request from a competing request ends the body early the same way.
+        With a `checksum`, the body counts only if it arrived whole and matches: otherwise the
+        upload is cut back to `offset` (ChecksumMismatch, or the interruption re-raised)."""
         async with self.locks.hold(upload_id, lock_wait) as lease:
-            session = await self._reconciled(upload_id, owner)
-            if session.kind != s.STREAM or session.parts:
-                raise SessionConflict("this upload does not take appended bytes")
-            if session.state != s.OPEN:
-                raise SessionConflict(f"this upload is {session.state}", code="upload-not-open")
-            if offset != session.offset:
-                raise OffsetMismatch(f"the upload is at offset {session.offset}", expected=session.offset)
-            if length is not None:
-                session = await self.declare_length(session, length)
+            session = await self._appendable(upload_id, owner, offset, length)
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
-
-            async def checkpoint(durable: int) -> None:
-                await self._record_offset(upload_id, durable)
-
-            written, interrupted = await self.store.append(
-                upload_id, offset, _until_stopped(body, lease), room, checkpoint, self.limits.checkpoint_bytes,
-            )
+            if checksum is None:
+                written, interrupted = await self._write(upload_id, offset, _until_stopped(body, lease), room)
+            else:
+                written, interrupted = await self._write_checked(
+                    upload_id, offset, _until_stopped(body, lease), room, checksum,
+                )
             session = await self._record_offset(upload_id, written)
             if isinstance(interrupted, OverflowError):
                 if session.length is not None:
@@ -220,6 +223,51 @@ class Uploads:
             if interrupted is not None and not isinstance(interrupted, _Stopped):
                 raise interrupted
             return session
+
+    async def _appendable(self, upload_id: str, owner: str, offset: int, length: int | None) -> s.UploadSession:
+        session = await self._reconciled(upload_id, owner)
+        if session.kind != s.STREAM or session.parts:
+            raise SessionConflict("this upload does not take appended bytes", code="not-appendable")
+        if session.state != s.OPEN:
+            raise SessionConflict(f"this upload is {session.state}", code="upload-not-open")
+        if offset != session.offset:
+            raise OffsetMismatch(f"the upload is at offset {session.offset}", expected=session.offset)
+        if length is not None:
+            session = await self.declare_length(session, length)
+        return session
+
+    async def _write(
+        self, upload_id: str, offset: int, body: AsyncIterator[bytes], room: int,
+    ) -> tuple[int, BaseException | None]:
+        async def checkpoint(durable: int) -> None:
+            await self._record_offset(upload_id, durable)
+
+        return await self.store.append(upload_id, offset, body, room, checkpoint, self.limits.checkpoint_bytes)
+
+    async def _write_checked(
+        self, upload_id: str, offset: int, body: AsyncIterator[bytes], room: int, checksum: Checksum,
+    ) -> tuple[int, BaseException | None]:
+        """Write without checkpoints (nothing counts before the digest is known), then verify."""
+        hasher = hashlib.new(checksum.algorithm)
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for block in body:
+                hasher.update(block)
+                yield block
+
+        async def no_checkpoint(_: int) -> None:
+            return None
+
+        written, interrupted = await self.store.append(upload_id, offset, hashed(), room, no_checkpoint, 1 << 62)
+        if interrupted is None and hasher.digest() == checksum.digest:
+            return written, None
+        # Unverifiable or wrong bytes are not stored bytes: cut back before anyone sees them.
+        await self.store.truncate(upload_id, offset)
+        if interrupted is None:
+            interrupted = ChecksumMismatch(f"the body does not match its {checksum.algorithm} checksum")
+        if isinstance(interrupted, _Stopped):
+            interrupted = UploadBusy("another request took over this upload before the body was verified")
+        return offset, interrupted
 
     async def declare_length(self, session: s.UploadSession, length: int) -> s.UploadSession:
         self._check_length(length)

@@ -39,6 +39,7 @@ _CORE_STATUS: list[tuple[type[chunks.UploadError], int]] = [
     (chunks.UploadNotFound, 404),
     (chunks.UploadGone, 410),
     (chunks.OffsetMismatch, 409),
+    (chunks.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
     (chunks.ChunkConflict, 409),
     (chunks.SessionConflict, 409),
     (chunks.UploadTooLarge, 413),
