@@ -30,6 +30,7 @@ from avatars import (
 from . import (
     avatar_api, chunk_api, gravatar, openapi, picture_api, profile_image_api, setting_avatar_api, user_image_api,
 )
+from . import tus, upload_resource
 from .auth import Authenticator
 from .errors import json_error, problem_for
 from .redis_process import RedisProcess
@@ -207,12 +208,16 @@ def create_app(settings: Settings) -> Starlette:
     for module in (picture_api, user_image_api, profile_image_api, setting_avatar_api):
         if settings.protocol_enabled(module.PROTOCOL):
             routes += module.routes()
+    if settings.protocol_enabled("tus") or settings.protocol_enabled("ietf"):
+        routes += upload_resource.routes(settings)  # /files/: tus 1.0.0 and the IETF draft
     routes += avatar_api.routes()
     middleware = []
     if settings.server.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.server.cors_origins),
-            allow_methods=["*"], allow_headers=["*"], expose_headers=["*"], max_age=86400,
+            allow_methods=["*"], allow_headers=["*"],
+            # "*" is not honoured for credentialed requests: name the tus/IETF headers too.
+            expose_headers=["*", *tus.EXPOSED_HEADERS], max_age=86400,
         ))
     app = Starlette(
         routes=routes, middleware=middleware, lifespan=_lifespan,

@@ -1,0 +1,277 @@
+"""The IETF draft "Resumable Uploads for HTTP" (interop versions 3 to 8) on the `/files/` uploads.
+
+A request that carries `Upload-Draft-Interop-Version` speaks the draft: `POST /files/` with
+`Upload-Complete` creates an upload (and may carry all or part of the image), `HEAD` tells the
+offset, `PATCH` with `application/partial-upload` appends, `DELETE` cancels. Header values are
+Structured Fields (RFC 9651); errors are RFC 9457 problem details.
+
+Versions differ in small ways: 3 (draft -01) says `Upload-Incomplete` where later ones say
+`Upload-Complete`; from 6 (drafts -04/-05) a PATCH must be `application/partial-upload` and
+`Upload-Limit` is sent, its lifetime key named `expires` in 6 and `max-age` from 7.
+
+uvicorn cannot send the `104 (Upload Resumption Supported)` interim response (ASGI has no
+message for it), so the upload's URL arrives with the final response only; see docs/tus.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+import chunks
+from avatars import ImageRejected
+
+from . import bodies
+from . import upload_resource as resource_
+from .errors import BadRequest, image_status, problem_for
+
+if TYPE_CHECKING:
+    from .app import Services
+
+VERSIONS = (3, 4, 5, 6, 7, 8)
+PARTIAL_UPLOAD = "application/partial-upload"
+PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+_SF_INTEGER = re.compile(r"-?[0-9]{1,15}")
+_FILENAME = re.compile(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.IGNORECASE)
+
+
+def version_of(request: Request) -> int:
+    value = request.headers.get(resource_.INTEROP_HEADER, "").strip()
+    if not value.isdigit() or int(value) not in VERSIONS:
+        supported = ", ".join(map(str, VERSIONS))
+        raise BadRequest(f"Upload-Draft-Interop-Version must be one of {supported}", "unsupported-interop-version")
+    return int(value)
+
+
+async def collection(request: Request, method: str) -> Response:
+    services = resource_.services_of(request)
+    version = 8
+    try:
+        version = version_of(request)
+        if method == "OPTIONS":
+            return Response(status_code=204, headers=discovery_headers(services, None, version))
+        owner = services.auth.authenticate(request).user_id
+        if method != "POST":
+            raise BadRequest(f"{method} is not allowed here; create an upload with POST", "method-not-allowed", 405)
+        return await create(request, services, owner, version)
+    except Exception as exc:  # noqa: BLE001 - rendered, or re-raised if a bug
+        return problem(exc, services, version)
+
+
+async def resource(request: Request, method: str) -> Response:
+    services = resource_.services_of(request)
+    upload_id = request.path_params["upload_id"]
+    version = 8
+    try:
+        version = version_of(request)
+        owner = services.auth.authenticate(request).user_id
+        if method == "HEAD":
+            return await head(services, owner, upload_id, version)
+        if method == "PATCH":
+            return await append(request, services, owner, upload_id, version)
+        if method == "DELETE":
+            await resource_.load(services, upload_id, owner)
+            await services.uploads.abandon(upload_id, owner)
+            return Response(status_code=204)
+        if method == "OPTIONS":
+            return Response(status_code=204, headers=discovery_headers(services, None, version))
+        raise BadRequest(f"{method} is not allowed on an upload", "method-not-allowed", 405)
+    except Exception as exc:  # noqa: BLE001
+        return problem(exc, services, version, provided=sf_length(request, "upload-offset"))
+
+
+# -- header fields ----------------------------------------------------------------------------
+
+def _item(request: Request, name: str) -> str | None:
+    """A Structured Field Item's bare value, its parameters dropped."""
+    value = request.headers.get(name)
+    return None if value is None else value.split(";", 1)[0].strip()
+
+
+def sf_boolean(request: Request, name: str) -> bool | None:
+    """`?1` / `?0`; any other value makes the whole field ignored, as the draft says."""
+    return {"?1": True, "?0": False}.get(_item(request, name) or "")
+
+
+def sf_length(request: Request, name: str) -> int | None:
+    """A non-negative sf-integer; other values make the field ignored."""
+    value = _item(request, name)
+    if value is None or not _SF_INTEGER.fullmatch(value) or value.startswith("-"):
+        return None
+    return int(value)
+
+
+def _completeness(request: Request, version: int) -> bool:
+    if version == 3:
+        incomplete = sf_boolean(request, "upload-incomplete")
+        if incomplete is None:
+            raise BadRequest("Upload-Incomplete (?0 or ?1) is required", "missing-upload-complete")
+        return not incomplete
+    complete = sf_boolean(request, "upload-complete")
+    if complete is None:
+        raise BadRequest("Upload-Complete (?0 or ?1) is required", "missing-upload-complete")
+    return complete
+
+
+def completeness_header(version: int, complete: bool) -> dict[str, str]:
+    if version == 3:
+        return {"Upload-Incomplete": "?0" if complete else "?1"}
+    return {"Upload-Complete": "?1" if complete else "?0"}
+
+
+def discovery_headers(services: Services, session: chunks.UploadSession | None, version: int = 8) -> dict[str, str]:
+    """`Upload-Limit` (from interop 6) and `Accept-Patch`, which OPTIONS must carry."""
+    headers = {"Accept-Patch": PARTIAL_UPLOAD}
+    if version >= 6:
+        limits = [f"max-size={services.settings.limits.max_image_bytes}"]
+        lifetime = services.settings.uploads.expire_seconds if session is None else session.expires_at - time.time()
+        limits.append(f"{'expires' if version == 6 else 'max-age'}={max(0, int(lifetime))}")
+        headers["Upload-Limit"] = ", ".join(limits)
+    return headers
+
+
+def _state_headers(services: Services, session: chunks.UploadSession, version: int) -> dict[str, str]:
+    headers = {
+        "Upload-Offset": str(session.offset), "Upload-Draft-Interop-Version": str(version),
+        **completeness_header(version, _is_complete(session)),
+        **discovery_headers(services, session, version),
+    }
+    headers.pop("Accept-Patch")
+    if session.length is not None and version >= 5:
+        headers["Upload-Length"] = str(session.length)
+    return headers
+
+
+def _is_complete(session: chunks.UploadSession) -> bool:
+    return session.state != chunks.OPEN
+
+
+def _file_name(request: Request) -> str:
+    match = _FILENAME.search(request.headers.get("content-disposition", ""))
+    if match is None:
+        return ""
+    name = (match.group(1) if match.group(1) is not None else match.group(2)).replace("\\", "/")
+    return "".join(c for c in name.rsplit("/", 1)[-1] if c.isprintable())[:255]
+
+
+def _consistent(*lengths: int | None) -> int | None:
+    known = {length for length in lengths if length is not None}
+    if len(known) > 1:
+        raise chunks.SessionConflict("the lengths given for this upload disagree", code="length-mismatch")
+    return known.pop() if known else None
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+async def create(request: Request, services: Services, owner: str, version: int) -> Response:
+    complete = _completeness(request, version)
+    content_length = bodies.declared_length(request)
+    length = _consistent(sf_length(request, "upload-length"), content_length if complete else None)
+    session = await services.uploads.open_stream(
+        owner, length=length, file_name=_file_name(request),
+        content_type=request.headers.get("content-type", "").split(";")[0].strip().lower()[:100],
+    )
+    where = {"Location": resource_.location(request, services, session.id)}
+    try:
+        session = await _transfer(request, services, session, 0, complete, None)
+    except Exception as exc:  # noqa: BLE001
+        response = problem(exc, services, version, session)
+        response.headers.update(where)
+        return response
+    if complete:
+        return _outcome(services, session, version, where)
+    return Response(status_code=201, headers={**where, **_state_headers(services, session, version)})
+
+
+async def head(services: Services, owner: str, upload_id: str, version: int) -> Response:
+    session = await resource_.load(services, upload_id, owner)
+    return Response(status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)})
+
+
+async def append(request: Request, services: Services, owner: str, upload_id: str, version: int) -> Response:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if version >= 6 and media_type != PARTIAL_UPLOAD:
+        raise BadRequest(f"appending takes Content-Type: {PARTIAL_UPLOAD}", "unsupported-media-type", 415)
+    offset = sf_length(request, "upload-offset")
+    if offset is None:
+        raise BadRequest("Upload-Offset (a non-negative integer) is required", "missing-offset")
+    complete = _completeness(request, version)
+    session = await resource_.load(services, upload_id, owner)
+    if _is_complete(session):
+        if resource_.has_body(request):
+            raise chunks.SessionConflict("this upload is complete; it takes no more bytes", code="length-mismatch")
+        raise BadRequest("this upload is already complete", "completed-upload")
+    content_length = bodies.declared_length(request)
+    implied = offset + content_length if complete and content_length is not None else None
+    session = await _transfer(request, services, session, offset, complete,
+                              _consistent(sf_length(request, "upload-length"), implied))
+    if complete:
+        return _outcome(services, session, version, {})
+    return Response(status_code=204, headers=_state_headers(services, session, version))
+
+
+async def _transfer(request: Request, services: Services, session: chunks.UploadSession, offset: int,
+                    complete: bool, length: int | None) -> chunks.UploadSession:
+    """Append the body; when the request completes the upload, fix its length and complete it."""
+    session = await services.uploads.append(
+        session.id, session.owner, offset, resource_.body(request, services), length=length,
+    )
+    if not complete:
+        return session
+    if session.length is None:
+        session = await services.uploads.declare_length(session, session.offset)
+    elif session.length != session.offset:
+        raise chunks.SessionConflict(
+            f"the upload was declared complete at {session.offset} bytes, but its length is {session.length}",
+            code="length-mismatch",
+        )
+    return await resource_.completed(services, session)
+
+
+def _outcome(services: Services, session: chunks.UploadSession, version: int, extra: dict[str, str]) -> Response:
+    """The response of the resource that processed the whole image, marked `Upload-Complete: ?1`."""
+    headers = {**extra, **completeness_header(version, True), "Upload-Offset": str(session.offset)}
+    if session.state == chunks.FAILED:
+        return _problem_response(image_status(session.error_code), session.error_code, session.error_message,
+                                 headers=headers)
+    return JSONResponse({"message": "profile image updated", "upload_id": session.id, "avatar": session.result},
+                        200, headers=headers)
+
+
+# -- problems (RFC 9457) ----------------------------------------------------------------------
+
+def _problem_response(status: int, code: str, detail: str, *, problem_type: str = "about:blank",
+                      title: str = "", headers: dict[str, str] | None = None,
+                      extra: dict[str, Any] | None = None) -> JSONResponse:
+    body = {"type": problem_type, "title": title or code.replace("-", " "), "status": status,
+            "detail": detail, "code": code, **(extra or {})}
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+def problem(exc: BaseException, services: Services, version: int,
+            session: chunks.UploadSession | None = None, provided: int | None = None) -> Response:
+    headers = completeness_header(version, True) if isinstance(exc, ImageRejected) else {}
+    if isinstance(exc, chunks.OffsetMismatch):
+        return _problem_response(
+            409, "mismatching-upload-offset", exc.message, problem_type=PROBLEM_TYPES + "mismatching-upload-offset",
+            title="offset from request does not match offset of resource",
+            extra={"expected-offset": exc.expected, "provided-offset": provided},
+            headers={"Upload-Offset": str(exc.expected)},
+        )
+    if isinstance(exc, chunks.SessionConflict) and exc.code == "length-mismatch":
+        return _problem_response(400, "inconsistent-upload-length", exc.message,
+                                 problem_type=PROBLEM_TYPES + "inconsistent-upload-length")
+    if isinstance(exc, BadRequest) and exc.code == "completed-upload":
+        return _problem_response(400, exc.code, exc.message, problem_type=PROBLEM_TYPES + "completed-upload")
+    found = problem_for(exc, services.settings.redis.retry_after_seconds)
+    if found is None:
+        raise exc
+    headers.update(found.headers)
+    if found.status == 413:
+        headers.update(discovery_headers(services, session, version))
+        headers.pop("Accept-Patch")
+    return _problem_response(found.status, found.code, found.message, headers=headers)
