@@ -142,6 +142,21 @@ class Uploads:
             raise UploadNotFound("no such upload")
         return await self.sessions.load(upload_id, owner)
 
+    async def current(self, upload_id: str, owner: str, lock_wait: float = 1.5) -> s.UploadSession:
+        """The session with an offset no request is still moving.
+
+        A client asking where to resume has given up on its earlier request, which the server
+        may still be reading: that writer is asked to save and let go first, so the answer is
+        an offset the next append will accept (IETF draft, "Concurrency")."""
+        session = await self.get(upload_id, owner)
+        if session.kind != s.STREAM or session.state != s.OPEN:
+            return session
+        try:
+            async with self.locks.hold(upload_id, lock_wait):
+                return await self._reconciled(upload_id, owner)
+        except UploadBusy:
+            return await self.get(upload_id, owner)
+
     # -- numbered chunks -----------------------------------------------------------------------
 
     async def put_chunk(self, session: s.UploadSession, index: int, data: bytes) -> tuple[s.UploadSession, bool]:

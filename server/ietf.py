@@ -188,7 +188,8 @@ async def create(request: Request, services: Services, owner: str, version: int)
 
 
 async def head(services: Services, owner: str, upload_id: str, version: int) -> Response:
-    session = await resource_.load(services, upload_id, owner)
+    await resource_.load(services, upload_id, owner)
+    session = await services.uploads.current(upload_id, owner)
     return Response(status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)})
 
 

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 import chunks
 
+from . import bodies
 from . import upload_resource as resource_
 from .errors import BadRequest, image_status, problem_for
 
@@ -235,7 +236,8 @@ def _decoded(value: str) -> str:
 # -- an upload --------------------------------------------------------------------------------
 
 async def head(request: Request, services: Services, owner: str, upload_id: str) -> Response:
-    session = await resource_.load(services, upload_id, owner)
+    await resource_.load(services, upload_id, owner)
+    session = await services.uploads.current(upload_id, owner)
     headers = {
         "Tus-Resumable": VERSION, "Cache-Control": "no-store", "Upload-Offset": str(session.offset),
         "Upload-Expires": resource_.http_date(session.expires_at),
@@ -264,6 +266,10 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
     session = await resource_.load(services, upload_id, owner)
     if session.parts:
         raise BadRequest("a final upload is made of its parts and takes no PATCH", "final-upload", 403)
+    declared = bodies.declared_length(request)
+    known = length if length is not None else session.length
+    if declared is not None and known is not None and offset + declared > known:
+        raise BadRequest(f"the body would take the upload past its length of {known} bytes", "length-exceeded", 413)
     if session.state != chunks.OPEN and offset == session.offset and not resource_.has_body(request):
         # A retry of the request that completed the upload: answer with its outcome.
         session = await resource_.completed(services, session)
