@@ -5,6 +5,7 @@ from .errors import (
     ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
+    QuotaExceeded,
     SessionConflict,
     StorageFull,
     StoreUnavailable,
@@ -15,6 +16,7 @@ from .errors import (
     UploadTooLarge,
 )
 from .locks import UploadLocks
+from .quotas import QuotaLimits, Quotas
 from .session import ASSEMBLING, CHUNKED, DONE, FAILED, OPEN, STREAM, UploadSession, looks_like_upload_id
 from .sessions import SessionStore
 from .storage import ChunkStore, LocalChunkStore
@@ -22,6 +24,7 @@ from .uploads import Checksum, Claim, UploadLimits, Uploads
 
 __all__ = [
     "ASSEMBLING", "CHUNKED", "DONE", "FAILED", "OPEN", "STREAM",
+    "QuotaExceeded", "QuotaLimits", "Quotas",
     "Checksum", "ChecksumMismatch", "ChunkConflict", "ChunkStore", "Claim", "InvalidRequest",
     "LocalChunkStore", "OffsetMismatch",
     "SessionConflict", "SessionStore", "StorageFull", "StoreUnavailable", "UploadBusy", "UploadError",

@@ -67,6 +67,16 @@ class StorageFull(UploadError):
     code = "insufficient-storage"
 
 
+class QuotaExceeded(UploadError):
+    """The user is past a per-user limit; `retry_after` says when trying again may help."""
+
+    code = "quota-exceeded"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 30):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class StoreUnavailable(UploadError):
     """Redis did not answer: the state of the upload is unknown, try again later."""
 

@@ -64,9 +64,16 @@ def _storage_error(exc: OSError) -> Exception:
 class LocalChunkStore:
     """Chunk bytes on a local (or shared, POSIX) filesystem, written with aiofiles."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], *, fault_enospc_flag: str | os.PathLike[str] | None = None):
         self.root = Path(root).resolve() / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
+        # Test-only (storage.fault_enospc_flag): while this file exists, writes fail with ENOSPC
+        # after their bytes went out, as a full disk reports it at write or fsync time.
+        self._fault_flag = Path(fault_enospc_flag) if fault_enospc_flag else None
+
+    def _injected_fault(self) -> None:
+        if self._fault_flag is not None and self._fault_flag.exists():
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
 
     def _dir(self, upload_id: str) -> Path:
         # Ids are made by the core (urlsafe base64); refuse anything else rather than trust it in a path.
@@ -90,6 +97,7 @@ class LocalChunkStore:
             async with aiofiles.open(tmp, "wb") as f:
                 await f.write(data)
                 await f.flush()
+                self._injected_fault()
                 await asyncio.to_thread(os.fsync, f.fileno())
             # The same bytes give the same name, so replacing an earlier copy changes nothing.
             await aiofiles.os.replace(tmp, final)
@@ -176,6 +184,7 @@ class LocalChunkStore:
                         interrupted = OverflowError("body longer than allowed")
                         break
                     await f.write(block)
+                    self._injected_fault()
                     written += len(block)
                     if written - durable >= checkpoint_bytes:
                         await self._sync(f)

@@ -28,6 +28,7 @@ from .errors import (
     UploadTooLarge,
 )
 from .locks import Lease, UploadLocks
+from .quotas import Quotas, Unlimited
 from .sessions import SessionStore
 from .storage import ChunkStore
 
@@ -64,11 +65,13 @@ class Claim:
 
 
 class Uploads:
-    def __init__(self, sessions: SessionStore, store: ChunkStore, locks: UploadLocks, limits: UploadLimits):
+    def __init__(self, sessions: SessionStore, store: ChunkStore, locks: UploadLocks, limits: UploadLimits,
+                 quotas: Quotas | Unlimited | None = None):
         self.sessions = sessions
         self.store = store
         self.locks = locks
         self.limits = limits
+        self.quotas = quotas or Unlimited()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -81,9 +84,12 @@ class Uploads:
 
     async def open_chunked(
         self, owner: str, *, file_name: str, content_type: str, total_chunks: int,
-        alias: str = "", upload_id: str | None = None,
+        alias: str = "", upload_id: str | None = None, first_bytes: int = 0,
     ) -> s.UploadSession:
         """The session named by `upload_id`, else the open one under `alias`, else a new one.
+
+        A new one must fit the owner's quotas with `first_bytes` in it (its first chunk's size),
+        so a refused first chunk leaves no empty upload behind.
 
         A request that contradicts the session (another total or type) is a SessionConflict."""
         if not 1 <= total_chunks <= self.limits.max_chunks:
@@ -93,10 +99,14 @@ class Uploads:
         else:
             found = await self.sessions.by_alias(owner, alias)
             if found is None:
-                found = await self.sessions.create(self._new(
+                fresh = self._new(
                     owner, s.CHUNKED, file_name=file_name, content_type=content_type,
                     total_chunks=total_chunks, alias=alias,
-                ))
+                )
+                await self.quotas.admit(owner, fresh.id, fresh.expires_at, first_bytes)
+                found = await self.sessions.create(fresh)
+                if found.id != fresh.id:  # a concurrent first chunk under the same name won
+                    await self.quotas.release(owner, fresh.id)
         assert found is not None
         self._check_same_upload(found, total_chunks, content_type)
         return found
@@ -125,6 +135,7 @@ class Uploads:
             owner, s.STREAM, length=length, metadata=dict(metadata or {}), file_name=file_name,
             content_type=content_type, partial=partial,
         )
+        await self.quotas.admit(owner, session.id, session.expires_at, length or 0)
         await self.store.truncate(session.id, 0)
         return await self.sessions.create(session)
 
@@ -180,6 +191,7 @@ class Uploads:
         if session.received_bytes + len(data) > self.limits.max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self.limits.max_upload_bytes} bytes")
 
+        await self.quotas.reserve(session.owner, session.id, session.received_bytes + len(data))
         await self.store.put_part(session.id, index, data, digest)
 
         def record(current: s.UploadSession) -> bool:
@@ -286,6 +298,7 @@ class Uploads:
 
     async def declare_length(self, session: s.UploadSession, length: int) -> s.UploadSession:
         self._check_length(length)
+        await self.quotas.reserve(session.owner, session.id, length)
 
         def declare(current: s.UploadSession) -> None:
             if current.length is not None and current.length != length:
@@ -335,6 +348,7 @@ class Uploads:
         total = sum(part.offset for part in parts)
         self._check_length(total)
         final = self._new(owner, s.STREAM, length=total, metadata=dict(metadata or {}), parts=list(part_ids))
+        await self.quotas.admit(owner, final.id, final.expires_at, total)
         await self.store.concatenate(final.id, part_ids)
         final.offset = total
         return await self.sessions.create(final)
@@ -409,6 +423,7 @@ class Uploads:
             current.claimed_until = 0.0
 
         updated, _ = await self.sessions.update(session.id, settle)
+        await self.quotas.release(updated.owner, updated.id)
         await self.store.discard(session.id)
         for part_id in updated.parts:
             await self._forget(part_id, "concatenated")
@@ -441,6 +456,7 @@ class Uploads:
         session = await self.sessions.get(upload_id)
         if session is not None:
             await self.sessions.delete(session, reason)
+            await self.quotas.release(session.owner, upload_id)
         await self.store.discard(upload_id)
 
     async def reap(self, now: float | None = None, batch: int = 100) -> int:

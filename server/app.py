@@ -31,7 +31,9 @@ from . import (
     avatar_api, chunk_api, gravatar, openapi, picture_api, profile_image_api, setting_avatar_api, user_image_api,
 )
 from . import tus, upload_resource
+from . import debug
 from .auth import Authenticator
+from .ratelimit import RateLimit
 from .errors import json_error, problem_for
 from .redis_process import RedisProcess
 from .settings import Settings
@@ -113,9 +115,15 @@ def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
 def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
     root = Path(settings.storage.root).resolve()
     limits = settings.limits
+    sessions = chunks.SessionStore(redis, settings.redis.key_prefix)
+    quotas = chunks.Quotas(redis, sessions, chunks.QuotaLimits(
+        max_open_uploads=limits.max_open_uploads, max_bytes_in_flight=limits.max_bytes_in_flight,
+        retry_after_seconds=limits.quota_retry_after_seconds,
+        key_ttl_seconds=settings.uploads.expire_seconds + 3600,
+    ), settings.redis.key_prefix)
     uploads = chunks.Uploads(
-        chunks.SessionStore(redis, settings.redis.key_prefix),
-        chunks.LocalChunkStore(root),
+        sessions,
+        chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
         chunks.UploadLocks(redis, settings.redis.key_prefix),
         chunks.UploadLimits(
             max_upload_bytes=limits.max_image_bytes,
@@ -123,6 +131,7 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
             max_chunks=limits.max_chunks,
             expire_seconds=settings.uploads.expire_seconds,
         ),
+        quotas,
     )
     pipeline = Pipeline(PipelineSettings(
         sizes=tuple(settings.avatars.sizes),
@@ -211,6 +220,8 @@ def create_app(settings: Settings) -> Starlette:
     if settings.protocol_enabled("tus") or settings.protocol_enabled("ietf"):
         routes += upload_resource.routes(settings)  # /files/: tus 1.0.0 and the IETF draft
     routes += avatar_api.routes()
+    if settings.server.debug_endpoints:
+        routes += debug.routes()
     middleware = []
     if settings.server.cors_origins:
         middleware.append(Middleware(
@@ -219,6 +230,7 @@ def create_app(settings: Settings) -> Starlette:
             # "*" is not honoured for credentialed requests: name the tus/IETF headers too.
             expose_headers=["*", *tus.EXPOSED_HEADERS], max_age=86400,
         ))
+    middleware.append(Middleware(RateLimit))  # inside CORS, so a 429 still carries CORS headers
     app = Starlette(
         routes=routes, middleware=middleware, lifespan=_lifespan,
         exception_handlers={Exception: _unexpected, RedisError: _unexpected},

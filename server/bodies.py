@@ -40,24 +40,39 @@ def declared_length(request: Request) -> int | None:
     return int(value)
 
 
+def _pace(request: Request) -> tuple[float, float]:
+    """The configured minimum body rate (bytes/s) and its grace period, from the app's settings."""
+    settings = getattr(request.app.state, "settings", None) if "app" in request.scope else None
+    if settings is None:
+        return 0.0, 0.0
+    return float(settings.limits.min_body_bytes_per_second), settings.limits.body_rate_grace_seconds
+
+
 async def stream(request: Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
-    """Yield the body's blocks; BodyTooLarge past `limit`, BodyTimeout past `timeout` seconds."""
+    """Yield the body's blocks; BodyTooLarge past `limit`, BodyTimeout past `timeout` seconds
+    or when the body falls below the minimum rate (`limits.min_body_bytes_per_second`, on
+    average since the start, once `limits.body_rate_grace_seconds` have passed)."""
     length = declared_length(request)
     if length is not None and length > limit:
         raise BodyTooLarge(f"the body is larger than {limit} bytes")
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    min_rate, grace = _pace(request)
     received = 0
     blocks = request.stream().__aiter__()
     while True:
-        remaining = deadline - time.monotonic()
+        # The next block must come before the total deadline, and soon enough that the average
+        # rate so far stays above the minimum (a slow-loris body holds a worker and a lock).
+        due = deadline if min_rate <= 0 else min(deadline, started + grace + received / min_rate)
+        remaining = due - time.monotonic()
         if remaining <= 0:
-            raise BodyTimeout(f"the body did not arrive within {timeout:g} seconds")
+            raise _timeout(timeout, min_rate, due < deadline)
         try:
             block = await asyncio.wait_for(blocks.__anext__(), remaining)
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
-            raise BodyTimeout(f"the body did not arrive within {timeout:g} seconds") from None
+            raise _timeout(timeout, min_rate, due < deadline) from None
         except ClientDisconnect:
             raise Disconnected("the client went away before sending the whole body") from None
         received += len(block)
@@ -65,6 +80,12 @@ async def stream(request: Request, limit: int, timeout: float) -> AsyncIterator[
             raise BodyTooLarge(f"the body is larger than {limit} bytes")
         if block:
             yield block
+
+
+def _timeout(timeout: float, min_rate: float, too_slow: bool) -> BodyTimeout:
+    if too_slow:
+        return BodyTimeout(f"the body arrived slower than {min_rate:g} bytes per second")
+    return BodyTimeout(f"the body did not arrive within {timeout:g} seconds")
 
 
 async def read(request: Request, limit: int, timeout: float) -> bytes:

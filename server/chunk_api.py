@@ -165,7 +165,7 @@ async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -
     alias = f"id:{upload_id}" if upload_id is not None else f"name:{parsed.file_name}"
     return await services.uploads.open_chunked(
         user_id, file_name=parsed.file_name, content_type=parsed.content_type,
-        total_chunks=parsed.total_chunks, alias=alias,
+        total_chunks=parsed.total_chunks, alias=alias, first_bytes=len(parsed.data),
     )
 
 

@@ -68,6 +68,8 @@ def problem_for(exc: BaseException, retry_after: int = 2) -> Problem | None:
     if isinstance(exc, RedisError):
         return Problem(503, "store-unavailable", "the session store is unavailable; try again shortly",
                        {"Retry-After": str(retry_after)})
+    if isinstance(exc, chunks.QuotaExceeded):
+        return Problem(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, chunks.UploadError):
         for kind, status in _CORE_STATUS:
             if isinstance(exc, kind):

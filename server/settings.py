@@ -30,6 +30,8 @@ class ServerSettings:
     log_level: str = "info"
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_seconds: float = 10.0
+    # Test-only: GET /debug/resources (tasks, open files, locks). Never enable in production.
+    debug_endpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class RedisSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     root: str = "var/storage"
+    # Test-only fault hook: while a file exists at this path, chunk writes fail with ENOSPC.
+    fault_enospc_flag: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,15 @@ class LimitSettings:
     max_side: int = 16_384
     max_frames: int = 300
     body_timeout_seconds: float = 60.0
+    # A body slower than this on average (after the grace period) ends with 408; 0 = no minimum.
+    min_body_bytes_per_second: int = 1024
+    body_rate_grace_seconds: float = 10.0
+    # Per user; 0 switches a limit off. Past one, a request answers 429 with Retry-After.
+    max_open_uploads: int = 50
+    max_bytes_in_flight: int = 512 * MiB
+    requests_per_window: int = 3000
+    rate_window_seconds: float = 60.0
+    quota_retry_after_seconds: int = 30
 
 
 @dataclass(frozen=True)

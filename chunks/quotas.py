@@ -1,0 +1,163 @@
+"""Per-user limits on unfinished uploads: how many at once, and how many bytes they hold.
+
+Counted in Redis so every server process sharing it enforces the same limits. Keys share the
+user's hash tag, so the scripts run under Redis Cluster too:
+    <p>:quota:{U}:open     sorted set upload id -> expires_at (expired members drop out)
+    <p>:quota:{U}:bytes    hash upload id -> bytes the upload holds (received, or declared)
+
+The counts can only run high after a crash between settling an upload and releasing it; a
+user at the limit triggers a check of each counted upload against its session, which is the
+truth, so a stale entry never locks anyone out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import session as s
+from .errors import QuotaExceeded, StoreUnavailable
+from .sessions import SessionStore
+
+# KEYS[1] open set, KEYS[2] bytes hash; ARGV: now, max open, id, expires_at, bytes, key ttl.
+_ADMIT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('zscore', KEYS[1], ARGV[3]) == false
+   and redis.call('zcard', KEYS[1]) >= limit then
+  return 0
+end
+redis.call('zadd', KEYS[1], ARGV[4], ARGV[3])
+redis.call('hset', KEYS[2], ARGV[3], ARGV[5])
+redis.call('expire', KEYS[1], ARGV[6])
+redis.call('expire', KEYS[2], ARGV[6])
+return 1
+"""
+# KEYS[1] open set, KEYS[2] bytes hash; ARGV: id, the upload's bytes after this write, max bytes.
+# Sums only uploads still counted as open; the bytes of the others are forgotten on the way.
+_RESERVE = """
+local total = tonumber(ARGV[2])
+local held = redis.call('hgetall', KEYS[2])
+for i = 1, #held, 2 do
+  if held[i] ~= ARGV[1] then
+    if redis.call('zscore', KEYS[1], held[i]) then
+      total = total + tonumber(held[i + 1])
+    else
+      redis.call('hdel', KEYS[2], held[i])
+    end
+  end
+end
+if tonumber(ARGV[3]) > 0 and total > tonumber(ARGV[3]) then return 0 end
+if ARGV[1] ~= '' then redis.call('hset', KEYS[2], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    max_open_uploads: int = 0       # 0 = unlimited
+    max_bytes_in_flight: int = 0    # 0 = unlimited
+    retry_after_seconds: int = 30
+    key_ttl_seconds: int = 2 * 24 * 3600
+
+
+class Quotas:
+    def __init__(self, redis: aioredis.Redis, sessions: SessionStore, limits: QuotaLimits, prefix: str = "avs"):
+        self.redis = redis
+        self.sessions = sessions
+        self.limits = limits
+        self.prefix = prefix
+        # register_script reloads the script on NOSCRIPT (after a Redis restart or failover).
+        self._admit = redis.register_script(_ADMIT)
+        self._reserve = redis.register_script(_RESERVE)
+
+    @property
+    def enabled(self) -> bool:
+        return self.limits.max_open_uploads > 0 or self.limits.max_bytes_in_flight > 0
+
+    def _keys(self, owner: str) -> list[str]:
+        tag = hashlib.sha256(owner.encode()).hexdigest()[:32]
+        return [f"{self.prefix}:quota:{{{tag}}}:open", f"{self.prefix}:quota:{{{tag}}}:bytes"]
+
+    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+        """Count a new upload of `owner`, or raise QuotaExceeded if they have too many open."""
+        if not self.enabled:
+            return
+        if held_bytes:
+            await self.reserve(owner, upload_id, held_bytes, counted=False)
+        if await self._try_admit(owner, upload_id, expires_at, held_bytes):
+            return
+        if await self._forget_settled(owner) and await self._try_admit(owner, upload_id, expires_at, held_bytes):
+            return
+        raise QuotaExceeded(
+            f"you have {self.limits.max_open_uploads} unfinished uploads; finish or abandon one first",
+            code="too-many-uploads", retry_after=self.limits.retry_after_seconds,
+        )
+
+    async def _try_admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int) -> bool:
+        args = [time.time(), self.limits.max_open_uploads, upload_id, expires_at, held_bytes,
+                self.limits.key_ttl_seconds]
+        try:
+            return bool(await self._admit(keys=self._keys(owner), args=args))
+        except RedisError as exc:
+            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
+
+    async def reserve(self, owner: str, upload_id: str, held_bytes: int, *, counted: bool = True) -> None:
+        """Record that `upload_id` will hold `held_bytes`, or raise QuotaExceeded past the limit."""
+        if self.limits.max_bytes_in_flight <= 0:
+            return
+        # A new upload is not counted yet: check it against the others without recording it.
+        args = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight]
+        try:
+            allowed = await self._reserve(keys=self._keys(owner), args=args)
+        except RedisError as exc:
+            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
+        if not allowed:
+            raise QuotaExceeded(
+                f"your unfinished uploads would hold more than {self.limits.max_bytes_in_flight} bytes",
+                code="too-many-bytes-in-flight", retry_after=self.limits.retry_after_seconds,
+            )
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        if not self.enabled:
+            return
+        open_key, bytes_key = self._keys(owner)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(open_key, upload_id)
+                pipe.hdel(bytes_key, upload_id)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
+
+    async def _forget_settled(self, owner: str) -> bool:
+        """Drop counted uploads whose session is gone or settled. True if any was dropped."""
+        open_key, _ = self._keys(owner)
+        try:
+            members = [m.decode() for m in await self.redis.zrange(open_key, 0, -1)]
+        except RedisError as exc:
+            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
+        dropped = False
+        for upload_id in members:
+            session = await self.sessions.get(upload_id)
+            if session is None or session.state in (s.DONE, s.FAILED) or session.expired():
+                await self.release(owner, upload_id)
+                dropped = True
+        return dropped
+
+
+class Unlimited:
+    """No per-user limits: what the core uses when none are configured."""
+
+    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+        return None
+
+    async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
+        return None
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        return None

@@ -1,0 +1,36 @@
+"""Test-only introspection (`server.debug_endpoints: true`): what a leak test counts.
+
+`GET /debug/resources` answers the asyncio tasks alive in this process, its open file
+descriptors, and the upload locks held in Redis under this server's key prefix. Never enable
+it in production: it tells an outsider about the server's insides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from .app import Services
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/debug/resources", resources, methods=["GET"])]
+
+
+async def resources(request: Request) -> Response:
+    services: Services = request.app.state.services
+    prefix = services.settings.redis.key_prefix
+    locks = [key async for key in services.redis.scan_iter(match=f"{prefix}:lock:*", count=1000)]
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    return JSONResponse({
+        "tasks": len(tasks),
+        "task_names": sorted(task.get_name() for task in tasks),
+        "open_files": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1,
+        "locks": len(locks),
+    })
