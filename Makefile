@@ -4,10 +4,12 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# tus-js-client for the end-to-end tests, run by the machine's Node.js (18+).
+JS_STAMP := tests/js/node_modules/.installed
 
 .PHONY: install run test bench bench-images clean
 
-install: $(STAMP)
+install: $(STAMP) $(JS_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { echo "need Python 3.11+ (set PYTHON=...)"; exit 1; }
@@ -15,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "need Node.js 18+ with npm on PATH (tus-js-client tests)"; exit 1; }
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
 
 run: install
 	$(PY) -m server --config config.yaml
