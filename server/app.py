@@ -130,6 +130,7 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
             max_chunk_bytes=limits.max_chunk_bytes,
             max_chunks=limits.max_chunks,
             expire_seconds=settings.uploads.expire_seconds,
+            claim_seconds=settings.uploads.claim_seconds,
         ),
         quotas,
     )

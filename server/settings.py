@@ -86,6 +86,8 @@ class UploadSettings:
     expire_seconds: int = 24 * 3600
     reap_interval_seconds: float = 60.0
     completion_wait_seconds: float = 30.0
+    # A completer that dies (SIGKILL, power cut) holds its claim this long before another takes over.
+    claim_seconds: float = 120.0
 
 
 @dataclass(frozen=True)

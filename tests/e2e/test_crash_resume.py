@@ -80,3 +80,76 @@ def test_torn_chunk_write_is_never_counted(tmp_path_factory, redis_url, token):
             assert hashlib.sha256(data).hexdigest()  # the image decoded, so the bytes were whole
     finally:
         server.stop()
+
+
+# -- many crashes during many uploads --------------------------------------------------------
+
+KILLS = 22
+
+
+async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_byte(tmp_path_factory, redis_url, token):
+    """SIGKILL at random moments while chunk-API and tus clients upload, restart each time.
+
+    The clients check at every step that each acknowledged chunk or offset is still there
+    (tests/support/uploaders.py); every upload ends as an avatar of exactly the picture sent."""
+    import asyncio
+    import random
+    import time
+
+    import httpx
+
+    from tests.support.uploaders import Resilient, centre_colour, chunked_upload, close, marked_png, tus_upload
+
+    root = tmp_path_factory.mktemp("storm")
+    # A completer killed mid-swap holds its claim for claim_seconds: short here, so uploads it
+    # held finish within the test instead of in two minutes.
+    config = server_config(root, redis_url, uploads={"claim_seconds": 2, "completion_wait_seconds": 1})
+    server = ServerProcess(root, config).start()
+    ctx = Resilient(server.url)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    storm_over = asyncio.Event()
+    finished: list[tuple[str, tuple[int, int, int], int, dict]] = []
+
+    async def uploader(worker: int, use_tus: bool) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            n = 0
+            while not storm_over.is_set() and n < 40:
+                n += 1
+                user = f"storm-{worker}-{n}-{seed}"
+                colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+                data = marked_png(colour, seed=worker * 1000 + n)
+                headers = {"Authorization": f"Bearer {token(user)}"}
+                if use_tus:
+                    final = await tus_upload(ctx, client, headers, data, step=16 * 1024)
+                else:
+                    final = await chunked_upload(ctx, client, headers, f"p{n}.png", data, total=8)
+                finished.append((user, colour, len(data), final))
+
+    async def killer() -> None:
+        try:
+            for _ in range(KILLS):
+                await asyncio.sleep(rng.uniform(0.05, 0.6))  # the fault schedule, not a wait for state
+                await asyncio.to_thread(server.kill)
+                await asyncio.to_thread(server.start)
+        finally:
+            storm_over.set()
+
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.gather(
+            killer(), *(uploader(w, use_tus=w % 2 == 1) for w in range(8)),
+        ), timeout=90)
+        # Every upload a worker started was finished (a worker stops only between uploads).
+        assert len(finished) >= 8, f"only {len(finished)} uploads finished (seed {seed})"
+        assert ctx.cut >= KILLS // 2, f"only {ctx.cut} requests were cut by the kills (seed {seed})"
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            for user, colour, size, final in finished:
+                assert final["state"] == "done"
+                assert final.get("received_bytes", final.get("offset")) == size
+                avatar = await client.get(f"/avatars/{user}", params={"size": 64})
+                assert avatar.status_code == 200
+                assert close(centre_colour(avatar.content), colour), f"{user}: wrong picture (seed {seed})"
+    finally:
+        server.stop()
+    assert time.monotonic() - started < 90
