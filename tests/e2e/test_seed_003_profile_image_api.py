@@ -200,3 +200,20 @@ def test_any_server_process_answers_the_poll(server, host, auth, user, tmp_path)
         assert image["id"] == httpx.get(resource(server, user), headers=auth).json()["id"]
     finally:
         other.stop()
+
+
+def test_a_download_cut_by_shutdown_is_reported_failed(server, host, auth, user, tmp_path):
+    # A process sharing Redis and storage, with a timeout long enough that only the shutdown ends the fetch.
+    config = {**server.config, "fetch": {**server.config["fetch"], "timeout_seconds": 30}}
+    doomed = ServerProcess(tmp_path, config).start()
+    try:
+        slow_requests = host.requests.count("/slow")
+        answer = httpx.post(resource(doomed, user), headers=auth, json={"url": f"{host.url}/slow"})
+        assert answer.status_code == 202
+        end = time.monotonic() + 10
+        while host.requests.count("/slow") == slow_requests and time.monotonic() < end:
+            time.sleep(0.02)
+    finally:
+        doomed.stop()
+    image = httpx.get(resource(server, user), headers=auth).json()
+    assert (image["status"], image["reason"]["code"]) == ("failed", "interrupted")
