@@ -137,6 +137,8 @@ def describe(request: Request, services: Services, session: chunks.UploadSession
         "length": session.length,
         "complete": session.state == chunks.DONE,
         "partial": session.partial,
+        "file_name": session.file_name,
+        "content_type": session.content_type,
         "expires_at": datetime.datetime.fromtimestamp(session.expires_at, datetime.timezone.utc)
         .isoformat().replace("+00:00", "Z"),
     }

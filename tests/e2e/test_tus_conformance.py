@@ -165,6 +165,13 @@ def test_metadata_is_recorded_and_echoed(client, auth):
     sent = metadata(filename="me.jpg", filetype="image/jpeg") + ",flag"
     url = create(client, auth, 10, **{"Upload-Metadata": sent})
     assert head(client, url, auth).headers["upload-metadata"] == sent
+    status = client.get(url, headers=auth).json()
+    assert status["file_name"] == "me.jpg" and status["content_type"] == "image/jpeg"
+
+
+def test_a_file_name_is_recorded_without_its_path(client, auth):
+    url = create(client, auth, 10, **{"Upload-Metadata": metadata(filename="../../etc/passwd\\x.jpg")})
+    assert client.get(url, headers=auth).json()["file_name"] == "x.jpg"
 
 
 @pytest.mark.parametrize("value", ["filename !!notbase64", "a YQ==,a YQ==", "a YQ==,,b", "a b c"])
