@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import gravatar
 from .errors import json_error
+from .links import base_url
 
 if TYPE_CHECKING:
     from avatars import RenditionFile
@@ -110,7 +111,7 @@ async def my_avatar(request: Request) -> Response:
     current = await services.avatars.current(principal.user_id)
     if current is None:
         return await _gravatar_or_not_found(services, principal.user_id, None)
-    return JSONResponse(current.describe())
+    return JSONResponse(current.describe(base_url(request, services.settings)))
 
 
 async def delete_my_avatar(request: Request) -> Response:

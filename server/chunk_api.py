@@ -25,6 +25,7 @@ import chunks
 
 from . import bodies
 from .errors import BadRequest, image_status, json_error
+from .links import absolute, base_url
 
 if TYPE_CHECKING:
     from .app import Services
@@ -67,7 +68,7 @@ async def upload(request: Request) -> Response:
         principal = services.auth.authenticate(request)
         parsed = await _parse(request, services)
         if not parsed.is_chunk:
-            return await _whole_image(services, principal.user_id, parsed)
+            return await _whole_image(services, principal.user_id, parsed, base_url(request, services.settings))
         session = await _session_for(services, principal.user_id, parsed)
         session, duplicate = await services.uploads.put_chunk(session, parsed.chunk_index, parsed.data)
     except Exception as exc:  # noqa: BLE001 - rendered or re-raised by _error
@@ -76,8 +77,8 @@ async def upload(request: Request) -> Response:
         try:
             session = await services.complete(session)
         except Exception as exc:  # noqa: BLE001
-            return _error(exc, services, **_describe(session, failed=True))
-    body = _describe(session)
+            return _error(exc, services, **_describe(session, base_url(request, services.settings), failed=True))
+    body = _describe(session, base_url(request, services.settings))
     body["duplicate"] = duplicate
     body["message"] = "profile image updated" if session.state == chunks.DONE else "chunk received"
     if session.state == chunks.FAILED:
@@ -95,7 +96,7 @@ async def status(request: Request) -> Response:
         return _error(exc, services)
     if session.kind != chunks.CHUNKED:
         return _error(chunks.UploadNotFound("no such upload"), services)
-    return JSONResponse(_describe(session))
+    return JSONResponse(_describe(session, base_url(request, services.settings)))
 
 
 async def abandon(request: Request) -> Response:
@@ -111,7 +112,7 @@ async def abandon(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _describe(session: chunks.UploadSession, failed: bool = False) -> dict[str, Any]:
+def _describe(session: chunks.UploadSession, base: str, failed: bool = False) -> dict[str, Any]:
     described: dict[str, Any] = {
         "upload_id": session.id,
         "file_name": session.file_name,
@@ -125,7 +126,7 @@ def _describe(session: chunks.UploadSession, failed: bool = False) -> dict[str, 
         "expires_at": _iso(session.expires_at),
     }
     if session.state == chunks.DONE and session.result is not None:
-        described["avatar"] = session.result
+        described["avatar"] = absolute(session.result, base)
     if session.state == chunks.FAILED:
         described["failure"] = {"code": session.error_code, "error": session.error_message}
     return described
@@ -135,7 +136,7 @@ def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest) -> Response:
+async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest, base: str) -> Response:
     if len(parsed.data) > services.settings.limits.max_image_bytes:
         raise BadRequest(f"images are limited to {services.settings.limits.max_image_bytes} bytes", "upload-too-large", 413)
     path = services.work_root / f"whole-{secrets.token_hex(12)}"
@@ -148,7 +149,7 @@ async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest) -
             await aiofiles.os.remove(path)
         except FileNotFoundError:
             pass
-    return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe()})
+    return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe(base)})
 
 
 async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -> chunks.UploadSession:

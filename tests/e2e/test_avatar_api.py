@@ -73,9 +73,11 @@ def test_versioned_urls_are_immutable_and_stale_ones_disappear(client, user):
     assert client.get(second["urls"]["128"]).status_code == 200
 
 
-def test_me_avatar_describes_the_current_version(client, user):
+def test_me_avatar_describes_the_current_version(client, user, server):
     described = upload(client, images.jpeg())
     me = client.get("/me/avatar").json()
+    assert me["urls"]["128"].startswith(f"{server.url}/avatars/{user}/")
+    assert described["urls"] == me["urls"]
     for key in ("version", "sizes", "urls", "width", "height", "content_type", "updated_at"):
         assert key in me
     assert me["version"] == described["version"]
