@@ -32,5 +32,14 @@ async def resources(request: Request) -> Response:
         "tasks": len(tasks),
         "task_names": sorted(task.get_name() for task in tasks),
         "open_files": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1,
+        "redis_connections": _redis_connections(services),
         "locks": len(locks),
     })
+
+
+def _redis_connections(services: Services) -> int:
+    """Connected sockets in the Redis pool: it grows to the peak concurrency and stays, by design,
+    so a leak check subtracts them from the open files."""
+    pool = services.redis.connection_pool
+    held = [*getattr(pool, "_available_connections", []), *getattr(pool, "_in_use_connections", [])]
+    return sum(1 for connection in held if getattr(connection, "is_connected", False))
