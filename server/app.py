@@ -167,29 +167,30 @@ async def _reap_forever(services: Services) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    background: list[asyncio.Task[None]] = []
-    embedded: RedisProcess | None = None
-    url = settings.redis.url
-    if url == "embedded":
-        embedded = RedisProcess(settings.redis.embedded_dir)
-        await asyncio.to_thread(embedded.start)
-        url = embedded.url
-        background.append(asyncio.create_task(embedded.watch()))
-    redis = _redis_client(url, settings)
-    services = build_services(settings, redis)
-    app.state.services = services
-    background.append(asyncio.create_task(_reap_forever(services)))
-    try:
+    # Each resource is released by the stack as soon as it exists, so a start-up that fails
+    # half-way (a bad setting, a full disk) leaves no redis-server or worker pool behind.
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.redis.url
+        if url == "embedded":
+            embedded = RedisProcess(settings.redis.embedded_dir)
+            await asyncio.to_thread(embedded.start)
+            stack.push_async_callback(asyncio.to_thread, embedded.stop)
+            url = embedded.url
+            stack.push_async_callback(_cancel, [asyncio.create_task(embedded.watch())])
+        redis = _redis_client(url, settings)
+        stack.push_async_callback(redis.aclose)
+        services = build_services(settings, redis)
+        stack.push_async_callback(services.pipeline.aclose)
+        app.state.services = services
+        reaper = asyncio.create_task(_reap_forever(services))
+        stack.push_async_callback(lambda: _cancel([reaper, *services.tasks]))
         yield
-    finally:
-        fetches = list(services.tasks)
-        for task in background + fetches:
-            task.cancel()
-        await asyncio.gather(*background, *fetches, return_exceptions=True)
-        await services.pipeline.aclose()
-        await redis.aclose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def healthz(request: Request) -> Response:
