@@ -1,4 +1,4 @@
-"""docs/endpoints.md: every curl example runs as written (against a test server), in order."""
+"""README.md: every endpoint curl example runs as written (against a test server), in order."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ BLOCK = re.compile(r"<!-- endpoints:(?:setup|example) -->\n```bash\n(.*?)```", r
 
 
 def test_every_curl_example_succeeds(server, tmp_path):
-    blocks = BLOCK.findall((ROOT / "docs" / "endpoints.md").read_text())
-    assert len(blocks) >= 8, "docs/endpoints.md lost its examples"
+    blocks = BLOCK.findall((ROOT / "README.md").read_text())
+    assert len(blocks) >= 8, "README lost its endpoint examples"
     script = "\n".join(blocks).replace("/tmp/", f"{tmp_path}/")
     script = script.replace("BASE=http://127.0.0.1:8000", f"BASE={server.url}")
     script = script.replace("-m server token alice", f"-m server token alice --config {server.config_path}")
