@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -92,3 +93,30 @@ async def read(request: Request, limit: int, timeout: float) -> bytes:
     """The whole body, for protocols that make it one small document (a JSON chunk)."""
     parts = [block async for block in stream(request, limit, timeout)]
     return b"".join(parts)
+
+
+class InvalidJson(BodyError):
+    code = "invalid-json"
+
+
+# Room for the JSON around a base64 payload: field names, a file name, numbers.
+_JSON_OVERHEAD = 64 * 1024
+
+
+async def read_json_object(request: Request, payload_limit: int, timeout: float) -> dict[str, Any]:
+    """A JSON object body carrying at most `payload_limit` bytes as base64 (one small document).
+
+    NaN and Infinity are refused; so is anything `json.loads` cannot take, which includes
+    bad UTF-8 and integers too long to convert (a ValueError, not a JSONDecodeError)."""
+    raw = await read(request, (payload_limit + 2) // 3 * 4 + _JSON_OVERHEAD, timeout)
+    try:
+        document = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidJson("the body must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise InvalidJson("the body must be a JSON object")
+    return document
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from .app import Services
 
 PROTOCOL = "picture_api"
-_JSON_OVERHEAD = 64 * 1024
 _MAX_NAME = 255
 # Media types that name the same format; a client may say image/jpg and mean image/jpeg.
 _SAME_AS = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/heif": "image/heic"}
@@ -47,7 +45,8 @@ async def upload(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
         principal = services.auth.authenticate(request)
-        document = await _document(request, services)
+        document = await bodies.read_json_object(
+            request, services.settings.limits.max_image_bytes, services.settings.limits.body_timeout_seconds)
         name, mime, width, height = _declared(document)
         data = _data_uri(document.get("dataUri"), mime)
         if len(data) > services.settings.limits.max_image_bytes:
@@ -67,23 +66,6 @@ async def upload(request: Request) -> Response:
         "url": described["urls"][largest],
         "avatar": described,
     }, status_code=201)
-
-
-async def _document(request: Request, services: Services) -> dict[str, Any]:
-    limits = services.settings.limits
-    raw = await bodies.read(request, (limits.max_image_bytes + 2) // 3 * 4 + _JSON_OVERHEAD,
-                            limits.body_timeout_seconds)
-    try:
-        document = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise BadRequest("the body must be a JSON object", "invalid-json") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the body must be a JSON object", "invalid-json")
-    return document
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _declared(document: dict[str, Any]) -> tuple[str, str, int | None, int | None]:
