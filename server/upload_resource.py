@@ -21,6 +21,7 @@ import chunks
 
 from . import bodies
 from .errors import json_error
+from .links import base_url
 
 if TYPE_CHECKING:
     from .app import Services
@@ -79,8 +80,7 @@ def services_of(request: Request) -> Services:
 
 
 def location(request: Request, services: Services, upload_id: str) -> str:
-    base = services.settings.server.base_url or str(request.base_url)
-    return f"{base.rstrip('/')}/files/{upload_id}"
+    return f"{base_url(request, services.settings)}/files/{upload_id}"
 
 
 def upload_id_from_url(url: str) -> str | None:
