@@ -25,7 +25,7 @@ from tests.conftest import b64, server_config
 from tests.support.server import ServerProcess
 from tests.support.uploaders import centre_colour, close, marked_png
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 MiB = 1024 * 1024
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -245,7 +245,10 @@ def test_1000_uploads_open_at_once_stay_under_200_mb(bench_server, token):
                     r = await timed(stats, lambda: client.post("/files/", headers={
                         **headers, "Upload-Length": str(MiB), "Content-Type": "application/offset+octet-stream",
                     }, content=os.urandom(64 * 1024)))
-                    break
+                    if r.status_code != 503:  # an overloaded Redis round trip: retry as told
+                        break
+                    stats.errors -= 1
+                    stats.dropped += 1
                 except httpx.TransportError:
                     stats.dropped += 1
             assert r.status_code == 201, r.text
