@@ -20,7 +20,8 @@ from .quotas import QuotaLimits, Quotas
 from .session import ASSEMBLING, CHUNKED, DONE, FAILED, OPEN, STREAM, UploadSession, looks_like_upload_id
 from .sessions import SessionStore
 from .storage import ChunkStore, LocalChunkStore
-from .uploads import Checksum, Claim, UploadLimits, Uploads
+from .streams import Checksum
+from .uploads import Claim, UploadLimits, Uploads
 
 __all__ = [
     "ASSEMBLING", "CHUNKED", "DONE", "FAILED", "OPEN", "STREAM",

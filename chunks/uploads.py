@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator
 
 from . import session as s
 from .errors import (
-    ChecksumMismatch,
     ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
@@ -27,10 +26,11 @@ from .errors import (
     UploadNotFound,
     UploadTooLarge,
 )
-from .locks import Lease, UploadLocks
+from .locks import UploadLocks
 from .quotas import Quotas, Unlimited
 from .sessions import SessionStore
 from .storage import ChunkStore
+from .streams import Checksum, Stopped, until_stopped, write_verified
 
 log = logging.getLogger(__name__)
 MiB = 1024 * 1024
@@ -46,14 +46,6 @@ class UploadLimits:
     checkpoint_bytes: int = 1 * MiB
     # How long an assembler may hold a completed upload before another may take over.
     claim_seconds: float = 120.0
-
-
-@dataclass(frozen=True)
-class Checksum:
-    """A digest the client sent for one body: `algorithm` is a hashlib name (sha1, md5, sha256)."""
-
-    algorithm: str
-    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -237,17 +229,17 @@ class Uploads:
             session = await self._appendable(upload_id, owner, offset, length)
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
             if checksum is None:
-                written, interrupted = await self._write(upload_id, offset, _until_stopped(body, lease), room)
+                written, interrupted = await self._write(upload_id, offset, until_stopped(body, lease), room)
             else:
-                written, interrupted = await self._write_checked(
-                    upload_id, offset, _until_stopped(body, lease), room, checksum,
+                written, interrupted = await write_verified(
+                    self.store, upload_id, offset, until_stopped(body, lease), room, checksum,
                 )
             session = await self._record_offset(upload_id, written)
             if isinstance(interrupted, OverflowError):
                 if session.length is not None:
                     raise UploadTooLarge("the body goes past the upload's length", code="length-exceeded")
                 raise UploadTooLarge(f"uploads are limited to {self.limits.max_upload_bytes} bytes")
-            if interrupted is not None and not isinstance(interrupted, _Stopped):
+            if interrupted is not None and not isinstance(interrupted, Stopped):
                 raise interrupted
             return session
 
@@ -270,31 +262,6 @@ class Uploads:
             await self._record_offset(upload_id, durable)
 
         return await self.store.append(upload_id, offset, body, room, checkpoint, self.limits.checkpoint_bytes)
-
-    async def _write_checked(
-        self, upload_id: str, offset: int, body: AsyncIterator[bytes], room: int, checksum: Checksum,
-    ) -> tuple[int, BaseException | None]:
-        """Write without checkpoints (nothing counts before the digest is known), then verify."""
-        hasher = hashlib.new(checksum.algorithm)
-
-        async def hashed() -> AsyncIterator[bytes]:
-            async for block in body:
-                hasher.update(block)
-                yield block
-
-        async def no_checkpoint(_: int) -> None:
-            return None
-
-        written, interrupted = await self.store.append(upload_id, offset, hashed(), room, no_checkpoint, 1 << 62)
-        if interrupted is None and hasher.digest() == checksum.digest:
-            return written, None
-        # Unverifiable or wrong bytes are not stored bytes: cut back before anyone sees them.
-        await self.store.truncate(upload_id, offset)
-        if interrupted is None:
-            interrupted = ChecksumMismatch(f"the body does not match its {checksum.algorithm} checksum")
-        if isinstance(interrupted, _Stopped):
-            interrupted = UploadBusy("another request took over this upload before the body was verified")
-        return offset, interrupted
 
     async def declare_length(self, session: s.UploadSession, length: int) -> s.UploadSession:
         self._check_length(length)
@@ -476,30 +443,3 @@ class Uploads:
             removed += 1
         return removed
 
-
-class _Stopped(Exception):
-    """A competing request asked this one to let go of the upload."""
-
-
-async def _until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterator[bytes]:
-    """Yield `body`'s blocks until it ends or the lease holder is asked to stop.
-
-    The next read races the stop flag, because a dead connection's read may never return."""
-    blocks = body.__aiter__()
-    stop = asyncio.ensure_future(lease.stop_requested.wait())
-    try:
-        while True:
-            read = asyncio.ensure_future(blocks.__anext__())
-            done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if read not in done:
-                read.cancel()
-                await asyncio.gather(read, return_exceptions=True)
-                raise _Stopped()
-            try:
-                block = read.result()
-            except StopAsyncIteration:
-                return
-            if block:
-                yield block
-    finally:
-        stop.cancel()
