@@ -67,7 +67,7 @@ async def avatar(request: Request) -> Response:
     size: int | None = None
     if "size" in request.query_params:
         value = request.query_params["size"]
-        if not value.isdigit() or not 0 < len(value) <= 5:
+        if not (value.isascii() and value.isdigit()) or not 0 < len(value) <= 5 or int(value) == 0:
             return _bad_request("size must be a positive integer", "invalid-size")
         size = int(value)
     rendition = await services.avatars.rendition(

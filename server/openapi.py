@@ -203,7 +203,8 @@ def _always() -> Doc:
             "A user's current avatar (short cache, ETag)", "Avatars",
             {"200": image, "302": gravatar, "304": {"description": "Not modified"},
              "400": _error("Invalid size"), "404": _error("No avatar")}, auth=False,
-            params=[user, {"name": "size", "in": "query", "required": False, "schema": {"type": "integer"}}])},
+            params=[user, {"name": "size", "in": "query", "required": False,
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 99999}}])},
         "/avatars/{user_id}/{version}/{file_name}": {"get": _op(
             "One version's rendition, e.g. 256.webp (immutable)", "Avatars",
             {"200": image, "304": {"description": "Not modified"}, "404": _error("No such file")}, auth=False,

@@ -29,7 +29,8 @@ SCHEMAS: dict[str, Any] = {
         media_types={"type": "array", "items": _STR}, source_format=_STR, animated=_BOOL,
         updated_at={"type": "string", "format": "date-time"}),
     "ChunkRequest": _object(
-        ["file_name", "content_type", "file"], file_name=_STR, content_type=_STR,
+        ["file_name", "content_type", "file"], file_name={"type": "string", "minLength": 1, "maxLength": 255},
+        content_type=_STR,
         file={"type": "string", "contentEncoding": "base64"}, is_chunk=_BOOL, chunk_index=_INT,
         total_chunks=_INT, upload_id=_STR),
     "ChunkUpload": _object(
