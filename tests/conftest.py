@@ -1,4 +1,4 @@
-"""Fixtures that start real processes: one redis-server per test session, server processes per module."""
+"""Fixtures that start real processes: one redis-server per test session, server processes per module or test."""
 
 from __future__ import annotations
 
@@ -55,13 +55,50 @@ def server_config(root: Path, redis_url: str, **sections: dict[str, Any]) -> dic
     return config
 
 
+StartServer = Callable[..., ServerProcess]
+
+
+def _server_starter(tmp_path_factory: pytest.TempPathFactory, shared_redis_url: str) -> Iterator[StartServer]:
+    """Yield `start`, which starts a real server process (`python -m server`); stop them all after.
+
+    start(root=, redis_url=, port=, config=, **sections): `root` is the server's work directory
+    (a fresh one by default), `sections` override `server_config`'s, `redis_url` replaces the
+    shared Redis (say "embedded" or a test's own RedisProcess). A restart passes the earlier
+    server's `root`, `config` and `port`. Servers a test stopped or SIGKILLed itself are fine.
+    """
+    started: list[ServerProcess] = []
+
+    def start(*, root: Path | None = None, redis_url: str | None = None, port: int | None = None,
+              config: dict[str, Any] | None = None, **sections: dict[str, Any]) -> ServerProcess:
+        assert config is None or not (sections or redis_url), "config= is the whole config"
+        root = root or tmp_path_factory.mktemp("server")
+        if config is None:
+            config = server_config(root, redis_url or shared_redis_url, **sections)
+        process = ServerProcess(root, config, port=port)
+        started.append(process)  # before start(): a server that fails to start is still stopped
+        return process.start()
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture()
+def start_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[StartServer]:
+    """Start real server processes with config overrides; all are stopped after the test."""
+    yield from _server_starter(tmp_path_factory, redis_url)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
+def start_module_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[StartServer]:
+    """`start_server` for servers shared by the tests of one module; stopped after the module."""
+    yield from _server_starter(tmp_path_factory, redis_url)
+
+
+@pytest.fixture(scope="module")
+def server(start_module_server: StartServer) -> ServerProcess:
     """A real server process (`python -m server`) shared by the tests of one module."""
-    root = tmp_path_factory.mktemp("server")
-    process = ServerProcess(root, server_config(root, redis_url)).start()
-    yield process
-    process.stop()
+    return start_module_server()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEY, b64, server_config
+from tests.conftest import API_KEY, b64
 from tests.support import images
-from tests.support.server import ServerProcess
 
 URL = "/accounts/profile-image"
 
@@ -267,45 +266,36 @@ def test_bytes_that_are_not_an_acceptable_image_are_refused(client, user, factor
     assert client.get(f"/avatars/{user}").status_code == 404
 
 
-def test_oversize_chunk_and_oversize_total_are_413(tmp_path_factory, redis_url, token):
-    root = tmp_path_factory.mktemp("small-limits")
-    config = server_config(root, redis_url, limits={"max_chunk_bytes": 1000, "max_image_bytes": 2500})
-    small = ServerProcess(root, config).start()
-    try:
-        with httpx.Client(base_url=small.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
-            r = c.post(URL, json=chunk(b"x" * 1001, 0, 4))
-            assert r.status_code == 413 and r.json()["code"] == "chunk-too-large"
-            for index in range(2):
-                assert c.post(URL, json=chunk(b"y" * 1000, index, 4)).status_code == 200
-            r = c.post(URL, json=chunk(b"z" * 1000, 2, 4))
-            assert r.status_code == 413 and r.json()["code"] == "upload-too-large"
-            r = c.post(URL, json={"file_name": "w.jpg", "file": b64(b"w" * 2600), "content_type": "image/jpeg"})
-            assert r.status_code == 413
-            # Far past any limit: refused from Content-Length, before reading the body.
-            r = c.post(URL, content=b"{" + b" " * 200_000, headers={"Content-Type": "application/json"})
-            assert r.status_code == 413 and r.json()["code"] == "body-too-large"
-        assert not list((root / "storage" / "work").iterdir())
-    finally:
-        small.stop()
+def test_oversize_chunk_and_oversize_total_are_413(start_server, token):
+    small = start_server(limits={"max_chunk_bytes": 1000, "max_image_bytes": 2500})
+    with httpx.Client(base_url=small.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
+        r = c.post(URL, json=chunk(b"x" * 1001, 0, 4))
+        assert r.status_code == 413 and r.json()["code"] == "chunk-too-large"
+        for index in range(2):
+            assert c.post(URL, json=chunk(b"y" * 1000, index, 4)).status_code == 200
+        r = c.post(URL, json=chunk(b"z" * 1000, 2, 4))
+        assert r.status_code == 413 and r.json()["code"] == "upload-too-large"
+        r = c.post(URL, json={"file_name": "w.jpg", "file": b64(b"w" * 2600), "content_type": "image/jpeg"})
+        assert r.status_code == 413
+        # Far past any limit: refused from Content-Length, before reading the body.
+        r = c.post(URL, content=b"{" + b" " * 200_000, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["code"] == "body-too-large"
+    assert not list((small.workdir / "storage" / "work").iterdir())
 
 
-def test_expired_session_answers_gone_and_its_bytes_are_reaped(tmp_path_factory, redis_url, token):
-    root = tmp_path_factory.mktemp("short-expiry")
-    config = server_config(root, redis_url, uploads={"expire_seconds": 1, "reap_interval_seconds": 0.2})
-    short = ServerProcess(root, config).start()
-    try:
-        with httpx.Client(base_url=short.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
-            parts = split(images.jpeg(), 2)
-            upload_id = c.post(URL, json=chunk(parts[0], 0, 2)).json()["upload_id"]
-            assert (root / "storage" / "uploads" / upload_id).exists()
-            deadline = time.monotonic() + 10
-            while c.get(f"{URL}/uploads/{upload_id}").status_code != 410:
-                assert time.monotonic() < deadline, "upload never expired"
-                time.sleep(0.1)
-            r = c.post(URL, json=chunk(parts[1], 1, 2, upload_id=upload_id))
-            assert r.status_code == 410 and r.json()["code"] == "upload-expired"
-            while (root / "storage" / "uploads" / upload_id).exists():
-                assert time.monotonic() < deadline, "expired upload's bytes were never removed"
-                time.sleep(0.1)
-    finally:
-        short.stop()
+def test_expired_session_answers_gone_and_its_bytes_are_reaped(start_server, token):
+    short = start_server(uploads={"expire_seconds": 1, "reap_interval_seconds": 0.2})
+    uploads = short.workdir / "storage" / "uploads"
+    with httpx.Client(base_url=short.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
+        parts = split(images.jpeg(), 2)
+        upload_id = c.post(URL, json=chunk(parts[0], 0, 2)).json()["upload_id"]
+        assert (uploads / upload_id).exists()
+        deadline = time.monotonic() + 10
+        while c.get(f"{URL}/uploads/{upload_id}").status_code != 410:
+            assert time.monotonic() < deadline, "upload never expired"
+            time.sleep(0.1)
+        r = c.post(URL, json=chunk(parts[1], 1, 2, upload_id=upload_id))
+        assert r.status_code == 410 and r.json()["code"] == "upload-expired"
+        while (uploads / upload_id).exists():
+            assert time.monotonic() < deadline, "expired upload's bytes were never removed"
+            time.sleep(0.1)

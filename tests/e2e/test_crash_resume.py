@@ -6,16 +6,13 @@ import hashlib
 
 import httpx
 
-from tests.conftest import b64, server_config
+from tests.conftest import b64
 from tests.support import images
-from tests.support.server import ServerProcess
 
 URL = "/accounts/profile-image"
 
 
-def test_sigkill_mid_upload_then_resume_without_resending_acknowledged_chunks(tmp_path_factory, redis_url, token):
-    root = tmp_path_factory.mktemp("crash")
-    config = server_config(root, redis_url)
+def test_sigkill_mid_upload_then_resume_without_resending_acknowledged_chunks(start_server, token):
     data = images.jpeg(900, 700, colour=(0, 180, 0))
     total = 6
     size = -(-len(data) // total)
@@ -29,57 +26,49 @@ def test_sigkill_mid_upload_then_resume_without_resending_acknowledged_chunks(tm
             body["upload_id"] = upload_id
         return c.post(URL, json=body)
 
-    server = ServerProcess(root, config).start()
+    server = start_server()
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
         acknowledged = [send(c, i) for i in (0, 3, 1)]
     assert all(r.status_code == 200 for r in acknowledged)
     upload_id = acknowledged[0].json()["upload_id"]
     server.kill()
 
-    restarted = ServerProcess(root, config, port=server.port).start()
-    try:
-        with httpx.Client(base_url=restarted.url, headers=headers, timeout=30) as c:
-            status = c.get(f"{URL}/uploads/{upload_id}").json()
-            assert status["received_chunks"] == [0, 1, 3]
-            assert status["missing_chunks"] == [2, 4, 5]
-            for index in status["missing_chunks"]:
-                last = send(c, index, upload_id)
-                assert last.status_code == 200
-            assert last.json()["complete"] is True
-            # The assembled bytes were exactly the original: the pipeline accepted them and
-            # the recorded digests match what was sent.
-            final = c.get(f"{URL}/uploads/{upload_id}").json()
-            assert final["state"] == "done"
-            assert final["received_bytes"] == len(data)
-            assert c.get("/avatars/crash-user").status_code == 200
-        assert not (root / "storage" / "uploads" / upload_id).exists()
-    finally:
-        restarted.stop()
+    restarted = start_server(root=server.workdir, config=server.config, port=server.port)
+    with httpx.Client(base_url=restarted.url, headers=headers, timeout=30) as c:
+        status = c.get(f"{URL}/uploads/{upload_id}").json()
+        assert status["received_chunks"] == [0, 1, 3]
+        assert status["missing_chunks"] == [2, 4, 5]
+        for index in status["missing_chunks"]:
+            last = send(c, index, upload_id)
+            assert last.status_code == 200
+        assert last.json()["complete"] is True
+        # The assembled bytes were exactly the original: the pipeline accepted them and
+        # the recorded digests match what was sent.
+        final = c.get(f"{URL}/uploads/{upload_id}").json()
+        assert final["state"] == "done"
+        assert final["received_bytes"] == len(data)
+        assert c.get("/avatars/crash-user").status_code == 200
+    assert not (server.workdir / "storage" / "uploads" / upload_id).exists()
 
 
-def test_torn_chunk_write_is_never_counted(tmp_path_factory, redis_url, token):
+def test_torn_chunk_write_is_never_counted(start_server, token):
     """A chunk whose temp file was half-written when the server died does not count as received."""
-    root = tmp_path_factory.mktemp("torn")
-    config = server_config(root, redis_url)
-    server = ServerProcess(root, config).start()
+    server = start_server()
     headers = {"Authorization": f"Bearer {token('torn-user')}"}
     data = images.jpeg()
     half = len(data) // 2
-    try:
-        with httpx.Client(base_url=server.url, headers=headers) as c:
-            body = {"file_name": "t.jpg", "content_type": "image/jpeg", "is_chunk": True, "total_chunks": 2}
-            first = c.post(URL, json={**body, "file": b64(data[:half]), "chunk_index": 0}).json()
-            upload_dir = root / "storage" / "uploads" / first["upload_id"]
-            # What a crash mid-write leaves: a temp file, never renamed into place.
-            (upload_dir / ".tmp-000001-deadbeef").write_bytes(data[half:half + 10])
-            status = c.get(f"{URL}/uploads/{first['upload_id']}").json()
-            assert status["received_chunks"] == [0] and status["missing_chunks"] == [1]
-            done = c.post(URL, json={**body, "file": b64(data[half:]), "chunk_index": 1}).json()
-            assert done["complete"] is True
-            assert done["received_bytes"] == len(data)
-            assert hashlib.sha256(data).hexdigest()  # the image decoded, so the bytes were whole
-    finally:
-        server.stop()
+    with httpx.Client(base_url=server.url, headers=headers) as c:
+        body = {"file_name": "t.jpg", "content_type": "image/jpeg", "is_chunk": True, "total_chunks": 2}
+        first = c.post(URL, json={**body, "file": b64(data[:half]), "chunk_index": 0}).json()
+        upload_dir = server.workdir / "storage" / "uploads" / first["upload_id"]
+        # What a crash mid-write leaves: a temp file, never renamed into place.
+        (upload_dir / ".tmp-000001-deadbeef").write_bytes(data[half:half + 10])
+        status = c.get(f"{URL}/uploads/{first['upload_id']}").json()
+        assert status["received_chunks"] == [0] and status["missing_chunks"] == [1]
+        done = c.post(URL, json={**body, "file": b64(data[half:]), "chunk_index": 1}).json()
+        assert done["complete"] is True
+        assert done["received_bytes"] == len(data)
+        assert hashlib.sha256(data).hexdigest()  # the image decoded, so the bytes were whole
 
 
 # -- many crashes during many uploads --------------------------------------------------------
@@ -87,7 +76,7 @@ def test_torn_chunk_write_is_never_counted(tmp_path_factory, redis_url, token):
 KILLS = 22
 
 
-async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_byte(tmp_path_factory, redis_url, token):
+async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_byte(start_server, token):
     """SIGKILL at random moments while chunk-API and tus clients upload, restart each time.
 
     The clients check at every step that each acknowledged chunk or offset is still there
@@ -100,11 +89,9 @@ async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_by
 
     from tests.support.uploaders import Resilient, centre_colour, chunked_upload, close, marked_png, tus_upload
 
-    root = tmp_path_factory.mktemp("storm")
     # A completer killed mid-swap holds its claim for claim_seconds: short here, so uploads it
     # held finish within the test instead of in two minutes.
-    config = server_config(root, redis_url, uploads={"claim_seconds": 2, "completion_wait_seconds": 1})
-    server = ServerProcess(root, config).start()
+    server = start_server(uploads={"claim_seconds": 2, "completion_wait_seconds": 1})
     ctx = Resilient(server.url)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -136,20 +123,18 @@ async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_by
             storm_over.set()
 
     started = time.monotonic()
-    try:
-        await asyncio.wait_for(asyncio.gather(
-            killer(), *(uploader(w, use_tus=w % 2 == 1) for w in range(8)),
-        ), timeout=90)
-        # Every upload a worker started was finished (a worker stops only between uploads).
-        assert len(finished) >= 8, f"only {len(finished)} uploads finished (seed {seed})"
-        assert ctx.cut >= KILLS // 2, f"only {ctx.cut} requests were cut by the kills (seed {seed})"
-        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-            for user, colour, size, final in finished:
-                assert final["state"] == "done"
-                assert final.get("received_bytes", final.get("offset")) == size
-                avatar = await client.get(f"/avatars/{user}", params={"size": 64})
-                assert avatar.status_code == 200
-                assert close(centre_colour(avatar.content), colour), f"{user}: wrong picture (seed {seed})"
-    finally:
-        server.stop()
+    await asyncio.wait_for(asyncio.gather(
+        killer(), *(uploader(w, use_tus=w % 2 == 1) for w in range(8)),
+    ), timeout=90)
+    # Every upload a worker started was finished (a worker stops only between uploads).
+    assert len(finished) >= 8, f"only {len(finished)} uploads finished (seed {seed})"
+    assert ctx.cut >= KILLS // 2, f"only {ctx.cut} requests were cut by the kills (seed {seed})"
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        for user, colour, size, final in finished:
+            assert final["state"] == "done"
+            assert final.get("received_bytes", final.get("offset")) == size
+            avatar = await client.get(f"/avatars/{user}", params={"size": 64})
+            assert avatar.status_code == 200
+            assert close(centre_colour(avatar.content), colour), f"{user}: wrong picture (seed {seed})"
+    server.stop()
     assert time.monotonic() - started < 90

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import b64, server_config
+from tests.conftest import b64
 from tests.support import images
 from tests.support.server import ServerProcess
 from tests.support.uploaders import centre_colour, close, marked_png
@@ -33,18 +33,15 @@ OFFSET_STREAM = "application/offset+octet-stream"
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory, redis_url):
+def faulty(tmp_path_factory, start_module_server):
     root = tmp_path_factory.mktemp("faults")
-    config = server_config(
-        root, redis_url,
+    return start_module_server(
+        root=root,
         server={"debug_endpoints": True},
         storage={"fault_enospc_flag": str(root / "disk-full")},
         limits={"min_body_bytes_per_second": 20_000, "body_rate_grace_seconds": 1.0},
         uploads={"completion_wait_seconds": 20},
     )
-    process = ServerProcess(root, config).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture()
@@ -171,7 +168,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
         return False
 
 
-def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_path_factory, redis_url, token):
+def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_path_factory, start_server, token):
     """The same promise on a real, tiny filesystem (tmpfs; needs mount rights, else skipped)."""
     root = tmp_path_factory.mktemp("tmpfs")
     disk = root / "disk"
@@ -179,9 +176,7 @@ def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_pat
         pytest.skip("cannot mount a tmpfs here (needs root); the injected-ENOSPC tests cover this")
     server = None
     try:
-        config = server_config(root, redis_url)
-        config["storage"]["root"] = str(disk / "storage")
-        server = ServerProcess(root, config).start()
+        server = start_server(root=root, storage={"root": str(disk / "storage")})
         headers = {"Authorization": f"Bearer {token('tmpfs-user')}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
             version = c.post(URL, json={"file_name": "a.jpg", "file": b64(images.jpeg()),
@@ -203,7 +198,7 @@ def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_pat
             assert last.status_code == 200 and last.json()["complete"] is True
     finally:
         if server is not None:
-            server.stop()
+            server.stop()  # before the unmount
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
 
 
@@ -323,12 +318,9 @@ def test_many_requests_completing_one_upload_at_once_swap_the_avatar_exactly_onc
 # -- SIGTERM -------------------------------------------------------------------------------------
 
 def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_consistent_offset(
-        tmp_path_factory, redis_url, token):
-    root = tmp_path_factory.mktemp("sigterm")
+        start_server, token):
     grace = 2
-    config = server_config(root, redis_url, server={"shutdown_grace_seconds": grace},
-                           limits={"min_body_bytes_per_second": 0})
-    server = ServerProcess(root, config).start()
+    server = start_server(server={"shutdown_grace_seconds": grace}, limits={"min_body_bytes_per_second": 0})
     headers = {"Authorization": f"Bearer {token('sigterm-user')}"}
     data = marked_png((20, 120, 220), side=400)
     half = len(data) // 2
@@ -350,56 +342,49 @@ def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_con
     chunk_sock.close()
     patch_sock.close()
 
-    restarted = ServerProcess(root, config, port=server.port).start()
-    try:
-        with httpx.Client(base_url=restarted.url, headers=headers, timeout=30) as c:
-            offset = tus_offset(c, location)
-            assert offset <= 100_000
-            stored = Path(config["storage"]["root"]) / "uploads" / location.rsplit("/", 1)[1] / "data"
-            assert stored.read_bytes()[:offset] == data[:offset]
-            r = c.patch(location, content=data[offset:], headers={**TUS, "Content-Type": OFFSET_STREAM,
-                                                                   "Upload-Offset": str(offset)})
-            assert r.status_code == 204 and c.get(location).json()["state"] == "done"
-            upload = c.post(URL, json=chunk(data[half:], 1, 2, name="term.png"))
-            assert upload.json()["received_chunks"] == [0, 1]  # the chunk answered during shutdown is kept
-    finally:
-        restarted.stop()
+    restarted = start_server(root=server.workdir, config=server.config, port=server.port)
+    with httpx.Client(base_url=restarted.url, headers=headers, timeout=30) as c:
+        offset = tus_offset(c, location)
+        assert offset <= 100_000
+        stored = Path(server.config["storage"]["root"]) / "uploads" / location.rsplit("/", 1)[1] / "data"
+        assert stored.read_bytes()[:offset] == data[:offset]
+        r = c.patch(location, content=data[offset:], headers={**TUS, "Content-Type": OFFSET_STREAM,
+                                                               "Upload-Offset": str(offset)})
+        assert r.status_code == 204 and c.get(location).json()["state"] == "done"
+        upload = c.post(URL, json=chunk(data[half:], 1, 2, name="term.png"))
+        assert upload.json()["received_chunks"] == [0, 1]  # the chunk answered during shutdown is kept
 
 
 # -- the embedded Redis dies -------------------------------------------------------------------
 
-def test_the_app_restarts_its_embedded_redis_when_it_dies(tmp_path_factory, token):
+def test_the_app_restarts_its_embedded_redis_when_it_dies(tmp_path_factory, start_server, token):
     root = tmp_path_factory.mktemp("embedded-kill")
-    config = server_config(root, "embedded", redis={"socket_timeout": 1.0, "connect_timeout": 1.0})
-    config["redis"]["embedded_dir"] = str(root / "redis")
-    server = ServerProcess(root, config).start()
+    server = start_server(root=root, redis_url="embedded", redis={
+        "socket_timeout": 1.0, "connect_timeout": 1.0, "embedded_dir": str(root / "redis")})
     headers = {"Authorization": f"Bearer {token('embedded-kill-user')}"}
     data = marked_png((90, 90, 250))
     half = len(data) // 2
-    try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
-            upload_id = c.post(URL, json=chunk(data[:half], 0, 2)).json()["upload_id"]
-            assert server.process is not None
-            children = [p for p in psutil.Process(server.process.pid).children() if "redis" in p.name()]
-            assert len(children) == 1
-            children[0].kill()
-            children[0].wait(5)
-            seen = set()
-            deadline = time.monotonic() + 15
-            while True:
-                started = time.monotonic()
-                r = c.post(URL, json=chunk(data[half:], 1, 2, upload_id=upload_id))
-                assert time.monotonic() - started < 5, "a request hung while Redis was down"
-                seen.add(r.status_code)
-                if r.status_code == 200:
-                    break
-                assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
-                assert time.monotonic() < deadline, "the embedded Redis never came back"
-                time.sleep(0.05)
-            assert r.json()["complete"] is True  # the first chunk survived in the append-only file
-            assert seen <= {200, 503}
-            new = [p for p in psutil.Process(server.process.pid).children() if "redis" in p.name()]
-            assert len(new) == 1 and new[0].pid != children[0].pid
-            assert c.get("/healthz").status_code == 200
-    finally:
-        server.stop()
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
+        upload_id = c.post(URL, json=chunk(data[:half], 0, 2)).json()["upload_id"]
+        assert server.process is not None
+        children = [p for p in psutil.Process(server.process.pid).children() if "redis" in p.name()]
+        assert len(children) == 1
+        children[0].kill()
+        children[0].wait(5)
+        seen = set()
+        deadline = time.monotonic() + 15
+        while True:
+            started = time.monotonic()
+            r = c.post(URL, json=chunk(data[half:], 1, 2, upload_id=upload_id))
+            assert time.monotonic() - started < 5, "a request hung while Redis was down"
+            seen.add(r.status_code)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
+            assert time.monotonic() < deadline, "the embedded Redis never came back"
+            time.sleep(0.05)
+        assert r.json()["complete"] is True  # the first chunk survived in the append-only file
+        assert seen <= {200, 503}
+        new = [p for p in psutil.Process(server.process.pid).children() if "redis" in p.name()]
+        assert len(new) == 1 and new[0].pid != children[0].pid
+        assert c.get("/healthz").status_code == 200

@@ -16,9 +16,8 @@ import jwt
 import psutil
 import pytest
 
-from tests.conftest import API_KEY, JWT_SECRET, b64, server_config
+from tests.conftest import API_KEY, JWT_SECRET, b64
 from tests.support import images
-from tests.support.server import ServerProcess
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -199,12 +198,9 @@ CASES = CHUNK_CASES + TUS_CASES + OTHER_CASES + AUTH_CASES
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, redis_url):
-    root = tmp_path_factory.mktemp("hostile")
+def hostile(start_module_server):
     # Generous rate limits: the battery must meet each check, not the rate limiter.
-    process = ServerProcess(root, server_config(root, redis_url, server={"debug_endpoints": True})).start()
-    yield process
-    process.stop()
+    return start_module_server(server={"debug_endpoints": True})
 
 
 @pytest.fixture(scope="module")

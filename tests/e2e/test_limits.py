@@ -7,23 +7,18 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import b64, server_config
-from tests.support.server import ServerProcess
+from tests.conftest import b64
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory, redis_url):
-    root = tmp_path_factory.mktemp("limits")
-    config = server_config(root, redis_url, limits={
+def limited(start_module_server):
+    return start_module_server(limits={
         "max_open_uploads": 2, "max_bytes_in_flight": 10_000,
         "requests_per_window": 40, "rate_window_seconds": 60, "quota_retry_after_seconds": 7,
     })
-    process = ServerProcess(root, config).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture()
@@ -83,18 +78,13 @@ def test_past_the_request_rate_a_user_gets_429_and_others_are_served(limited, cl
     assert httpx.get(f"{limited.url}/healthz").status_code == 200
 
 
-def test_the_rate_window_ends_and_the_user_is_served_again(tmp_path_factory, redis_url, token):
-    root = tmp_path_factory.mktemp("rate")
-    config = server_config(root, redis_url, limits={"requests_per_window": 3, "rate_window_seconds": 1})
-    server = ServerProcess(root, config).start()
+def test_the_rate_window_ends_and_the_user_is_served_again(start_server, token):
+    server = start_server(limits={"requests_per_window": 3, "rate_window_seconds": 1})
     headers = {"Authorization": f"Bearer {token('rate-user')}"}
-    try:
-        with httpx.Client(base_url=server.url, headers=headers) as c:
-            statuses = [c.get("/me/avatar").status_code for _ in range(5)]
-            assert 429 in statuses
-            deadline = time.monotonic() + 5
-            while c.get("/me/avatar").status_code == 429:
-                assert time.monotonic() < deadline, "the rate window never ended"
-                time.sleep(0.1)
-    finally:
-        server.stop()
+    with httpx.Client(base_url=server.url, headers=headers) as c:
+        statuses = [c.get("/me/avatar").status_code for _ in range(5)]
+        assert 429 in statuses
+        deadline = time.monotonic() + 5
+        while c.get("/me/avatar").status_code == 429:
+            assert time.monotonic() < deadline, "the rate window never ended"
+            time.sleep(0.1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from server import settings as settings_module
 from server.app import create_app
-from tests.conftest import server_config
+from tests.conftest import StartServer
 from tests.support.server import ServerProcess
 
 OPERATIONS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -49,12 +49,9 @@ def assert_document_matches_routes(server: ServerProcess) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def switched_off(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("switched-off")
+def switched_off(start_module_server: StartServer) -> ServerProcess:
     off = {name: False for name in (*SEED_PROTOCOLS, "chunk_api", "tus", "ietf")}
-    process = ServerProcess(root, server_config(root, redis_url, protocols=off)).start()
-    yield process
-    process.stop()
+    return start_module_server(protocols=off)
 
 
 def test_the_document_is_valid_openapi_3_1(server):

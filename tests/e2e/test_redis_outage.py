@@ -7,19 +7,18 @@ import time
 import httpx
 
 from server.redis_process import RedisProcess, free_port
-from tests.conftest import b64, server_config
+from tests.conftest import b64
 from tests.support import images
-from tests.support.server import ServerProcess
 
 URL = "/accounts/profile-image"
 
 
-def test_requests_answer_503_while_redis_is_down_and_succeed_after_it_returns(tmp_path_factory, token):
+def test_requests_answer_503_while_redis_is_down_and_succeed_after_it_returns(
+        tmp_path_factory, start_server, token):
     root = tmp_path_factory.mktemp("outage")
     redis = RedisProcess(root / "redis", port=free_port())
     redis.start()
-    config = server_config(root, redis.url, redis={"socket_timeout": 1.0, "connect_timeout": 1.0})
-    server = ServerProcess(root, config).start()
+    server = start_server(root=root, redis_url=redis.url, redis={"socket_timeout": 1.0, "connect_timeout": 1.0})
     headers = {"Authorization": f"Bearer {token('outage-user')}"}
     body = {"file_name": "o.jpg", "file": b64(images.jpeg()), "content_type": "image/jpeg",
             "is_chunk": True, "chunk_index": 0, "total_chunks": 2}
@@ -42,28 +41,23 @@ def test_requests_answer_503_while_redis_is_down_and_succeed_after_it_returns(tm
             status = c.get(f"{URL}/uploads/{upload_id}").json()
             assert status["received_chunks"] == [0]
     finally:
-        server.stop()
+        server.stop()  # before its Redis, as it always was
         redis.stop()
 
 
-def test_embedded_redis_keeps_sessions_across_a_server_restart(tmp_path_factory, token):
+def test_embedded_redis_keeps_sessions_across_a_server_restart(tmp_path_factory, start_server, token):
     root = tmp_path_factory.mktemp("embedded")
-    config = server_config(root, "embedded")
-    config["redis"]["embedded_dir"] = str(root / "redis")
     headers = {"Authorization": f"Bearer {token('embedded-user')}"}
     data = images.jpeg()
     half = len(data) // 2
     body = {"file_name": "e.jpg", "content_type": "image/jpeg", "is_chunk": True, "total_chunks": 2}
-    server = ServerProcess(root, config).start()
+    server = start_server(root=root, redis_url="embedded", redis={"embedded_dir": str(root / "redis")})
     with httpx.Client(base_url=server.url, headers=headers) as c:
         upload_id = c.post(URL, json={**body, "file": b64(data[:half]), "chunk_index": 0}).json()["upload_id"]
     server.stop()  # SIGTERM: the app stops its redis-server, which flushes the append-only file
     assert (root / "redis" / "appendonly.aof").exists()
-    server = ServerProcess(root, config, port=server.port).start()
-    try:
-        with httpx.Client(base_url=server.url, headers=headers) as c:
-            assert c.get(f"{URL}/uploads/{upload_id}").json()["received_chunks"] == [0]
-            done = c.post(URL, json={**body, "file": b64(data[half:]), "chunk_index": 1}).json()
-            assert done["complete"] is True
-    finally:
-        server.stop()
+    server = start_server(root=root, config=server.config, port=server.port)
+    with httpx.Client(base_url=server.url, headers=headers) as c:
+        assert c.get(f"{URL}/uploads/{upload_id}").json()["received_chunks"] == [0]
+        done = c.post(URL, json={**body, "file": b64(data[half:]), "chunk_index": 1}).json()
+        assert done["complete"] is True

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import jpeg_bytes, server_config
+from tests.conftest import StartServer, jpeg_bytes
 from tests.support.server import ServerProcess
 
 PATH = "/users/image/upload"
@@ -18,12 +17,8 @@ MAX_IMAGE_BYTES = 300_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("seed002")
-    config = server_config(root, redis_url, limits={"max_image_bytes": MAX_IMAGE_BYTES})
-    process = ServerProcess(root, config).start()
-    yield process
-    process.stop()
+def server(start_module_server: StartServer) -> ServerProcess:
+    return start_module_server(limits={"max_image_bytes": MAX_IMAGE_BYTES})
 
 
 def leftover_work_files(server: ServerProcess) -> list[str]:

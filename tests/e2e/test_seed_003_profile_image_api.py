@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.conftest import jpeg_bytes, server_config
+from tests.conftest import StartServer, jpeg_bytes
 from tests.support.image_host import ImageHost
 from tests.support.server import ServerProcess
 
@@ -21,27 +21,21 @@ MAX_IMAGE_BYTES = 300_000
 FETCH_TIMEOUT = 1.5
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, redis_url: str, allowed: list[str]) -> ServerProcess:
-    root = tmp_path_factory.mktemp("seed003")
-    config = server_config(
-        root, redis_url, limits={"max_image_bytes": MAX_IMAGE_BYTES},
+def start(start_module_server: StartServer, allowed: list[str]) -> ServerProcess:
+    return start_module_server(
+        limits={"max_image_bytes": MAX_IMAGE_BYTES},
         fetch={"timeout_seconds": FETCH_TIMEOUT, "max_redirects": 3, "allowed_private_networks": allowed},
     )
-    return ServerProcess(root, config).start()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    process = start(tmp_path_factory, redis_url, ["127.0.0.0/8"])
-    yield process
-    process.stop()
+def server(start_module_server: StartServer) -> ServerProcess:
+    return start(start_module_server, ["127.0.0.0/8"])
 
 
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    process = start(tmp_path_factory, redis_url, [])
-    yield process
-    process.stop()
+def strict_server(start_module_server: StartServer) -> ServerProcess:
+    return start(start_module_server, [])
 
 
 @pytest.fixture(scope="module")
@@ -189,31 +183,26 @@ def test_a_failed_download_keeps_the_previous_image(server, host, auth, user):
     assert httpx.get(before["url"]).status_code == 200
 
 
-def test_any_server_process_answers_the_poll(server, host, auth, user, tmp_path):
+def test_any_server_process_answers_the_poll(server, host, auth, user, tmp_path, start_server):
     # A second process on the same Redis and storage: the fetch state is not in process memory.
-    other = ServerProcess(tmp_path, server.config).start()
-    try:
-        answer = httpx.post(resource(server, user), headers=auth, json={"url": f"{host.url}/image.jpg"})
-        assert answer.status_code == 202
-        image = settled(other, user, auth)
-        assert image["status"] == "ready", image
-        assert image["id"] == httpx.get(resource(server, user), headers=auth).json()["id"]
-    finally:
-        other.stop()
+    other = start_server(root=tmp_path, config=server.config)
+    answer = httpx.post(resource(server, user), headers=auth, json={"url": f"{host.url}/image.jpg"})
+    assert answer.status_code == 202
+    image = settled(other, user, auth)
+    assert image["status"] == "ready", image
+    assert image["id"] == httpx.get(resource(server, user), headers=auth).json()["id"]
 
 
-def test_a_download_cut_by_shutdown_is_reported_failed(server, host, auth, user, tmp_path):
+def test_a_download_cut_by_shutdown_is_reported_failed(server, host, auth, user, tmp_path, start_server):
     # A process sharing Redis and storage, with a timeout long enough that only the shutdown ends the fetch.
     config = {**server.config, "fetch": {**server.config["fetch"], "timeout_seconds": 30}}
-    doomed = ServerProcess(tmp_path, config).start()
-    try:
-        slow_requests = host.requests.count("/slow")
-        answer = httpx.post(resource(doomed, user), headers=auth, json={"url": f"{host.url}/slow"})
-        assert answer.status_code == 202
-        end = time.monotonic() + 10
-        while host.requests.count("/slow") == slow_requests and time.monotonic() < end:
-            time.sleep(0.02)
-    finally:
-        doomed.stop()
+    doomed = start_server(root=tmp_path, config=config)
+    slow_requests = host.requests.count("/slow")
+    answer = httpx.post(resource(doomed, user), headers=auth, json={"url": f"{host.url}/slow"})
+    assert answer.status_code == 202
+    end = time.monotonic() + 10
+    while host.requests.count("/slow") == slow_requests and time.monotonic() < end:
+        time.sleep(0.02)
+    doomed.stop()
     image = httpx.get(resource(server, user), headers=auth).json()
     assert (image["status"], image["reason"]["code"]) == ("failed", "interrupted")

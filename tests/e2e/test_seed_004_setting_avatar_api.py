@@ -7,13 +7,12 @@ import io
 import os
 import re
 import uuid
-from typing import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import jpeg_bytes, server_config
+from tests.conftest import StartServer, jpeg_bytes
 from tests.support.server import ServerProcess
 
 PATH = "/user/setting/avatar"
@@ -22,25 +21,18 @@ EMAIL = "Someone.Else@Example.com "
 GRAVATAR = "https://gravatar.com/avatar/" + hashlib.sha256(b"someone.else@example.com").hexdigest()
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, redis_url: str, debug: bool) -> ServerProcess:
-    root = tmp_path_factory.mktemp("seed004")
-    config = server_config(root, redis_url, limits={"max_image_bytes": MAX_IMAGE_BYTES},
-                           server={"debug": debug})
-    return ServerProcess(root, config).start()
+def start(start_module_server: StartServer, debug: bool) -> ServerProcess:
+    return start_module_server(limits={"max_image_bytes": MAX_IMAGE_BYTES}, server={"debug": debug})
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    process = start(tmp_path_factory, redis_url, debug=False)
-    yield process
-    process.stop()
+def server(start_module_server: StartServer) -> ServerProcess:
+    return start(start_module_server, debug=False)
 
 
 @pytest.fixture(scope="module")
-def debug_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerProcess]:
-    process = start(tmp_path_factory, redis_url, debug=True)
-    yield process
-    process.stop()
+def debug_server(start_module_server: StartServer) -> ServerProcess:
+    return start(start_module_server, debug=True)
 
 
 @pytest.fixture()

@@ -18,21 +18,16 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import server_config
+from tests.conftest import StartServer
 from tests.support import images
 from tests.support.server import ServerProcess
 from tests.support.tus import TUS, create, eventually, head, patch, stored_bytes
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, redis_url) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    root = tmp_path_factory.mktemp("pair")
-    config = server_config(root, redis_url)
-    first = ServerProcess(root, config).start()
-    second = ServerProcess(root, config).start()
-    yield first, second
-    first.stop()
-    second.stop()
+def pair(start_module_server: StartServer) -> tuple[ServerProcess, ServerProcess]:
+    first = start_module_server()
+    return first, start_module_server(root=first.workdir, config=first.config)
 
 
 @pytest.fixture()

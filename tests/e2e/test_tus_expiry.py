@@ -8,7 +8,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.conftest import server_config
+from tests.conftest import StartServer
 from tests.support.server import ServerProcess
 from tests.support.tus import TUS, create, eventually, head, patch, upload_id
 
@@ -16,13 +16,9 @@ ORIGIN = "https://app.example"
 
 
 @pytest.fixture(scope="module")
-def short_lived(tmp_path_factory, redis_url) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("expiry")
-    config = server_config(root, redis_url, uploads={"expire_seconds": 2, "reap_interval_seconds": 0.2},
-                           server={"cors_origins": [ORIGIN]})
-    process = ServerProcess(root, config).start()
-    yield process
-    process.stop()
+def short_lived(start_module_server: StartServer) -> ServerProcess:
+    return start_module_server(uploads={"expire_seconds": 2, "reap_interval_seconds": 0.2},
+                               server={"cors_origins": [ORIGIN]})
 
 
 @pytest.fixture()
