@@ -16,7 +16,7 @@ import jwt
 import psutil
 import pytest
 
-from tests.conftest import API_KEY, JWT_SECRET, b64
+from tests.conftest import JWT_SECRET, b64
 from tests.support import images
 
 URL = "/accounts/profile-image"
