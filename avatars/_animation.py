@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from avatars._render import decoding, finish_square, normalize_mode, write_file
+from avatars._render import decoding, finish_square, normalize_mode, srgb_tag, write_file
 from avatars.pipeline import PipelineSettings, Rendition
 
 # Browsers play frames shorter than this at 100 ms; so do we, explicitly.
@@ -73,6 +73,7 @@ def _encode_animation(
         loop=0,
         quality=settings.webp_quality,
         method=4,
+        **srgb_tag(bool(icc_profile)),
     )
     return buf.getvalue()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import struct
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,14 @@ _UPRIGHT = {
 _EXIF_ORIENTATION = 0x0112
 
 _SRGB = ImageCms.createProfile("sRGB")
+# Outputs converted from a source's own profile say so: they carry this sRGB profile. Sources
+# without one are sRGB by convention and stay untagged (a profile is ~600 bytes of a 2 KB avatar).
+# lcms stamps the creation time into the header (bytes 24-35); pin it, or two pool workers
+# started a second apart would write different bytes for the same avatar. (The profile ID,
+# which would cover the date, is left unset by lcms.)
+_SRGB_ICC = bytearray(ImageCms.ImageCmsProfile(_SRGB).tobytes())
+_SRGB_ICC[24:36] = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+_SRGB_ICC = bytes(_SRGB_ICC)
 
 # Like Pillow's reducing_gap=2.0: box-reduce to at most twice the target, then Lanczos.
 _REDUCING_GAP = 2
@@ -82,7 +91,7 @@ def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> Pr
         if frames > settings.max_frames:
             raise errors.too_many_frames(frames, settings.max_frames)
         square = finish_square(_decode_square(im, source, max(settings.sizes), source_format), icc_profile, orientation)
-        renditions = _write_renditions(square, workdir, settings)
+        renditions = _write_renditions(square, workdir, settings, tag_srgb=bool(icc_profile))
         if settings.keep_animation and frames > 1 and source_format in _ANIMATED_FORMATS:
             from avatars._animation import write_animated
 
@@ -270,27 +279,36 @@ def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return im.convert("RGB")
 
 
-def _write_renditions(square: Image.Image, workdir: Path, settings: PipelineSettings) -> list[Rendition]:
+def _write_renditions(
+    square: Image.Image, workdir: Path, settings: PipelineSettings, tag_srgb: bool = False
+) -> list[Rendition]:
     fallback = "png" if square.mode == "RGBA" else "jpg"
     renditions = []
     for size in sorted(set(settings.sizes), reverse=True):
         sized = square if size == square.width else square.resize((size, size), Image.Resampling.LANCZOS)
         for ext in ("webp", fallback):
-            renditions.append(write_file(encode(sized, ext, settings), workdir / f"{size}.{ext}", size, ext))
+            data = encode(sized, ext, settings, tag_srgb)
+            renditions.append(write_file(data, workdir / f"{size}.{ext}", size, ext))
     return renditions
 
 
-def encode(im: Image.Image, ext: str, settings: PipelineSettings) -> bytes:
+def srgb_tag(tagged: bool) -> dict[str, bytes]:
+    """Encoder options that tag an output as sRGB, for outputs converted from a source profile."""
+    return {"icc_profile": _SRGB_ICC} if tagged else {}
+
+
+def encode(im: Image.Image, ext: str, settings: PipelineSettings, tag_srgb: bool = False) -> bytes:
     # A fresh image from raw pixels carries no info dict: no EXIF, XMP, ICC or
     # comment can reach the encoder, whatever Pillow's save() would copy over.
     clean = Image.frombytes(im.mode, im.size, im.tobytes())
     buf = io.BytesIO()
+    profile = srgb_tag(tag_srgb)
     if ext == "webp":
-        clean.save(buf, "WEBP", quality=settings.webp_quality, method=4)
+        clean.save(buf, "WEBP", quality=settings.webp_quality, method=4, **profile)
     elif ext == "jpg":
-        clean.save(buf, "JPEG", quality=settings.jpeg_quality, optimize=True)
+        clean.save(buf, "JPEG", quality=settings.jpeg_quality, optimize=True, **profile)
     else:
-        clean.save(buf, "PNG", optimize=True)
+        clean.save(buf, "PNG", optimize=True, **profile)
     return buf.getvalue()
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import ImageCms, Image
 
 from avatars import (
     ImageTooLarge,
@@ -204,14 +206,23 @@ async def test_fully_opaque_alpha_channel_gets_a_jpeg_fallback(pipeline, tmp_pat
 # -- privacy -------------------------------------------------------------------
 
 
+def is_srgb_profile(icc: bytes) -> bool:
+    return "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+
+
 def assert_no_metadata(path: Path) -> None:
+    """Nothing of the source's metadata; the only profile allowed is the sRGB one the pipeline adds."""
     data = path.read_bytes()
     assert img.SECRET not in data
-    for marker in (b"Exif", b"GPS", b"xpacket", b"XMP", b"ICCP", b"iCCP", b"tEXt", b"iTXt", b"zTXt", b"eXIf"):
-        assert marker not in data, f"{marker!r} found in {path.name}"
     im = decode(path)
+    tagged = "icc_profile" in im.info
+    if tagged:
+        assert is_srgb_profile(im.info["icc_profile"]), f"a non-sRGB profile survived in {path.name}"
+    markers = [b"Exif", b"GPS", b"xpacket", b"XMP", b"tEXt", b"iTXt", b"zTXt", b"eXIf"]
+    for marker in markers + ([] if tagged else [b"ICCP", b"iCCP"]):
+        assert marker not in data, f"{marker!r} found in {path.name}"
     assert len(im.getexif()) == 0
-    for key in ("exif", "xmp", "icc_profile", "comment", "XML:com.adobe.xmp", "Comment"):
+    for key in ("exif", "xmp", "comment", "XML:com.adobe.xmp", "Comment"):
         assert key not in im.info, f"{key} survived in {path.name}"
     if im.format == "JPEG":
         assert b"\xff\xfe" not in data[: data.find(b"\xff\xda")]  # no COM segment before the scan
@@ -249,8 +260,15 @@ async def test_wide_gamut_colours_are_converted_to_srgb_not_dropped(pipeline, tm
 
     for media_type in ("image/webp", "image/jpeg"):
         im = decode(rendition(processed, 128, media_type).path)
-        assert "icc_profile" not in im.info  # untagged output is sRGB on the web
+        assert is_srgb_profile(im.info["icc_profile"])  # converted, and says so
         assert close(im.convert("RGB").getpixel((64, 64)), expected, 8)
+
+
+async def test_sources_without_a_profile_give_untagged_srgb_outputs(pipeline, tmp_path):
+    processed = await run(pipeline, tmp_path, img.jpeg())
+
+    for r in processed.renditions:
+        assert "icc_profile" not in decode(r.path).info
 
 
 # -- determinism ---------------------------------------------------------------
