@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -12,6 +13,8 @@ from . import settings as settings_module
 from .auth import issue_token
 
 DEFAULT_CONFIG = "config.yaml"
+# The secret config.yaml ships with: public, so only good for a server nobody else can reach.
+DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 
 
 def _config_path(given: str | None) -> str | None:
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_module.load(_config_path(args.config))
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    if settings.auth.jwt_secret == DEV_SECRET and not _loopback(host):
+        parser.error(f"refusing to serve on {host} with the example auth.jwt_secret from config.yaml: "
+                     "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own")
 
     import uvicorn
 
@@ -45,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
     )
     return 0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _token(argv: list[str]) -> int:

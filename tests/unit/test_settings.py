@@ -43,3 +43,14 @@ def test_wrong_type_is_an_error(tmp_path):
     path.write_text("limits:\n  max_image_bytes: lots\n")
     with pytest.raises(settings.SettingsError, match="integer"):
         settings.load(path, environ={})
+
+
+def test_the_example_secret_is_refused_on_a_public_interface():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "server", "--config", str(ROOT / "config.yaml"),
+                             "--host", "0.0.0.0", "--port", "1"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "AVS_AUTH_JWT_SECRET" in result.stderr
