@@ -104,6 +104,15 @@ async def verify(client: httpx.AsyncClient, user: str, colour) -> None:
     assert avatar.status_code == 200 and close(centre_colour(avatar.content), colour), f"{user}: lost or corrupted"
 
 
+def measured(stats: "Stats", server, scenario) -> float:
+    """Run one scenario against `server`, print its line, and return the server's peak RSS in MB."""
+    with PeakMemory(server.process.pid) as memory:
+        started = time.monotonic()
+        run(scenario)
+    stats.report(time.monotonic() - started, memory.peak_mb)
+    return memory.peak_mb
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -129,10 +138,7 @@ def test_200_avatars_of_256_kib_at_concurrency_50(bench_server, token):
                                      limits=httpx.Limits(max_connections=60)) as client:
             await asyncio.gather(*(one(i, client) for i in range(200)))
 
-    with PeakMemory(bench_server.process.pid) as memory:
-        started = time.monotonic()
-        run(main())
-    stats.report(time.monotonic() - started, memory.peak_mb)
+    measured(stats, bench_server, main())
     assert stats.errors == 0
 
 
@@ -164,10 +170,7 @@ def test_20_images_of_32_mib_in_1_mib_chunks_at_concurrency_4(bench_server, toke
         async with httpx.AsyncClient(base_url=bench_server.url, timeout=300) as client:
             await asyncio.gather(*(one(i, client) for i in range(20)))
 
-    with PeakMemory(bench_server.process.pid) as memory:
-        started = time.monotonic()
-        run(main())
-    stats.report(time.monotonic() - started, memory.peak_mb)
+    measured(stats, bench_server, main())
     assert stats.errors == 0
 
 
@@ -236,10 +239,7 @@ def test_500_uploads_of_1_mib_in_64_kib_patches_with_10_percent_cut_at_concurren
                                      limits=httpx.Limits(max_connections=110)) as client:
             await asyncio.gather(*(one(i, client) for i in range(500)))
 
-    with PeakMemory(bench_server.process.pid) as memory:
-        started = time.monotonic()
-        run(main())
-    stats.report(time.monotonic() - started, memory.peak_mb)
+    measured(stats, bench_server, main())
     assert stats.errors == 0 and stats.uploads == 500
 
 
@@ -268,11 +268,8 @@ def test_1000_uploads_open_at_once_stay_under_200_mb(bench_server, token):
         async with httpx.AsyncClient(base_url=bench_server.url, timeout=120) as client:
             await asyncio.gather(*(one(i, client) for i in range(1000)))
 
-    with PeakMemory(bench_server.process.pid) as memory:
-        started = time.monotonic()
-        run(main())
-    stats.report(time.monotonic() - started, memory.peak_mb)
-    assert memory.peak_mb < 200
+    peak_mb = measured(stats, bench_server, main())
+    assert peak_mb < 200
 
 
 def test_soak_memory_stays_flat(bench_server, token):
