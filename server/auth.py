@@ -14,6 +14,8 @@ from starlette.requests import HTTPConnection
 from .settings import AuthSettings
 
 _SYMMETRIC = {"HS256", "HS384", "HS512"}
+# Where a request's verified caller is kept, in the per-request ASGI scope state.
+_PRINCIPAL = "avs.principal"
 
 
 class AuthError(Exception):
@@ -55,6 +57,15 @@ class Authenticator:
         self._api_keys = [(k.encode(), v) for k, v in settings.api_keys.items() if k]
 
     def authenticate(self, conn: HTTPConnection) -> Principal:
+        """The caller of this request. Verified once per request: the rate limiter asks first,
+        the handler again, and a signature check is the costly part of both."""
+        state = conn.scope.setdefault("state", {})
+        principal = state.get(_PRINCIPAL)
+        if principal is None:
+            principal = state[_PRINCIPAL] = self._verify(conn)
+        return principal
+
+    def _verify(self, conn: HTTPConnection) -> Principal:
         header = conn.headers.get("authorization", "")
         api_key = conn.headers.get("x-api-key")
         if header:

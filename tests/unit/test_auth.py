@@ -105,3 +105,14 @@ def test_no_credentials_and_malformed_header(hs):
 def test_none_algorithm_cannot_be_configured():
     with pytest.raises(ValueError):
         Authenticator(AuthSettings(jwt_secret=SECRET, jwt_algorithms=("none",)))
+
+
+def test_a_request_is_verified_once_and_a_failure_is_not_remembered(hs):
+    request = bearer(issue_token(AuthSettings(jwt_secret=SECRET), "u1"))
+    first = hs.authenticate(request)
+    hs._verify_key = "rotated" + "x" * 40  # a second verification would now fail
+    assert hs.authenticate(request) is first
+    refused = request_with(authorization="Bearer nonsense")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            hs.authenticate(refused)
