@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from . import session as s
-from .errors import QuotaExceeded, StoreUnavailable
-from .sessions import SessionStore
+from .errors import QuotaExceeded
+from .sessions import SessionStore, redis_errors
 
 # KEYS[1] open set, KEYS[2] bytes hash; ARGV: now, max open, id, expires_at, bytes, key ttl.
 _ADMIT = """
@@ -101,10 +100,8 @@ class Quotas:
     async def _try_admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int) -> bool:
         args = [time.time(), self.limits.max_open_uploads, upload_id, expires_at, held_bytes,
                 self.limits.key_ttl_seconds]
-        try:
+        with redis_errors():
             return bool(await self._admit(keys=self._keys(owner), args=args))
-        except RedisError as exc:
-            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
 
     async def reserve(self, owner: str, upload_id: str, held_bytes: int, *, counted: bool = True) -> None:
         """Record that `upload_id` will hold `held_bytes`, or raise QuotaExceeded past the limit."""
@@ -112,10 +109,8 @@ class Quotas:
             return
         # A new upload is not counted yet: check it against the others without recording it.
         args = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight]
-        try:
+        with redis_errors():
             allowed = await self._reserve(keys=self._keys(owner), args=args)
-        except RedisError as exc:
-            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
         if not allowed:
             raise QuotaExceeded(
                 f"your unfinished uploads would hold more than {self.limits.max_bytes_in_flight} bytes",
@@ -126,21 +121,17 @@ class Quotas:
         if not self.enabled:
             return
         open_key, bytes_key = self._keys(owner)
-        try:
+        with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(open_key, upload_id)
                 pipe.hdel(bytes_key, upload_id)
                 await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
 
     async def _forget_settled(self, owner: str) -> bool:
         """Drop counted uploads whose session is gone or settled. True if any was dropped."""
         open_key, _ = self._keys(owner)
-        try:
+        with redis_errors():
             members = [m.decode() for m in await self.redis.zrange(open_key, 0, -1)]
-        except RedisError as exc:
-            raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
         dropped = False
         for upload_id in members:
             session = await self.sessions.get(upload_id)

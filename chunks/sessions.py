@@ -30,7 +30,8 @@ GRACE_SECONDS = 3600
 
 
 @contextlib.contextmanager
-def _redis_errors() -> Iterator[None]:
+def redis_errors() -> Iterator[None]:
+    """Redis failures become StoreUnavailable: the core's callers know nothing of Redis."""
     try:
         yield
     except RedisError as exc:
@@ -60,12 +61,12 @@ class SessionStore:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
 
     async def ping(self) -> bool:
-        with _redis_errors():
+        with redis_errors():
             return bool(await self.redis.ping())
 
     async def create(self, session: UploadSession) -> UploadSession:
         """Store a new session. With an alias, the first creator wins and everyone gets its session."""
-        with _redis_errors():
+        with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(self.key(session.id), _session.encode(session), ex=self._ttl(session))
                 pipe.zadd(self._expiry_key, {session.id: session.expires_at})
@@ -103,7 +104,7 @@ class SessionStore:
                     continue
 
     async def get(self, upload_id: str) -> UploadSession | None:
-        with _redis_errors():
+        with redis_errors():
             blob = await self.redis.get(self.key(upload_id))
         return None if blob is None else _session.decode(blob)
 
@@ -119,7 +120,7 @@ class SessionStore:
         return found
 
     async def by_alias(self, owner: str, alias: str) -> UploadSession | None:
-        with _redis_errors():
+        with redis_errors():
             upload_id = await self.redis.get(self._alias_key(owner, alias))
         if upload_id is None:
             return None
@@ -134,7 +135,7 @@ class SessionStore:
         `change` mutates the session it is given and may raise to abort; it can run more than
         once, so it must not have side effects outside the session."""
         key = self.key(upload_id)
-        with _redis_errors():
+        with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
@@ -155,7 +156,7 @@ class SessionStore:
 
     async def delete(self, session: UploadSession, reason: str) -> None:
         """Forget a session, leaving a tombstone that says why."""
-        with _redis_errors():
+        with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.key(session.id))
                 pipe.zrem(self._expiry_key, session.id)
@@ -167,7 +168,7 @@ class SessionStore:
     async def forget_alias(self, session: UploadSession) -> None:
         """Drop the alias if it still points at this session, so the same name starts afresh."""
         alias_key = self._alias_key(session.owner, session.alias)
-        with _redis_errors():
+        with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(alias_key)
@@ -179,7 +180,7 @@ class SessionStore:
                     pass
 
     async def gone_reason(self, upload_id: str, owner: str) -> str | None:
-        with _redis_errors():
+        with redis_errors():
             value = await self.redis.get(self._gone_key(upload_id))
         if value is None:
             return None
@@ -188,11 +189,11 @@ class SessionStore:
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
         """Ids whose expiry time has passed, oldest first."""
-        with _redis_errors():
+        with redis_errors():
             ids = await self.redis.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit)
         return [i.decode() for i in ids]
 
     async def forget_expiry(self, upload_id: str) -> None:
-        with _redis_errors():
+        with redis_errors():
             await self.redis.zrem(self._expiry_key, upload_id)
 
