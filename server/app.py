@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine
 
+import aiofiles
+import aiofiles.os
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -78,6 +80,18 @@ class Services:
             await asyncio.shield(self.uploads.release(upload.id))
             raise
         return await self.uploads.finish(claim, version.describe())
+
+    async def set_avatar_from_bytes(self, user_id: str, data: bytes,
+                                    check: Callable[[ProcessedAvatar], None] | None = None) -> AvatarVersion:
+        """`set_avatar` for an image a protocol received whole in one small document (base64 JSON)."""
+        source = self.work_root / f"whole-{secrets.token_hex(12)}"
+        try:
+            async with aiofiles.open(source, "wb") as out:
+                await out.write(data)
+            return await self.set_avatar(user_id, source, check)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(source)
 
     async def set_avatar(self, user_id: str, source: Path,
                          check: Callable[[ProcessedAvatar], None] | None = None) -> AvatarVersion:

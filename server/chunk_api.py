@@ -10,12 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiofiles
-import aiofiles.os
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -137,16 +134,7 @@ def _iso(timestamp: float) -> str:
 async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest, base: str) -> Response:
     if len(parsed.data) > services.settings.limits.max_image_bytes:
         raise BadRequest(f"images are limited to {services.settings.limits.max_image_bytes} bytes", "upload-too-large", 413)
-    path = services.work_root / f"whole-{secrets.token_hex(12)}"
-    try:
-        async with aiofiles.open(path, "wb") as f:
-            await f.write(parsed.data)
-        version = await services.set_avatar(user_id, path)
-    finally:
-        try:
-            await aiofiles.os.remove(path)
-        except FileNotFoundError:
-            pass
+    version = await services.set_avatar_from_bytes(user_id, parsed.data)
     return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe(base)})
 
 

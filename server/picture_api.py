@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
-import aiofiles
-import aiofiles.os
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from avatars import AvatarVersion, ProcessedAvatar
+from avatars import ProcessedAvatar
 
 from . import bodies
 from .chunk_api import ALLOWED_TYPES
@@ -52,7 +49,7 @@ async def upload(request: Request) -> Response:
         if len(data) > services.settings.limits.max_image_bytes:
             raise BadRequest(f"images are limited to {services.settings.limits.max_image_bytes} bytes",
                              "upload-too-large", 413)
-        version = await _store(services, principal.user_id, data, _matches(mime, width, height))
+        version = await services.set_avatar_from_bytes(principal.user_id, data, _matches(mime, width, height))
     except Exception as exc:  # noqa: BLE001 - rendered, or re-raised as a bug, by json_error
         return json_error(exc, services.settings.redis.retry_after_seconds)
     described = version.describe(base_url(request, services.settings))
@@ -133,17 +130,3 @@ def _matches(mime: str, width: int | None, height: int | None) -> Callable[[Proc
                 f"not the declared {width or processed.width}x{height or processed.height}",
                 "dimension-mismatch")
     return check
-
-
-async def _store(services: Services, user_id: str, data: bytes,
-                 check: Callable[[ProcessedAvatar], None]) -> AvatarVersion:
-    path = services.work_root / f"picture-{secrets.token_hex(12)}"
-    try:
-        async with aiofiles.open(path, "wb") as out:
-            await out.write(data)
-        return await services.set_avatar(user_id, path, check)
-    finally:
-        try:
-            await aiofiles.os.remove(path)
-        except FileNotFoundError:
-            pass
