@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # tus-js-client for the end-to-end tests, run by the machine's Node.js (18+).
 JS_STAMP := tests/js/node_modules/.installed
 
-.PHONY: install run test bench bench-images clean
+.PHONY: install run test lint format bench bench-images clean
 
 install: $(STAMP) $(JS_STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { echo "need Python 3.11+ (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $(STAMP)
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
@@ -28,6 +28,17 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff (lint and format check), mypy on the three packages, import-linter's layering contracts.
+lint: install
+	$(VENV)/bin/ruff check server chunks avatars tests
+	$(VENV)/bin/ruff format --check server chunks avatars tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: install
+	$(VENV)/bin/ruff check --fix server chunks avatars tests
+	$(VENV)/bin/ruff format server chunks avatars tests
 
 bench: install
 	$(PY) -m pytest -q -m bench -p no:randomly -s tests/bench

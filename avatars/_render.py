@@ -13,9 +13,9 @@ import io
 import math
 import struct
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from PIL import Image, ImageCms, ImageFile
 
@@ -125,7 +125,7 @@ def decoding() -> Iterator[None]:
         if "truncated" in str(exc).lower():
             raise errors.truncated_image() from None
         raise errors.invalid_image() from None
-    except Exception:  # SyntaxError, ValueError, struct.error, EOFError, Warning...
+    except Exception:  # noqa: BLE001 - SyntaxError, ValueError, struct.error, EOFError, Warning...
         raise errors.invalid_image() from None
 
 
@@ -152,7 +152,7 @@ def _orientation(im: Image.Image) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any malformed EXIF only loses the rotation hint
         return 1
     return value if value in _UPRIGHT else 1
 

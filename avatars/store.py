@@ -10,11 +10,12 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 from avatars.negotiation import prefers_webp
@@ -53,7 +54,7 @@ class AvatarVersion:
             "media_types": list(self.media_types),
             "source_format": self.source_format,
             "animated": self.animated,
-            "updated_at": datetime.fromtimestamp(self.updated_at, timezone.utc).isoformat(),
+            "updated_at": datetime.fromtimestamp(self.updated_at, UTC).isoformat(),
         }
         if fallback:
             ext = _EXTENSIONS[fallback]

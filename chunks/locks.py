@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -44,8 +44,9 @@ class Lease:
 
 
 class UploadLocks:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "avs", lease_seconds: float = 5.0,
-                 renew_seconds: float = 0.25):
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str = "avs", lease_seconds: float = 5.0, renew_seconds: float = 0.25
+    ):
         self.redis = redis
         self.prefix = prefix
         self.lease_ms = int(lease_seconds * 1000)

@@ -58,8 +58,8 @@ return 1
 
 @dataclass(frozen=True)
 class QuotaLimits:
-    max_open_uploads: int = 0       # 0 = unlimited
-    max_bytes_in_flight: int = 0    # 0 = unlimited
+    max_open_uploads: int = 0  # 0 = unlimited
+    max_bytes_in_flight: int = 0  # 0 = unlimited
     retry_after_seconds: int = 30
     key_ttl_seconds: int = 2 * 24 * 3600
 
@@ -94,12 +94,19 @@ class Quotas:
             return
         raise QuotaExceeded(
             f"you have {self.limits.max_open_uploads} unfinished uploads; finish or abandon one first",
-            code="too-many-uploads", retry_after=self.limits.retry_after_seconds,
+            code="too-many-uploads",
+            retry_after=self.limits.retry_after_seconds,
         )
 
     async def _try_admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int) -> bool:
-        args = [time.time(), self.limits.max_open_uploads, upload_id, expires_at, held_bytes,
-                self.limits.key_ttl_seconds]
+        args = [
+            time.time(),
+            self.limits.max_open_uploads,
+            upload_id,
+            expires_at,
+            held_bytes,
+            self.limits.key_ttl_seconds,
+        ]
         with redis_errors():
             return bool(await self._admit(keys=self._keys(owner), args=args))
 
@@ -114,7 +121,8 @@ class Quotas:
         if not allowed:
             raise QuotaExceeded(
                 f"your unfinished uploads would hold more than {self.limits.max_bytes_in_flight} bytes",
-                code="too-many-bytes-in-flight", retry_after=self.limits.retry_after_seconds,
+                code="too-many-bytes-in-flight",
+                retry_after=self.limits.retry_after_seconds,
             )
 
     async def release(self, owner: str, upload_id: str) -> None:

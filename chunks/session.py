@@ -17,7 +17,7 @@ DONE = "done"
 FAILED = "failed"
 
 CHUNKED = "chunked"  # numbered chunks, each kept as its own part file (chunk JSON API)
-STREAM = "stream"    # bytes appended at an offset (tus, IETF draft, raw bodies)
+STREAM = "stream"  # bytes appended at an offset (tus, IETF draft, raw bodies)
 
 ID_BYTES = 24  # 192 bits: upload ids are unguessable
 

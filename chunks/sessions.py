@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -196,4 +197,3 @@ class SessionStore:
     async def forget_expiry(self, upload_id: str) -> None:
         with redis_errors():
             await self.redis.zrem(self._expiry_key, upload_id)
-

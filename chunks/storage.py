@@ -17,8 +17,9 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Protocol
+from typing import Protocol
 
 import aiofiles
 import aiofiles.os
@@ -38,8 +39,13 @@ class ChunkStore(Protocol):
     async def stream_size(self, upload_id: str) -> int: ...
     async def truncate(self, upload_id: str, size: int) -> None: ...
     async def append(
-        self, upload_id: str, offset: int, body: AsyncIterator[bytes], limit: int,
-        checkpoint: Callable[[int], Awaitable[None]], checkpoint_bytes: int,
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        limit: int,
+        checkpoint: Callable[[int], Awaitable[None]],
+        checkpoint_bytes: int,
     ) -> tuple[int, BaseException | None]: ...
     async def concatenate(self, upload_id: str, sources: list[str]) -> int: ...
     def stream_path(self, upload_id: str) -> Path: ...
@@ -153,8 +159,13 @@ class LocalChunkStore:
         await asyncio.to_thread(_truncate)
 
     async def append(
-        self, upload_id: str, offset: int, body: AsyncIterator[bytes], limit: int,
-        checkpoint: Callable[[int], Awaitable[None]], checkpoint_bytes: int,
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        limit: int,
+        checkpoint: Callable[[int], Awaitable[None]],
+        checkpoint_bytes: int,
     ) -> tuple[int, BaseException | None]:
         """Append `body` at `offset`, at most `limit` bytes; fsync and call `checkpoint(offset)`
         every `checkpoint_bytes` so a dropped connection keeps what reached the disk.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from .errors import ChecksumMismatch, UploadBusy
 from .locks import Lease
@@ -49,7 +49,12 @@ async def until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterat
 
 
 async def write_verified(
-    store: ChunkStore, upload_id: str, offset: int, body: AsyncIterator[bytes], room: int, checksum: Checksum,
+    store: ChunkStore,
+    upload_id: str,
+    offset: int,
+    body: AsyncIterator[bytes],
+    room: int,
+    checksum: Checksum,
 ) -> tuple[int, BaseException | None]:
     """Write without checkpoints (nothing counts before the digest is known), then verify.
 

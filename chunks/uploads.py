@@ -11,9 +11,10 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from . import session as s
 from .errors import (
@@ -57,8 +58,14 @@ class Claim:
 
 
 class Uploads:
-    def __init__(self, sessions: SessionStore, store: ChunkStore, locks: UploadLocks, limits: UploadLimits,
-                 quotas: Quotas | Unlimited | None = None):
+    def __init__(
+        self,
+        sessions: SessionStore,
+        store: ChunkStore,
+        locks: UploadLocks,
+        limits: UploadLimits,
+        quotas: Quotas | Unlimited | None = None,
+    ):
         self.sessions = sessions
         self.store = store
         self.locks = locks
@@ -70,13 +77,24 @@ class Uploads:
     def _new(self, owner: str, kind: str, **fields: Any) -> s.UploadSession:
         now = time.time()
         return s.UploadSession(
-            id=s.new_upload_id(), owner=owner, kind=kind, created_at=now,
-            expires_at=now + self.limits.expire_seconds, **fields,
+            id=s.new_upload_id(),
+            owner=owner,
+            kind=kind,
+            created_at=now,
+            expires_at=now + self.limits.expire_seconds,
+            **fields,
         )
 
     async def open_chunked(
-        self, owner: str, *, file_name: str, content_type: str, total_chunks: int,
-        alias: str = "", upload_id: str | None = None, first_bytes: int = 0,
+        self,
+        owner: str,
+        *,
+        file_name: str,
+        content_type: str,
+        total_chunks: int,
+        alias: str = "",
+        upload_id: str | None = None,
+        first_bytes: int = 0,
     ) -> s.UploadSession:
         """The session named by `upload_id`, else the open one under `alias`, else a new one.
 
@@ -85,15 +103,21 @@ class Uploads:
 
         A request that contradicts the session (another total or type) is a SessionConflict."""
         if not 1 <= total_chunks <= self.limits.max_chunks:
-            raise InvalidRequest(f"total_chunks must be between 1 and {self.limits.max_chunks}", code="invalid-total-chunks")
+            raise InvalidRequest(
+                f"total_chunks must be between 1 and {self.limits.max_chunks}", code="invalid-total-chunks"
+            )
         if upload_id is not None:
             found: s.UploadSession | None = await self.get(upload_id, owner)
         else:
             found = await self.sessions.by_alias(owner, alias)
             if found is None:
                 fresh = self._new(
-                    owner, s.CHUNKED, file_name=file_name, content_type=content_type,
-                    total_chunks=total_chunks, alias=alias,
+                    owner,
+                    s.CHUNKED,
+                    file_name=file_name,
+                    content_type=content_type,
+                    total_chunks=total_chunks,
+                    alias=alias,
                 )
                 await self.quotas.admit(owner, fresh.id, fresh.expires_at, first_bytes)
                 found = await self.sessions.create(fresh)
@@ -114,18 +138,30 @@ class Uploads:
             )
         if session.content_type != content_type:
             raise SessionConflict(
-                f"this upload has content_type={session.content_type!r}", code="content-type-mismatch",
+                f"this upload has content_type={session.content_type!r}",
+                code="content-type-mismatch",
             )
 
     async def open_stream(
-        self, owner: str, *, length: int | None, metadata: dict[str, str] | None = None,
-        file_name: str = "", content_type: str = "", partial: bool = False,
+        self,
+        owner: str,
+        *,
+        length: int | None,
+        metadata: dict[str, str] | None = None,
+        file_name: str = "",
+        content_type: str = "",
+        partial: bool = False,
     ) -> s.UploadSession:
         if length is not None:
             self._check_length(length)
         session = self._new(
-            owner, s.STREAM, length=length, metadata=dict(metadata or {}), file_name=file_name,
-            content_type=content_type, partial=partial,
+            owner,
+            s.STREAM,
+            length=length,
+            metadata=dict(metadata or {}),
+            file_name=file_name,
+            content_type=content_type,
+            partial=partial,
         )
         await self.quotas.admit(owner, session.id, session.expires_at, length or 0)
         await self.store.truncate(session.id, 0)
@@ -169,10 +205,13 @@ class Uploads:
         for a recorded index are a ChunkConflict. Only recorded chunks count."""
         if session.total_chunks is None or not 0 <= index < session.total_chunks:
             raise InvalidRequest(
-                f"chunk_index must be between 0 and {(session.total_chunks or 1) - 1}", code="invalid-chunk-index",
+                f"chunk_index must be between 0 and {(session.total_chunks or 1) - 1}",
+                code="invalid-chunk-index",
             )
         if len(data) > self.limits.max_chunk_bytes:
-            raise UploadTooLarge(f"a chunk may hold at most {self.limits.max_chunk_bytes} bytes", code="chunk-too-large")
+            raise UploadTooLarge(
+                f"a chunk may hold at most {self.limits.max_chunk_bytes} bytes", code="chunk-too-large"
+            )
         if not data:
             raise InvalidRequest("a chunk must not be empty", code="empty-chunk")
         digest = hashlib.sha256(data).hexdigest()
@@ -190,7 +229,9 @@ class Uploads:
             if self._recorded(current, index, digest):
                 return True
             if current.state != s.OPEN:
-                raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
+                raise SessionConflict(
+                    f"this upload is {current.state}; it takes no more chunks", code="upload-not-open"
+                )
             if current.received_bytes + len(data) > self.limits.max_upload_bytes:
                 raise UploadTooLarge(f"uploads are limited to {self.limits.max_upload_bytes} bytes")
             current.received_chunks[index] = [len(data), digest]
@@ -216,8 +257,15 @@ class Uploads:
     # -- appended streams ----------------------------------------------------------------------
 
     async def append(
-        self, upload_id: str, owner: str, offset: int, body: AsyncIterator[bytes], *,
-        length: int | None = None, lock_wait: float = 3.0, checksum: Checksum | None = None,
+        self,
+        upload_id: str,
+        owner: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        length: int | None = None,
+        lock_wait: float = 3.0,
+        checksum: Checksum | None = None,
     ) -> s.UploadSession:
         """Append `body` at `offset` under the upload's lock. `length` declares a deferred length.
 
@@ -232,7 +280,12 @@ class Uploads:
                 written, interrupted = await self._write(upload_id, offset, until_stopped(body, lease), room)
             else:
                 written, interrupted = await write_verified(
-                    self.store, upload_id, offset, until_stopped(body, lease), room, checksum,
+                    self.store,
+                    upload_id,
+                    offset,
+                    until_stopped(body, lease),
+                    room,
+                    checksum,
                 )
             session = await self._record_offset(upload_id, written)
             if isinstance(interrupted, OverflowError):
@@ -256,7 +309,11 @@ class Uploads:
         return session
 
     async def _write(
-        self, upload_id: str, offset: int, body: AsyncIterator[bytes], room: int,
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        room: int,
     ) -> tuple[int, BaseException | None]:
         async def checkpoint(durable: int) -> None:
             await self._record_offset(upload_id, durable)
@@ -303,7 +360,11 @@ class Uploads:
         return updated
 
     async def concatenate(
-        self, owner: str, part_ids: list[str], *, metadata: dict[str, str] | None = None,
+        self,
+        owner: str,
+        part_ids: list[str],
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> s.UploadSession:
         """A final upload made of finished partial uploads, in order (tus concatenation)."""
         parts = [await self.get(part_id, owner) for part_id in part_ids]
@@ -326,6 +387,7 @@ class Uploads:
         """Take the right to complete a fully received upload, and assemble it.
 
         Returns None when another request holds that right or the upload already settled."""
+
         def take(current: s.UploadSession) -> bool:
             now = time.time()
             if current.state in (s.DONE, s.FAILED) or not current.all_received or current.partial:
@@ -355,12 +417,14 @@ class Uploads:
         size = (await asyncio.to_thread(path.stat)).st_size
         if size != session.received_bytes:
             raise SessionConflict(
-                f"assembled {size} bytes but {session.received_bytes} were recorded", code="length-mismatch",
+                f"assembled {size} bytes but {session.received_bytes} were recorded",
+                code="length-mismatch",
             )
         return path
 
     async def release(self, upload_id: str) -> None:
         """Give a claim back without an outcome (the completer crashed or hit a transient error)."""
+
         def reopen(current: s.UploadSession) -> None:
             if current.state == s.ASSEMBLING:
                 current.state = s.OPEN
@@ -379,8 +443,13 @@ class Uploads:
         return await self._settle(claim.session, s.FAILED, code=code, message=message)
 
     async def _settle(
-        self, session: s.UploadSession, state: str, *, result: dict[str, Any] | None = None,
-        code: str = "", message: str = "",
+        self,
+        session: s.UploadSession,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        code: str = "",
+        message: str = "",
     ) -> s.UploadSession:
         def settle(current: s.UploadSession) -> None:
             current.state = state
@@ -442,4 +511,3 @@ class Uploads:
             await self._forget(upload_id, "expired")
             removed += 1
         return removed
-

@@ -37,17 +37,26 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     if settings.auth.jwt_secret == DEV_SECRET and not _loopback(host):
-        parser.error(f"refusing to serve on {host} with the example auth.jwt_secret from config.yaml: "
-                     "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own")
+        parser.error(
+            f"refusing to serve on {host} with the example auth.jwt_secret from config.yaml: "
+            "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own"
+        )
 
     import uvicorn
 
     from .app import create_app
 
-    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     uvicorn.run(
-        create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
-        log_level=settings.server.log_level, timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
     )
     return 0

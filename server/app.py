@@ -7,9 +7,10 @@ import contextlib
 import logging
 import secrets
 import shutil
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import aiofiles
 import aiofiles.os
@@ -26,17 +27,31 @@ from starlette.routing import BaseRoute, Route
 
 import chunks
 from avatars import (
-    AvatarStore, AvatarVersion, ImageRejected, LocalAvatarStore, Pipeline, PipelineSettings, ProcessedAvatar,
+    AvatarStore,
+    AvatarVersion,
+    ImageRejected,
+    LocalAvatarStore,
+    Pipeline,
+    PipelineSettings,
+    ProcessedAvatar,
 )
 
 from . import (
-    avatar_api, chunk_api, gravatar, openapi, picture_api, profile_image_api, setting_avatar_api, user_image_api,
+    avatar_api,
+    chunk_api,
+    debug,
+    gravatar,
+    openapi,
+    picture_api,
+    profile_image_api,
+    setting_avatar_api,
+    tus,
+    upload_resource,
+    user_image_api,
 )
-from . import tus, upload_resource
-from . import debug
 from .auth import Authenticator
-from .ratelimit import RateLimit
 from .errors import json_error, problem_for
+from .ratelimit import RateLimit
 from .redis_process import RedisProcess
 from .settings import Settings
 
@@ -81,8 +96,9 @@ class Services:
             raise
         return await self.uploads.finish(claim, version.describe())
 
-    async def set_avatar_from_bytes(self, user_id: str, data: bytes,
-                                    check: Callable[[ProcessedAvatar], None] | None = None) -> AvatarVersion:
+    async def set_avatar_from_bytes(
+        self, user_id: str, data: bytes, check: Callable[[ProcessedAvatar], None] | None = None
+    ) -> AvatarVersion:
         """`set_avatar` for an image a protocol received whole in one small document (base64 JSON)."""
         source = self.work_root / f"whole-{secrets.token_hex(12)}"
         try:
@@ -93,8 +109,9 @@ class Services:
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(source)
 
-    async def set_avatar(self, user_id: str, source: Path,
-                         check: Callable[[ProcessedAvatar], None] | None = None) -> AvatarVersion:
+    async def set_avatar(
+        self, user_id: str, source: Path, check: Callable[[ProcessedAvatar], None] | None = None
+    ) -> AvatarVersion:
         """Validate and process `source`, then swap it in as `user_id`'s avatar.
 
         `check` sees the decoded image before the swap and may raise to refuse it (seed 001
@@ -130,11 +147,17 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
     root = Path(settings.storage.root).resolve()
     limits = settings.limits
     sessions = chunks.SessionStore(redis, settings.redis.key_prefix)
-    quotas = chunks.Quotas(redis, sessions, chunks.QuotaLimits(
-        max_open_uploads=limits.max_open_uploads, max_bytes_in_flight=limits.max_bytes_in_flight,
-        retry_after_seconds=limits.quota_retry_after_seconds,
-        key_ttl_seconds=settings.uploads.expire_seconds + 3600,
-    ), settings.redis.key_prefix)
+    quotas = chunks.Quotas(
+        redis,
+        sessions,
+        chunks.QuotaLimits(
+            max_open_uploads=limits.max_open_uploads,
+            max_bytes_in_flight=limits.max_bytes_in_flight,
+            retry_after_seconds=limits.quota_retry_after_seconds,
+            key_ttl_seconds=settings.uploads.expire_seconds + 3600,
+        ),
+        settings.redis.key_prefix,
+    )
     uploads = chunks.Uploads(
         sessions,
         chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
@@ -148,21 +171,28 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
         ),
         quotas,
     )
-    pipeline = Pipeline(PipelineSettings(
-        sizes=tuple(settings.avatars.sizes),
-        max_pixels=limits.max_pixels,
-        max_side=limits.max_side,
-        max_frames=limits.max_frames,
-        webp_quality=settings.avatars.webp_quality,
-        jpeg_quality=settings.avatars.jpeg_quality,
-        keep_animation=settings.avatars.keep_animation,
-        workers=settings.avatars.workers,
-    ))
+    pipeline = Pipeline(
+        PipelineSettings(
+            sizes=tuple(settings.avatars.sizes),
+            max_pixels=limits.max_pixels,
+            max_side=limits.max_side,
+            max_frames=limits.max_frames,
+            webp_quality=settings.avatars.webp_quality,
+            jpeg_quality=settings.avatars.jpeg_quality,
+            keep_animation=settings.avatars.keep_animation,
+            workers=settings.avatars.workers,
+        )
+    )
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     return Services(
-        settings=settings, auth=Authenticator(settings.auth), uploads=uploads, pipeline=pipeline,
-        avatars=LocalAvatarStore(root), redis=redis, work_root=work_root,
+        settings=settings,
+        auth=Authenticator(settings.auth),
+        uploads=uploads,
+        pipeline=pipeline,
+        avatars=LocalAvatarStore(root),
+        redis=redis,
+        work_root=work_root,
     )
 
 
@@ -212,8 +242,11 @@ async def healthz(request: Request) -> Response:
     try:
         await services.uploads.sessions.ping()
     except chunks.StoreUnavailable:
-        return JSONResponse({"status": "unavailable", "redis": False}, status_code=503,
-                            headers={"Retry-After": str(services.settings.redis.retry_after_seconds)})
+        return JSONResponse(
+            {"status": "unavailable", "redis": False},
+            status_code=503,
+            headers={"Retry-After": str(services.settings.redis.retry_after_seconds)},
+        )
     return JSONResponse({"status": "ok", "redis": True})
 
 
@@ -240,15 +273,22 @@ def create_app(settings: Settings) -> Starlette:
         routes += debug.routes()
     middleware = []
     if settings.server.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.server.cors_origins),
-            allow_methods=["*"], allow_headers=["*"],
-            # "*" is not honoured for credentialed requests: name the tus/IETF headers too.
-            expose_headers=["*", *tus.EXPOSED_HEADERS], max_age=86400,
-        ))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.server.cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                # "*" is not honoured for credentialed requests: name the tus/IETF headers too.
+                expose_headers=["*", *tus.EXPOSED_HEADERS],
+                max_age=86400,
+            )
+        )
     middleware.append(Middleware(RateLimit))  # inside CORS, so a 429 still carries CORS headers
     app = Starlette(
-        routes=routes, middleware=middleware, lifespan=_lifespan,
+        routes=routes,
+        middleware=middleware,
+        lifespan=_lifespan,
         exception_handlers={Exception: _unexpected, RedisError: _unexpected},
     )
     app.state.settings = settings

@@ -83,8 +83,12 @@ class Authenticator:
         options: dict[str, Any] = {"require": ["exp", "sub"]}
         try:
             claims = jwt.decode(
-                token, self._verify_key, algorithms=self.algorithms, options=options,
-                audience=self.settings.jwt_audience or None, issuer=self.settings.jwt_issuer or None,
+                token,
+                self._verify_key,
+                algorithms=self.algorithms,
+                options=options,
+                audience=self.settings.jwt_audience or None,
+                issuer=self.settings.jwt_issuer or None,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired", "token-expired") from None
@@ -107,8 +111,9 @@ class Authenticator:
         return Principal(match, {"sub": match})
 
 
-def issue_token(settings: AuthSettings, user_id: str, *, email: str = "", ttl: int = 3600,
-                extra: dict[str, Any] | None = None) -> str:
+def issue_token(
+    settings: AuthSettings, user_id: str, *, email: str = "", ttl: int = 3600, extra: dict[str, Any] | None = None
+) -> str:
     """A token signed with the configured HMAC secret (for curl, tests and the CLI)."""
     algorithm = next((a for a in settings.jwt_algorithms if a in _SYMMETRIC), None)
     if algorithm is None or not settings.jwt_secret:

@@ -71,7 +71,9 @@ async def avatar(request: Request) -> Response:
             return _bad_request("size must be a positive integer", "invalid-size")
         size = int(value)
     rendition = await services.avatars.rendition(
-        request.path_params["user_id"], size, request.headers.get("accept"),
+        request.path_params["user_id"],
+        size,
+        request.headers.get("accept"),
     )
     if rendition is None:
         return await _gravatar_or_not_found(services, request.path_params["user_id"], size)
@@ -84,8 +86,7 @@ async def _gravatar_or_not_found(services: Services, user_id: str, size: int | N
     if chosen is None:
         return _not_found()
     # Not cached long: the choice ends as soon as the user stores an image.
-    return RedirectResponse(gravatar.sized(chosen, size), status_code=302,
-                            headers={"Cache-Control": UNVERSIONED_CACHE})
+    return RedirectResponse(gravatar.sized(chosen, size), status_code=302, headers={"Cache-Control": UNVERSIONED_CACHE})
 
 
 async def versioned_avatar(request: Request) -> Response:
@@ -95,7 +96,10 @@ async def versioned_avatar(request: Request) -> Response:
     if not stem.isdigit() or len(stem) > 5 or media_type is None:
         return _not_found("no such avatar file")
     rendition = await services.avatars.rendition(
-        request.path_params["user_id"], int(stem), media_type, version=request.path_params["version"],
+        request.path_params["user_id"],
+        int(stem),
+        media_type,
+        version=request.path_params["version"],
     )
     if rendition is None or rendition.size != int(stem) or rendition.media_type != media_type:
         return _not_found("no such avatar file")
@@ -129,4 +133,3 @@ async def delete_my_avatar(request: Request) -> Response:
     if not removed:
         return _not_found()
     return Response(status_code=204)
-

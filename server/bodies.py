@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -72,7 +73,7 @@ async def stream(request: Request, limit: int, timeout: float) -> AsyncIterator[
             block = await asyncio.wait_for(blocks.__anext__(), remaining)
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _timeout(timeout, min_rate, due < deadline) from None
         except ClientDisconnect:
             raise Disconnected("the client went away before sending the whole body") from None

@@ -26,10 +26,19 @@ from .links import absolute, base_url
 if TYPE_CHECKING:
     from .app import Services
 
-ALLOWED_TYPES = frozenset({
-    "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif",
-    "image/heic", "image/heif", "image/avif",
-})
+ALLOWED_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/heic",
+        "image/heif",
+        "image/avif",
+    }
+)
 _MAX_NAME = 255
 _MAX_CLIENT_ID = 128
 
@@ -128,12 +137,14 @@ def _describe(session: chunks.UploadSession, base: str, failed: bool = False) ->
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest, base: str) -> Response:
     if len(parsed.data) > services.settings.limits.max_image_bytes:
-        raise BadRequest(f"images are limited to {services.settings.limits.max_image_bytes} bytes", "upload-too-large", 413)
+        raise BadRequest(
+            f"images are limited to {services.settings.limits.max_image_bytes} bytes", "upload-too-large", 413
+        )
     version = await services.set_avatar_from_bytes(user_id, parsed.data)
     return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe(base)})
 
@@ -146,13 +157,20 @@ async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -
     upload_id = parsed.upload_id
     if upload_id is not None and chunks.looks_like_upload_id(upload_id):
         return await services.uploads.open_chunked(
-            user_id, file_name=parsed.file_name, content_type=parsed.content_type,
-            total_chunks=parsed.total_chunks, upload_id=upload_id,
+            user_id,
+            file_name=parsed.file_name,
+            content_type=parsed.content_type,
+            total_chunks=parsed.total_chunks,
+            upload_id=upload_id,
         )
     alias = f"id:{upload_id}" if upload_id is not None else f"name:{parsed.file_name}"
     return await services.uploads.open_chunked(
-        user_id, file_name=parsed.file_name, content_type=parsed.content_type,
-        total_chunks=parsed.total_chunks, alias=alias, first_bytes=len(parsed.data),
+        user_id,
+        file_name=parsed.file_name,
+        content_type=parsed.content_type,
+        total_chunks=parsed.total_chunks,
+        alias=alias,
+        first_bytes=len(parsed.data),
     )
 
 
@@ -213,8 +231,9 @@ def _check_file_name(name: str) -> None:
     if not name or len(name) > _MAX_NAME:
         raise BadRequest(f"file_name must be 1 to {_MAX_NAME} characters", "invalid-file-name")
     if name in {".", ".."} or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise BadRequest("file_name must be a plain name, without path separators or control characters",
-                       "invalid-file-name")
+        raise BadRequest(
+            "file_name must be a plain name, without path separators or control characters", "invalid-file-name"
+        )
 
 
 def _base64(text: str) -> bytes:

@@ -28,13 +28,15 @@ async def resources(request: Request) -> Response:
     prefix = services.settings.redis.key_prefix
     locks = [key async for key in services.redis.scan_iter(match=f"{prefix}:lock:*", count=1000)]
     tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    return JSONResponse({
-        "tasks": len(tasks),
-        "task_names": sorted(task.get_name() for task in tasks),
-        "open_files": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1,
-        "redis_connections": _redis_connections(services),
-        "locks": len(locks),
-    })
+    return JSONResponse(
+        {
+            "tasks": len(tasks),
+            "task_names": sorted(task.get_name() for task in tasks),
+            "open_files": _open_files(),
+            "redis_connections": _redis_connections(services),
+            "locks": len(locks),
+        }
+    )
 
 
 def _redis_connections(services: Services) -> int:
@@ -43,3 +45,10 @@ def _redis_connections(services: Services) -> int:
     pool = services.redis.connection_pool
     held = [*getattr(pool, "_available_connections", []), *getattr(pool, "_in_use_connections", [])]
     return sum(1 for connection in held if getattr(connection, "is_connected", False))
+
+
+def _open_files() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:
+        return -1

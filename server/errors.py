@@ -9,9 +9,8 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 
-from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
-
 import chunks
+from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
 
 from .auth import AuthError
 from .bodies import BodyError, BodyTimeout, BodyTooLarge
@@ -66,8 +65,12 @@ def problem_for(exc: BaseException, retry_after: int = 2) -> Problem | None:
         status = 415 if isinstance(exc, UnsupportedFormat) else 413 if isinstance(exc, ImageTooLarge) else 422
         return Problem(status, exc.code, exc.message)
     if isinstance(exc, RedisError):
-        return Problem(503, "store-unavailable", "the session store is unavailable; try again shortly",
-                       {"Retry-After": str(retry_after)})
+        return Problem(
+            503,
+            "store-unavailable",
+            "the session store is unavailable; try again shortly",
+            {"Retry-After": str(retry_after)},
+        )
     if isinstance(exc, chunks.QuotaExceeded):
         return Problem(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, chunks.UploadError):
@@ -93,5 +96,6 @@ def json_error(exc: BaseException, retry_after: int = 2, **extra: Any) -> JSONRe
     problem = problem_for(exc, retry_after)
     if problem is None:
         raise exc
-    return JSONResponse({"error": problem.message, "code": problem.code, **extra}, problem.status,
-                        headers=problem.headers)
+    return JSONResponse(
+        {"error": problem.message, "code": problem.code, **extra}, problem.status, headers=problem.headers
+    )

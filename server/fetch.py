@@ -61,8 +61,15 @@ class AddressPolicy:
             address = address.ipv4_mapped
         if any(address in network for network in self.allowed if network.version == address.version):
             return True
-        inward = (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                  or address.is_reserved or address.is_unspecified or not address.is_global)
+        inward = (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+            or not address.is_global
+        )
         return not inward
 
 
@@ -89,8 +96,9 @@ async def _checked_address(url: httpx.URL, policy: AddressPolicy) -> IPAddress:
     addresses = await resolve(url.host, port)
     # Every answer must be allowed: a name with one public and one private address is refused.
     if not addresses or not all(policy.permits(a) for a in addresses):
-        raise FetchFailed("address-not-allowed",
-                          f"the host {url.host!r} is a private, loopback or otherwise internal address")
+        raise FetchFailed(
+            "address-not-allowed", f"the host {url.host!r} is a private, loopback or otherwise internal address"
+        )
     return addresses[0]
 
 
@@ -110,12 +118,19 @@ async def download(url: str, destination: Path, max_bytes: int, settings: FetchS
         raise FetchFailed("unreachable", f"the image URL could not be fetched ({type(exc).__name__})") from None
 
 
-async def _follow(client: httpx.AsyncClient, url: httpx.URL, destination: Path, max_bytes: int,
-                  policy: AddressPolicy, max_redirects: int) -> None:
+async def _follow(
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    destination: Path,
+    max_bytes: int,
+    policy: AddressPolicy,
+    max_redirects: int,
+) -> None:
     for _hop in range(max_redirects + 1):
         address = await _checked_address(url, policy)
         request = client.build_request(
-            "GET", url.copy_with(host=str(address)),
+            "GET",
+            url.copy_with(host=str(address)),
             headers={"Host": url.netloc.decode("ascii"), "Accept": "image/*"},
             # TLS still names, and verifies, the host of the URL, not the address.
             extensions={"sni_hostname": url.host} if url.scheme == "https" else {},

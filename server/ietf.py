@@ -86,6 +86,7 @@ async def resource(request: Request, method: str) -> Response:
 
 # -- header fields ----------------------------------------------------------------------------
 
+
 def _item(request: Request, name: str) -> str | None:
     """A Structured Field Item's bare value, its parameters dropped."""
     value = request.headers.get(name)
@@ -136,7 +137,8 @@ def discovery_headers(services: Services, session: chunks.UploadSession | None, 
 
 def _state_headers(services: Services, session: chunks.UploadSession, version: int) -> dict[str, str]:
     headers = {
-        "Upload-Offset": str(session.offset), "Upload-Draft-Interop-Version": str(version),
+        "Upload-Offset": str(session.offset),
+        "Upload-Draft-Interop-Version": str(version),
         **completeness_header(version, _is_complete(session)),
         **discovery_headers(services, session, version),
     }
@@ -167,12 +169,15 @@ def _consistent(*lengths: int | None) -> int | None:
 
 # -- requests ---------------------------------------------------------------------------------
 
+
 async def create(request: Request, services: Services, owner: str, version: int) -> Response:
     complete = _completeness(request, version)
     content_length = bodies.declared_length(request)
     length = _consistent(sf_length(request, "upload-length"), content_length if complete else None)
     session = await services.uploads.open_stream(
-        owner, length=length, file_name=_file_name(request),
+        owner,
+        length=length,
+        file_name=_file_name(request),
         content_type=request.headers.get("content-type", "").split(";")[0].strip().lower()[:100],
     )
     where = {"Location": resource_.location(request, services, session.id)}
@@ -190,7 +195,9 @@ async def create(request: Request, services: Services, owner: str, version: int)
 async def head(services: Services, owner: str, upload_id: str, version: int) -> Response:
     await resource_.load(services, upload_id, owner)
     session = await services.uploads.current(upload_id, owner)
-    return Response(status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)})
+    return Response(
+        status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)}
+    )
 
 
 async def append(request: Request, services: Services, owner: str, upload_id: str, version: int) -> Response:
@@ -208,18 +215,24 @@ async def append(request: Request, services: Services, owner: str, upload_id: st
         raise BadRequest("this upload is already complete", "completed-upload")
     content_length = bodies.declared_length(request)
     implied = offset + content_length if complete and content_length is not None else None
-    session = await _transfer(request, services, session, offset, complete,
-                              _consistent(sf_length(request, "upload-length"), implied))
+    session = await _transfer(
+        request, services, session, offset, complete, _consistent(sf_length(request, "upload-length"), implied)
+    )
     if complete:
         return _outcome(services, session, version, {})
     return Response(status_code=204, headers=_state_headers(services, session, version))
 
 
-async def _transfer(request: Request, services: Services, session: chunks.UploadSession, offset: int,
-                    complete: bool, length: int | None) -> chunks.UploadSession:
+async def _transfer(
+    request: Request, services: Services, session: chunks.UploadSession, offset: int, complete: bool, length: int | None
+) -> chunks.UploadSession:
     """Append the body; when the request completes the upload, fix its length and complete it."""
     session = await services.uploads.append(
-        session.id, session.owner, offset, resource_.body(request, services), length=length,
+        session.id,
+        session.owner,
+        offset,
+        resource_.body(request, services),
+        length=length,
     )
     if not complete:
         return session
@@ -237,35 +250,60 @@ def _outcome(services: Services, session: chunks.UploadSession, version: int, ex
     """The response of the resource that processed the whole image, marked `Upload-Complete: ?1`."""
     headers = {**extra, **completeness_header(version, True), "Upload-Offset": str(session.offset)}
     if session.state == chunks.FAILED:
-        return _problem_response(image_status(session.error_code), session.error_code, session.error_message,
-                                 headers=headers)
-    return JSONResponse({"message": "profile image updated", "upload_id": session.id, "avatar": session.result},
-                        200, headers=headers)
+        return _problem_response(
+            image_status(session.error_code), session.error_code, session.error_message, headers=headers
+        )
+    return JSONResponse(
+        {"message": "profile image updated", "upload_id": session.id, "avatar": session.result}, 200, headers=headers
+    )
 
 
 # -- problems (RFC 9457) ----------------------------------------------------------------------
 
-def _problem_response(status: int, code: str, detail: str, *, problem_type: str = "about:blank",
-                      title: str = "", headers: dict[str, str] | None = None,
-                      extra: dict[str, Any] | None = None) -> JSONResponse:
-    body = {"type": problem_type, "title": title or code.replace("-", " "), "status": status,
-            "detail": detail, "code": code, **(extra or {})}
+
+def _problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    problem_type: str = "about:blank",
+    title: str = "",
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body = {
+        "type": problem_type,
+        "title": title or code.replace("-", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **(extra or {}),
+    }
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
 
 
-def problem(exc: BaseException, services: Services, version: int,
-            session: chunks.UploadSession | None = None, provided: int | None = None) -> Response:
+def problem(
+    exc: BaseException,
+    services: Services,
+    version: int,
+    session: chunks.UploadSession | None = None,
+    provided: int | None = None,
+) -> Response:
     headers = completeness_header(version, True) if isinstance(exc, ImageRejected) else {}
     if isinstance(exc, chunks.OffsetMismatch):
         return _problem_response(
-            409, "mismatching-upload-offset", exc.message, problem_type=PROBLEM_TYPES + "mismatching-upload-offset",
+            409,
+            "mismatching-upload-offset",
+            exc.message,
+            problem_type=PROBLEM_TYPES + "mismatching-upload-offset",
             title="offset from request does not match offset of resource",
             extra={"expected-offset": exc.expected, "provided-offset": provided},
             headers={"Upload-Offset": str(exc.expected)},
         )
     if isinstance(exc, chunks.SessionConflict) and exc.code == "length-mismatch":
-        return _problem_response(400, "inconsistent-upload-length", exc.message,
-                                 problem_type=PROBLEM_TYPES + "inconsistent-upload-length")
+        return _problem_response(
+            400, "inconsistent-upload-length", exc.message, problem_type=PROBLEM_TYPES + "inconsistent-upload-length"
+        )
     if isinstance(exc, BadRequest) and exc.code == "completed-upload":
         return _problem_response(400, exc.code, exc.message, problem_type=PROBLEM_TYPES + "completed-upload")
     found = problem_for(exc, services.settings.redis.retry_after_seconds)

@@ -17,6 +17,7 @@ def absolute(described: dict[str, Any], base: str) -> dict[str, Any]:
     """An avatar description whose path-only URLs (as stored with an upload) are made absolute."""
     absolute_urls = {
         key: {size: url if "://" in url else f"{base}{url}" for size, url in described[key].items()}
-        for key in ("urls", "fallback_urls") if key in described
+        for key in ("urls", "fallback_urls")
+        if key in described
     }
     return {**described, **absolute_urls}

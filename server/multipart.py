@@ -71,10 +71,14 @@ class _Parts:
 
     def callbacks(self) -> dict:
         return {
-            "on_part_begin": self._part_begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value_part, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end, "on_end": self._end,
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_part,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -123,8 +127,9 @@ class _Parts:
         self.ended = True
 
 
-async def receive(request: Request, file_field: str, directory: Path, max_file_bytes: int,
-                  timeout: float) -> FormUpload:
+async def receive(
+    request: Request, file_field: str, directory: Path, max_file_bytes: int, timeout: float
+) -> FormUpload:
     """Stream a multipart body; the part named `file_field` goes to a new file in `directory`.
 
     Raises FormError for a body that is not well-formed multipart, FileTooLarge past

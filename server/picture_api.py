@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,8 +31,14 @@ PROTOCOL = "picture_api"
 _MAX_NAME = 255
 # Media types that name the same format; a client may say image/jpg and mean image/jpeg.
 _SAME_AS = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/heif": "image/heic"}
-_FORMAT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                 "HEIF": "image/heic", "AVIF": "image/avif"}
+_FORMAT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
+}
 
 
 def routes() -> list[BaseRoute]:
@@ -43,26 +50,31 @@ async def upload(request: Request) -> Response:
     try:
         principal = services.auth.authenticate(request)
         document = await bodies.read_json_object(
-            request, services.settings.limits.max_image_bytes, services.settings.limits.body_timeout_seconds)
+            request, services.settings.limits.max_image_bytes, services.settings.limits.body_timeout_seconds
+        )
         name, mime, width, height = _declared(document)
         data = _data_uri(document.get("dataUri"), mime)
         if len(data) > services.settings.limits.max_image_bytes:
-            raise BadRequest(f"images are limited to {services.settings.limits.max_image_bytes} bytes",
-                             "upload-too-large", 413)
+            raise BadRequest(
+                f"images are limited to {services.settings.limits.max_image_bytes} bytes", "upload-too-large", 413
+            )
         version = await services.set_avatar_from_bytes(principal.user_id, data, _matches(mime, width, height))
     except Exception as exc:  # noqa: BLE001 - rendered, or re-raised as a bug, by json_error
         return json_error(exc, services.settings.redis.retry_after_seconds)
     described = version.describe(base_url(request, services.settings))
     largest = str(max(version.sizes))
-    return JSONResponse({
-        "id": version.version,
-        "name": name,
-        "mime": described["content_type"],
-        "width": version.width,
-        "height": version.height,
-        "url": described["urls"][largest],
-        "avatar": described,
-    }, status_code=201)
+    return JSONResponse(
+        {
+            "id": version.version,
+            "name": name,
+            "mime": described["content_type"],
+            "width": version.width,
+            "height": version.height,
+            "url": described["urls"][largest],
+            "avatar": described,
+        },
+        status_code=201,
+    )
 
 
 def _declared(document: dict[str, Any]) -> tuple[str, str, int | None, int | None]:
@@ -105,8 +117,7 @@ def _data_uri(value: Any, mime: str) -> bytes:
     if "base64" not in {p.strip().lower() for p in params}:
         raise BadRequest("dataUri must be base64-encoded (data:<type>;base64,...)", "invalid-data-uri")
     if _normal(media_type) != mime:
-        raise BadRequest(f"dataUri says {media_type.strip() or 'nothing'!r} but mime says {mime!r}",
-                         "mime-mismatch")
+        raise BadRequest(f"dataUri says {media_type.strip() or 'nothing'!r} but mime says {mime!r}", "mime-mismatch")
     compact = "".join(payload.split())
     compact += "=" * (-len(compact) % 4)  # some encoders drop the padding
     try:
@@ -120,6 +131,7 @@ def _data_uri(value: Any, mime: str) -> bytes:
 
 def _matches(mime: str, width: int | None, height: int | None) -> Callable[[ProcessedAvatar], None]:
     """A check run on the decoded image: its format and size must be the declared ones."""
+
     def check(processed: ProcessedAvatar) -> None:
         actual = _FORMAT_TYPES.get(processed.source_format)
         if actual != mime:
@@ -128,5 +140,7 @@ def _matches(mime: str, width: int | None, height: int | None) -> Callable[[Proc
             raise BadRequest(
                 f"the image is {processed.width}x{processed.height} pixels, "
                 f"not the declared {width or processed.width}x{height or processed.height}",
-                "dimension-mismatch")
+                "dimension-mismatch",
+            )
+
     return check

@@ -83,13 +83,13 @@ def _error(exc: Exception, services: Services) -> Response:
         code = "file-too-large" if isinstance(exc, ImageTooLarge) else "invalid-file-format"
         exc = ValidationFailure(exc.message, FILE_FIELD, code)
     if isinstance(exc, ValidationFailure):
-        return JSONResponse({"code": "validation-failure", "message": exc.message,
-                             "fieldErrors": exc.field_errors}, status_code=400)
+        return JSONResponse(
+            {"code": "validation-failure", "message": exc.message, "fieldErrors": exc.field_errors}, status_code=400
+        )
     problem = problem_for(exc, services.settings.redis.retry_after_seconds)
     if problem is None:
         raise exc
-    return JSONResponse({"code": problem.code, "message": problem.message}, problem.status,
-                        headers=problem.headers)
+    return JSONResponse({"code": problem.code, "message": problem.message}, problem.status, headers=problem.headers)
 
 
 async def show(request: Request) -> Response:
@@ -135,8 +135,9 @@ async def remove(request: Request) -> Response:
 
 async def _from_form(request: Request, services: Services, user_id: str) -> AvatarVersion:
     limits = services.settings.limits
-    form = await multipart.receive(request, FILE_FIELD, services.work_root, limits.max_image_bytes,
-                                   limits.body_timeout_seconds)
+    form = await multipart.receive(
+        request, FILE_FIELD, services.work_root, limits.max_image_bytes, limits.body_timeout_seconds
+    )
     try:
         if not form.received:
             raise ValidationFailure("the form has no 'file' field", FILE_FIELD, "field-missing")
@@ -165,8 +166,12 @@ async def _start_fetch(request: Request, services: Services, user_id: str) -> di
     except fetch.InvalidUrl as exc:
         raise ValidationFailure(exc.message, "url", "invalid-url") from None
     fetch_id = secrets.token_hex(12)
-    state = {b"id": fetch_id.encode(), b"status": b"downloading", b"sourceUrl": url.encode(),
-             b"startedAt": str(time.time()).encode()}
+    state = {
+        b"id": fetch_id.encode(),
+        b"status": b"downloading",
+        b"sourceUrl": url.encode(),
+        b"startedAt": str(time.time()).encode(),
+    }
     key = _key(services, user_id)
     # Expires on its own if the process doing the fetch dies: the client is not told "downloading" forever.
     await services.redis.hset(key, mapping=state)
@@ -190,7 +195,7 @@ async def _fetch(services: Services, user_id: str, url: str, fetch_id: str) -> N
     except asyncio.CancelledError:
         reason = ("interrupted", "the server stopped before the image was downloaded")
         raise
-    except Exception:  # noqa: BLE001 - a background task has nobody else to tell
+    except Exception:
         log.exception("fetching a profile image failed")
         reason = ("internal-error", "the image could not be stored")
     finally:
@@ -205,7 +210,7 @@ async def _settle(services: Services, user_id: str, fetch_id: str, reason: tuple
     settle = services.redis.register_script(_SETTLE)
     try:
         await settle(keys=[_key(services, user_id)], args=[fetch_id, reason[0], reason[1], _FAILED_TTL])
-    except Exception:  # noqa: BLE001 - the state then expires by its TTL
+    except Exception:
         log.warning("could not record the outcome of a profile-image fetch", exc_info=True)
 
 

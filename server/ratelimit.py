@@ -84,7 +84,8 @@ class RateLimit:
 async def _too_many(scope: Scope, send: Send, retry_after: int) -> None:
     body = json.dumps({"error": "too many requests; slow down", "code": "rate-limited"}).encode()
     headers = [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(retry_after).encode()),
     ]
     if any(name == b"tus-resumable" for name, _ in scope["headers"]):

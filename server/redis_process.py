@@ -54,19 +54,31 @@ class RedisProcess:
     def _args(self) -> list[str]:
         args = [
             redis_server_binary(),
-            "--dir", str(self.data_dir),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port or 0),
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--dir",
+            str(self.data_dir),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port or 0),
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
             # Sessions carry TTLs; volatile-* eviction would evict exactly them.
-            "--maxmemory-policy", "noeviction",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--maxmemory-policy",
+            "noeviction",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         return args
 
@@ -75,13 +87,18 @@ class RedisProcess:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.process = subprocess.Popen(
-            self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            self._args(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.data_dir / 'redis.log'}")
+                raise RuntimeError(
+                    f"redis-server exited with {self.process.returncode}; see {self.data_dir / 'redis.log'}"
+                )
             if self._pings():
                 return
             time.sleep(0.02)

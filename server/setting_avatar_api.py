@@ -81,8 +81,9 @@ def _failure(request: Request, services: Services, exc: Exception) -> Response:
         log.error("%s failed: internal error correlation_id=%s", where, correlation_id, exc_info=exc)
         status, message, detail, headers = 500, "internal server error", repr(exc), {}
     else:
-        log.warning("%s failed: status=%d code=%s correlation_id=%s", where, problem.status, problem.code,
-                    correlation_id)
+        log.warning(
+            "%s failed: status=%d code=%s correlation_id=%s", where, problem.status, problem.code, correlation_id
+        )
         status, message, detail, headers = problem.status, problem.message, problem.code, problem.headers
     body: dict[str, object] = {"code": status, "msg": message, "correlation_id": correlation_id}
     if services.settings.server.debug:

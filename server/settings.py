@@ -11,9 +11,10 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -150,7 +151,7 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
             for name, value in env.items():
                 prefix = f"{ENV_PREFIX}PROTOCOLS_"
                 if name.startswith(prefix):
-                    merged[name[len(prefix):].lower()] = bool(yaml.safe_load(value))
+                    merged[name[len(prefix) :].lower()] = bool(yaml.safe_load(value))
             sections["protocols"] = merged
             continue
         sections[section.name] = _build_section(section.name, section_type, given, env)

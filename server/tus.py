@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Awaitable
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,15 +28,28 @@ if TYPE_CHECKING:
 
 VERSION = "1.0.0"
 # checksum-trailer is not offered: ASGI passes no request trailers (see docs/tus.md).
-EXTENSIONS = ("creation,creation-with-upload,creation-defer-length,termination,expiration,"
-              "checksum,concatenation")
+EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation"
 CHECKSUM_SIZES = {"sha1": 20, "md5": 16, "sha256": 32}
 OFFSET_STREAM = "application/offset+octet-stream"
 EXPOSED_HEADERS = (
-    "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm",
-    "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata", "Upload-Expires",
-    "Upload-Concat", "Upload-Complete", "Upload-Incomplete", "Upload-Limit", "Upload-Draft-Interop-Version",
-    "Accept-Patch", "Retry-After",
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Concat",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+    "Accept-Patch",
+    "Retry-After",
 )
 _MAX_METADATA = 8192
 _MAX_NAME = 255
@@ -79,7 +93,9 @@ async def resource(request: Request, method: str) -> Response:
 
 def options(services: Services, with_ietf: bool) -> Response:
     headers = {
-        "Tus-Resumable": VERSION, "Tus-Version": VERSION, "Tus-Extension": EXTENSIONS,
+        "Tus-Resumable": VERSION,
+        "Tus-Version": VERSION,
+        "Tus-Extension": EXTENSIONS,
         "Tus-Max-Size": str(services.settings.limits.max_image_bytes),
         "Tus-Checksum-Algorithm": ",".join(CHECKSUM_SIZES),
     }
@@ -92,11 +108,13 @@ def options(services: Services, with_ietf: bool) -> Response:
 
 def _check_version(request: Request) -> None:
     if request.headers.get("tus-resumable") != VERSION:
-        raise BadRequest(f"this server speaks tus {VERSION}: send Tus-Resumable: {VERSION}",
-                         "unsupported-tus-version", 412)
+        raise BadRequest(
+            f"this server speaks tus {VERSION}: send Tus-Resumable: {VERSION}", "unsupported-tus-version", 412
+        )
 
 
 # -- creation ---------------------------------------------------------------------------------
+
 
 async def create(request: Request, services: Services, owner: str) -> Response:
     concat, part_ids = _concat(request.headers.get("upload-concat"))
@@ -113,7 +131,11 @@ async def create(request: Request, services: Services, owner: str) -> Response:
     checksum = parse_checksum(request.headers.get("upload-checksum"))
     file_name, content_type = _described_file(metadata)
     session = await services.uploads.open_stream(
-        owner, length=length, metadata=metadata, file_name=file_name, content_type=content_type,
+        owner,
+        length=length,
+        metadata=metadata,
+        file_name=file_name,
+        content_type=content_type,
         partial=concat == "partial",
     )
     if not with_upload:
@@ -121,15 +143,20 @@ async def create(request: Request, services: Services, owner: str) -> Response:
 
     async def upload() -> chunks.UploadSession:
         appended = await services.uploads.append(
-            session.id, owner, 0, resource_.body(request, services), checksum=checksum,
+            session.id,
+            owner,
+            0,
+            resource_.body(request, services),
+            checksum=checksum,
         )
         return await resource_.completed(services, appended)
 
     return await _after_creation(request, services, session, upload())
 
 
-async def _after_creation(request: Request, services: Services, session: chunks.UploadSession,
-                          work: Awaitable[chunks.UploadSession]) -> Response:
+async def _after_creation(
+    request: Request, services: Services, session: chunks.UploadSession, work: Awaitable[chunks.UploadSession]
+) -> Response:
     """Run `work` (the upload's first bytes, its completion); a failure still tells where the upload is."""
     try:
         session = await work
@@ -155,8 +182,9 @@ def _created(request: Request, services: Services, session: chunks.UploadSession
     return Response(status_code=201, headers=headers)
 
 
-async def _concatenate(services: Services, owner: str, part_ids: list[str],
-                       metadata: dict[str, str]) -> chunks.UploadSession:
+async def _concatenate(
+    services: Services, owner: str, part_ids: list[str], metadata: dict[str, str]
+) -> chunks.UploadSession:
     try:
         return await services.uploads.concatenate(owner, part_ids, metadata=metadata)
     except (chunks.UploadNotFound, chunks.UploadGone):
@@ -235,11 +263,14 @@ def _decoded(value: str) -> str:
 
 # -- an upload --------------------------------------------------------------------------------
 
+
 async def head(request: Request, services: Services, owner: str, upload_id: str) -> Response:
     await resource_.load(services, upload_id, owner)
     session = await services.uploads.current(upload_id, owner)
     headers = {
-        "Tus-Resumable": VERSION, "Cache-Control": "no-store", "Upload-Offset": str(session.offset),
+        "Tus-Resumable": VERSION,
+        "Cache-Control": "no-store",
+        "Upload-Offset": str(session.offset),
         "Upload-Expires": resource_.http_date(session.expires_at),
     }
     if session.length is not None:
@@ -275,15 +306,24 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
         session = await resource_.completed(services, session)
     else:
         session = await services.uploads.append(
-            upload_id, owner, offset, resource_.body(request, services), length=length, checksum=checksum,
+            upload_id,
+            owner,
+            offset,
+            resource_.body(request, services),
+            length=length,
+            checksum=checksum,
         )
         session = await resource_.completed(services, session)
     if session.state == chunks.FAILED:
         return _failed(session)
-    return Response(status_code=204, headers={
-        "Tus-Resumable": VERSION, "Upload-Offset": str(session.offset),
-        "Upload-Expires": resource_.http_date(session.expires_at),
-    })
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Resumable": VERSION,
+            "Upload-Offset": str(session.offset),
+            "Upload-Expires": resource_.http_date(session.expires_at),
+        },
+    )
 
 
 def _require_offset_stream(request: Request) -> None:
@@ -307,8 +347,10 @@ def parse_checksum(header: str | None) -> chunks.Checksum | None:
         return None
     algorithm, _, encoded = header.strip().partition(" ")
     if algorithm not in CHECKSUM_SIZES:
-        raise BadRequest(f"checksum algorithm {algorithm[:20]!r} is not supported; use one of "
-                         f"{', '.join(CHECKSUM_SIZES)}", "unsupported-checksum-algorithm")
+        raise BadRequest(
+            f"checksum algorithm {algorithm[:20]!r} is not supported; use one of {', '.join(CHECKSUM_SIZES)}",
+            "unsupported-checksum-algorithm",
+        )
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -320,6 +362,7 @@ def parse_checksum(header: str | None) -> chunks.Checksum | None:
 
 # -- errors -----------------------------------------------------------------------------------
 
+
 def _failed(session: chunks.UploadSession) -> Response:
     return JSONResponse(
         {"error": session.error_message, "code": session.error_code, "upload_id": session.id, "state": session.state},
@@ -328,8 +371,9 @@ def _failed(session: chunks.UploadSession) -> Response:
     )
 
 
-async def error(exc: BaseException, services: Services, upload_id: str | None = None,
-                owner: str | None = None) -> Response:
+async def error(
+    exc: BaseException, services: Services, upload_id: str | None = None, owner: str | None = None
+) -> Response:
     """The tus answer to a failure: `Tus-Version` on 412; the current `Upload-Offset` on every
     409 and `Upload-Expires` whenever the upload is known."""
     problem = problem_for(exc, services.settings.redis.retry_after_seconds)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -86,7 +87,7 @@ def location(request: Request, services: Services, upload_id: str) -> str:
 def upload_id_from_url(url: str) -> str | None:
     """The upload id in an upload URL (absolute, or a path), if it names one of ours."""
     path = url.split("?", 1)[0].split("#", 1)[0]
-    head, marker, upload_id = path.rpartition("/files/")
+    _, marker, upload_id = path.rpartition("/files/")
     if not marker or not chunks.looks_like_upload_id(upload_id):
         return None
     return upload_id
@@ -139,8 +140,9 @@ def describe(request: Request, services: Services, session: chunks.UploadSession
         "partial": session.partial,
         "file_name": session.file_name,
         "content_type": session.content_type,
-        "expires_at": datetime.datetime.fromtimestamp(session.expires_at, datetime.timezone.utc)
-        .isoformat().replace("+00:00", "Z"),
+        "expires_at": datetime.datetime.fromtimestamp(session.expires_at, datetime.UTC)
+        .isoformat()
+        .replace("+00:00", "Z"),
     }
     if session.state == chunks.DONE and session.result is not None:
         described["avatar"] = session.result

@@ -43,7 +43,10 @@ async def upload(request: Request) -> Response:
     try:
         principal = services.auth.authenticate(request)
         form = await multipart.receive(
-            request, FILE_FIELD, services.work_root, services.settings.limits.max_image_bytes,
+            request,
+            FILE_FIELD,
+            services.work_root,
+            services.settings.limits.max_image_bytes,
             services.settings.limits.body_timeout_seconds,
         )
         if not form.received:

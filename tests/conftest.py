@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -68,8 +69,14 @@ def _server_starter(tmp_path_factory: pytest.TempPathFactory, shared_redis_url: 
     """
     started: list[ServerProcess] = []
 
-    def start(*, root: Path | None = None, redis_url: str | None = None, port: int | None = None,
-              config: dict[str, Any] | None = None, **sections: dict[str, Any]) -> ServerProcess:
+    def start(
+        *,
+        root: Path | None = None,
+        redis_url: str | None = None,
+        port: int | None = None,
+        config: dict[str, Any] | None = None,
+        **sections: dict[str, Any],
+    ) -> ServerProcess:
         assert config is None or not (sections or redis_url), "config= is the whole config"
         root = root or tmp_path_factory.mktemp("server")
         if config is None:
@@ -105,6 +112,7 @@ def server(start_module_server: StartServer) -> ServerProcess:
 def token() -> Callable[..., str]:
     def make(user_id: str, **kwargs: Any) -> str:
         return issue_token(AuthSettings(jwt_secret=JWT_SECRET), user_id, **kwargs)
+
     return make
 
 

@@ -126,7 +126,9 @@ def _child(mode: str, source: Path, runs: int) -> None:
 def measure(mode: str, source: Path, runs: int) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "tests.bench.images", "--child", mode, str(source), str(runs)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

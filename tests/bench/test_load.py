@@ -46,7 +46,7 @@ class PeakMemory:
             self.samples.append(self.process.memory_info().rss)
             self._stop.wait(0.1)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -71,10 +71,12 @@ class Stats:
 
     def report(self, seconds: float, peak_mb: float) -> str:
         q = statistics.quantiles(self.latencies, n=100) if len(self.latencies) >= 2 else [0.0] * 99
-        line = (f"{self.name}: {self.uploads} uploads, {len(self.latencies)} requests in {seconds:.1f} s = "
-                f"{len(self.latencies) / seconds:.1f} req/s, {self.bytes / MiB / seconds:.1f} MiB/s; "
-                f"latency p50 {q[49] * 1000:.0f} ms p95 {q[94] * 1000:.0f} ms p99 {q[98] * 1000:.0f} ms; "
-                f"errors {self.errors}; cut {self.cut}; dropped+resumed {self.dropped}; server peak RSS {peak_mb:.0f} MB")
+        line = (
+            f"{self.name}: {self.uploads} uploads, {len(self.latencies)} requests in {seconds:.1f} s = "
+            f"{len(self.latencies) / seconds:.1f} req/s, {self.bytes / MiB / seconds:.1f} MiB/s; "
+            f"latency p50 {q[49] * 1000:.0f} ms p95 {q[94] * 1000:.0f} ms p99 {q[98] * 1000:.0f} ms; "
+            f"errors {self.errors}; cut {self.cut}; dropped+resumed {self.dropped}; server peak RSS {peak_mb:.0f} MB"
+        )
         print("\n" + line)
         return line
 
@@ -82,8 +84,12 @@ class Stats:
 @pytest.fixture(scope="module")
 def bench_server(tmp_path_factory, redis_url):
     root = tmp_path_factory.mktemp("bench")
-    config = server_config(root, redis_url, limits={"max_image_bytes": 40 * MiB, "max_pixels": 40_000_000},
-                           uploads={"reap_interval_seconds": 60})
+    config = server_config(
+        root,
+        redis_url,
+        limits={"max_image_bytes": 40 * MiB, "max_pixels": 40_000_000},
+        uploads={"reap_interval_seconds": 60},
+    )
     config["server"]["log_level"] = "error"
     process = ServerProcess(root, config).start()
     yield process
@@ -104,7 +110,7 @@ async def verify(client: httpx.AsyncClient, user: str, colour) -> None:
     assert avatar.status_code == 200 and close(centre_colour(avatar.content), colour), f"{user}: lost or corrupted"
 
 
-def measured(stats: "Stats", server, scenario) -> float:
+def measured(stats: Stats, server, scenario) -> float:
     """Run one scenario against `server`, print its line, and return the server's peak RSS in MB."""
     with PeakMemory(server.process.pid) as memory:
         started = time.monotonic()
@@ -126,16 +132,23 @@ def test_200_avatars_of_256_kib_at_concurrency_50(bench_server, token):
         colour = (i % 256, (i * 7) % 256, (i * 13) % 256)
         data = marked_png(colour, side=296, seed=i)  # ~256 KiB of PNG
         async with gate:
-            r = await timed(stats, lambda: client.post(URL, headers={"Authorization": f"Bearer {token(user)}"}, json={
-                "file_name": "a.png", "file": b64(data), "content_type": "image/png"}))
+            r = await timed(
+                stats,
+                lambda: client.post(
+                    URL,
+                    headers={"Authorization": f"Bearer {token(user)}"},
+                    json={"file_name": "a.png", "file": b64(data), "content_type": "image/png"},
+                ),
+            )
         assert r.status_code == 200, r.text
         stats.uploads += 1
         stats.bytes += len(data)
         await verify(client, user, colour)
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=bench_server.url, timeout=120,
-                                     limits=httpx.Limits(max_connections=60)) as client:
+        async with httpx.AsyncClient(
+            base_url=bench_server.url, timeout=120, limits=httpx.Limits(max_connections=60)
+        ) as client:
             await asyncio.gather(*(one(i, client) for i in range(200)))
 
     measured(stats, bench_server, main())
@@ -147,18 +160,26 @@ def test_20_images_of_32_mib_in_1_mib_chunks_at_concurrency_4(bench_server, toke
     gate = asyncio.Semaphore(4)
     # One big noise picture per colour would take minutes to make; 20 share 4 pictures.
     # side 3870: 32.3 MiB of PNG (the solid centre compresses away; 3300 gave only 23.5 MiB).
-    pictures = [(c, marked_png(c, side=3870, seed=n)) for n, c in
-                enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)])]
+    pictures = [
+        (c, marked_png(c, side=3870, seed=n))
+        for n, c in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)])
+    ]
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
         user = f"b2-{i}"
         colour, data = pictures[i % 4]
-        parts = [data[o:o + MiB] for o in range(0, len(data), MiB)]
+        parts = [data[o : o + MiB] for o in range(0, len(data), MiB)]
         headers = {"Authorization": f"Bearer {token(user)}"}
         async with gate:
             for index, part in enumerate(parts):
-                body = {"file_name": "big.png", "file": b64(part), "content_type": "image/png", "is_chunk": True,
-                        "chunk_index": index, "total_chunks": len(parts)}
+                body = {
+                    "file_name": "big.png",
+                    "file": b64(part),
+                    "content_type": "image/png",
+                    "is_chunk": True,
+                    "chunk_index": index,
+                    "total_chunks": len(parts),
+                }
                 r = await timed(stats, lambda: client.post(URL, headers=headers, json=body))
                 assert r.status_code == 200, r.text
                 stats.bytes += len(part)
@@ -196,9 +217,13 @@ def test_500_uploads_of_1_mib_in_64_kib_patches_with_10_percent_cut_at_concurren
             for _ in range(200):
                 if offset == len(data):
                     break
-                block = data[offset:offset + 64 * 1024]
-                patch = {**headers, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-                         "Content-Length": str(len(block))}
+                block = data[offset : offset + 64 * 1024]
+                patch = {
+                    **headers,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(len(block)),
+                }
                 if rng.random() < 0.1:
                     stats.cut += 1
                     try:
@@ -228,15 +253,26 @@ def test_500_uploads_of_1_mib_in_64_kib_patches_with_10_percent_cut_at_concurren
                 # All bytes are stored (HEAD says so) but the PATCH that carried the last ones was
                 # cut or dropped, so its completion may have stopped with it. An empty PATCH at the
                 # full offset finishes the upload or answers with its outcome, as a tus client must.
-                r = await timed(stats, lambda: client.patch(location, content=b"", headers={
-                    **headers, "Upload-Offset": str(len(data)), "Content-Type": "application/offset+octet-stream"}))
+                r = await timed(
+                    stats,
+                    lambda: client.patch(
+                        location,
+                        content=b"",
+                        headers={
+                            **headers,
+                            "Upload-Offset": str(len(data)),
+                            "Content-Type": "application/offset+octet-stream",
+                        },
+                    ),
+                )
                 assert r.status_code == 204, r.text
         stats.uploads += 1
         await verify(client, user, colour)
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=bench_server.url, timeout=120,
-                                     limits=httpx.Limits(max_connections=110)) as client:
+        async with httpx.AsyncClient(
+            base_url=bench_server.url, timeout=120, limits=httpx.Limits(max_connections=110)
+        ) as client:
             await asyncio.gather(*(one(i, client) for i in range(500)))
 
     measured(stats, bench_server, main())
@@ -252,9 +288,18 @@ def test_1000_uploads_open_at_once_stay_under_200_mb(bench_server, token):
         async with gate:
             for _ in range(3):
                 try:
-                    r = await timed(stats, lambda: client.post("/files/", headers={
-                        **headers, "Upload-Length": str(MiB), "Content-Type": "application/offset+octet-stream",
-                    }, content=os.urandom(64 * 1024)))
+                    r = await timed(
+                        stats,
+                        lambda: client.post(
+                            "/files/",
+                            headers={
+                                **headers,
+                                "Upload-Length": str(MiB),
+                                "Content-Type": "application/offset+octet-stream",
+                            },
+                            content=os.urandom(64 * 1024),
+                        ),
+                    )
                     if r.status_code != 503:  # an overloaded Redis round trip: retry as told
                         break
                     stats.errors -= 1
@@ -283,8 +328,14 @@ def test_soak_memory_stays_flat(bench_server, token):
         while time.monotonic() < until:
             n += 1
             headers = {"Authorization": f"Bearer {token(f'soak-{w}-{n % 50}')}"}
-            r = await timed(stats, lambda: client.post(URL, headers=headers, json={
-                "file_name": "s.png", "file": b64(pictures[n % 8]), "content_type": "image/png"}))
+            r = await timed(
+                stats,
+                lambda: client.post(
+                    URL,
+                    headers=headers,
+                    json={"file_name": "s.png", "file": b64(pictures[n % 8]), "content_type": "image/png"},
+                ),
+            )
             stats.uploads += r.status_code == 200
 
     async def sampler(until: float) -> None:
@@ -301,7 +352,7 @@ def test_soak_memory_stays_flat(bench_server, token):
     run(main())
     rss = [r for _, r in samples]
     third = max(1, len(rss) // 3)
-    early, late = statistics.mean(rss[third:2 * third] or rss), statistics.mean(rss[2 * third:] or rss)
+    early, late = statistics.mean(rss[third : 2 * third] or rss), statistics.mean(rss[2 * third :] or rss)
     stats.report(time.monotonic() - started, max(rss) / MiB)
     print(f"soak memory: middle third {early / MiB:.0f} MB, last third {late / MiB:.0f} MB")
     assert stats.errors == 0

@@ -24,12 +24,19 @@ def client(server, auth):
 
 def split(data: bytes, n: int) -> list[bytes]:
     size = -(-len(data) // n)
-    return [data[i * size:(i + 1) * size] for i in range(n)]
+    return [data[i * size : (i + 1) * size] for i in range(n)]
 
 
 def chunk(part: bytes, index: int, total: int, name: str = "me.jpg", **extra) -> dict:
-    return {"file_name": name, "file": b64(part), "content_type": "image/jpeg", "is_chunk": True,
-            "chunk_index": index, "total_chunks": total, **extra}
+    return {
+        "file_name": name,
+        "file": b64(part),
+        "content_type": "image/jpeg",
+        "is_chunk": True,
+        "chunk_index": index,
+        "total_chunks": total,
+        **extra,
+    }
 
 
 def avatar_pixel(client: httpx.Client, user: str, size: int = 64) -> tuple[int, ...]:
@@ -60,8 +67,9 @@ def test_three_chunks_out_of_order_become_the_avatar(client, user):
 
 
 def test_whole_image_without_chunks_becomes_the_avatar_in_one_request(client, user):
-    r = client.post(URL, json={"file_name": "me.jpg", "file": b64(images.jpeg(colour=(250, 250, 0))),
-                               "content_type": "image/jpeg"})
+    r = client.post(
+        URL, json={"file_name": "me.jpg", "file": b64(images.jpeg(colour=(250, 250, 0))), "content_type": "image/jpeg"}
+    )
     assert r.status_code == 200 and r.json()["complete"] is True
     red, green, blue = avatar_pixel(client, user)
     assert red > 200 and green > 200 and blue < 60
@@ -165,8 +173,14 @@ def test_invalid_image_fails_the_upload_with_422_and_keeps_the_old_avatar(client
 
 # -- bad input: each gets its documented 4xx and code, and never a 5xx -------------------------
 
-GOOD = {"file_name": "me.jpg", "file": b64(b"\xff\xd8\xff"), "content_type": "image/jpeg",
-        "is_chunk": True, "chunk_index": 0, "total_chunks": 2}
+GOOD = {
+    "file_name": "me.jpg",
+    "file": b64(b"\xff\xd8\xff"),
+    "content_type": "image/jpeg",
+    "is_chunk": True,
+    "chunk_index": 0,
+    "total_chunks": 2,
+}
 
 
 def with_(**changes):
@@ -183,10 +197,20 @@ BAD_JSON = [
     ("not json", b"this is not json", 400, "invalid-json"),
     ("json array", b"[1, 2, 3]", 400, "invalid-json"),
     ("json string", b'"hello"', 400, "invalid-json"),
-    ("NaN index", b'{"file_name": "a.jpg", "file": "AAAA", "content_type": "image/jpeg", "is_chunk": true,'
-                  b' "chunk_index": NaN, "total_chunks": 2}', 400, "invalid-json"),
-    ("5000-digit index", b'{"file_name": "a.jpg", "file": "AAAA", "content_type": "image/jpeg", "is_chunk": true,'
-                         b' "chunk_index": ' + b"9" * 5000 + b', "total_chunks": 2}', 400, "invalid-json"),
+    (
+        "NaN index",
+        b'{"file_name": "a.jpg", "file": "AAAA", "content_type": "image/jpeg", "is_chunk": true,'
+        b' "chunk_index": NaN, "total_chunks": 2}',
+        400,
+        "invalid-json",
+    ),
+    (
+        "5000-digit index",
+        b'{"file_name": "a.jpg", "file": "AAAA", "content_type": "image/jpeg", "is_chunk": true,'
+        b' "chunk_index": ' + b"9" * 5000 + b', "total_chunks": 2}',
+        400,
+        "invalid-json",
+    ),
     ("bad utf-8", b'{"file_name": "\xff\xfe"}', 400, "invalid-json"),
     ("empty body", b"", 400, "invalid-json"),
 ]
@@ -240,24 +264,31 @@ def test_bad_fields_get_their_status_and_code(client, name, body, status, code):
     assert r.json()["error"]
 
 
-@pytest.mark.parametrize("headers,code", [
-    ({}, "unauthenticated"),
-    ({"Authorization": "Bearer not.a.token"}, "invalid-token"),
-    ({"Authorization": "Basic YTpi"}, "invalid-authorization"),
-    ({"X-Api-Key": "wrong"}, "invalid-api-key"),
-])
+@pytest.mark.parametrize(
+    "headers,code",
+    [
+        ({}, "unauthenticated"),
+        ({"Authorization": "Bearer not.a.token"}, "invalid-token"),
+        ({"Authorization": "Basic YTpi"}, "invalid-authorization"),
+        ({"X-Api-Key": "wrong"}, "invalid-api-key"),
+    ],
+)
 def test_unauthenticated_requests_are_401(server, headers, code):
     r = httpx.post(server.url + URL, json=GOOD, headers=headers)
     assert r.status_code == 401 and r.json()["code"] == code
     assert r.headers["www-authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("factory,status,code", [
-    (images.text_file, 415, "unsupported-format"),
-    (images.svg_with_script, 415, "unsupported-format"),
-    (images.truncated_jpeg, 422, None),
-    (images.png_bomb, 413, "too-many-pixels"),
-], ids=["text named .jpg", "svg named .jpg", "truncated jpeg", "decompression bomb"])
+@pytest.mark.parametrize(
+    "factory,status,code",
+    [
+        (images.text_file, 415, "unsupported-format"),
+        (images.svg_with_script, 415, "unsupported-format"),
+        (images.truncated_jpeg, 422, None),
+        (images.png_bomb, 413, "too-many-pixels"),
+    ],
+    ids=["text named .jpg", "svg named .jpg", "truncated jpeg", "decompression bomb"],
+)
 def test_bytes_that_are_not_an_acceptable_image_are_refused(client, user, factory, status, code):
     r = client.post(URL, json={"file_name": "me.jpg", "file": b64(factory()), "content_type": "image/jpeg"})
     assert r.status_code == status

@@ -16,12 +16,18 @@ def test_sigkill_mid_upload_then_resume_without_resending_acknowledged_chunks(st
     data = images.jpeg(900, 700, colour=(0, 180, 0))
     total = 6
     size = -(-len(data) // total)
-    parts = [data[i * size:(i + 1) * size] for i in range(total)]
+    parts = [data[i * size : (i + 1) * size] for i in range(total)]
     headers = {"Authorization": f"Bearer {token('crash-user')}"}
 
     def send(c: httpx.Client, index: int, upload_id: str | None = None) -> httpx.Response:
-        body = {"file_name": "big.jpg", "file": b64(parts[index]), "content_type": "image/jpeg",
-                "is_chunk": True, "chunk_index": index, "total_chunks": total}
+        body = {
+            "file_name": "big.jpg",
+            "file": b64(parts[index]),
+            "content_type": "image/jpeg",
+            "is_chunk": True,
+            "chunk_index": index,
+            "total_chunks": total,
+        }
         if upload_id:
             body["upload_id"] = upload_id
         return c.post(URL, json=body)
@@ -62,7 +68,7 @@ def test_torn_chunk_write_is_never_counted(start_server, token):
         first = c.post(URL, json={**body, "file": b64(data[:half]), "chunk_index": 0}).json()
         upload_dir = server.workdir / "storage" / "uploads" / first["upload_id"]
         # What a crash mid-write leaves: a temp file, never renamed into place.
-        (upload_dir / ".tmp-000001-deadbeef").write_bytes(data[half:half + 10])
+        (upload_dir / ".tmp-000001-deadbeef").write_bytes(data[half : half + 10])
         status = c.get(f"{URL}/uploads/{first['upload_id']}").json()
         assert status["received_chunks"] == [0] and status["missing_chunks"] == [1]
         done = c.post(URL, json={**body, "file": b64(data[half:]), "chunk_index": 1}).json()
@@ -123,9 +129,13 @@ async def test_twenty_sigkills_during_concurrent_uploads_lose_no_acknowledged_by
             storm_over.set()
 
     started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(
-        killer(), *(uploader(w, use_tus=w % 2 == 1) for w in range(8)),
-    ), timeout=90)
+    await asyncio.wait_for(
+        asyncio.gather(
+            killer(),
+            *(uploader(w, use_tus=w % 2 == 1) for w in range(8)),
+        ),
+        timeout=90,
+    )
     # Every upload a worker started was finished (a worker stops only between uploads).
     assert len(finished) >= 8, f"only {len(finished)} uploads finished (seed {seed})"
     assert ctx.cut >= KILLS // 2, f"only {ctx.cut} requests were cut by the kills (seed {seed})"

@@ -19,8 +19,9 @@ def test_every_curl_example_succeeds(server, tmp_path):
     script = script.replace("BASE=http://127.0.0.1:8000", f"BASE={server.url}")
     script = script.replace("-m server token alice", f"-m server token alice --config {server.config_path}")
     script = script.replace(".venv/bin/python", sys.executable)
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=90)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=90
+    )
     assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     gravatar = "https://gravatar.com/avatar/" + hashlib.sha256(b"alice@example.com").hexdigest()
     assert f"302 {gravatar}?d=mp&s=128" in result.stdout

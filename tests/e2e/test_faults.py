@@ -57,8 +57,11 @@ def uploads_dir(server: ServerProcess) -> Path:
 def resources(server: ServerProcess) -> dict:
     """Tasks, open files (less the Redis pool, which keeps its peak size by design) and locks."""
     counts = httpx.get(f"{server.url}/debug/resources", timeout=5).json()
-    return {"tasks": counts["tasks"], "files": counts["open_files"] - counts["redis_connections"],
-            "locks": counts["locks"]}
+    return {
+        "tasks": counts["tasks"],
+        "files": counts["open_files"] - counts["redis_connections"],
+        "locks": counts["locks"],
+    }
 
 
 def steady(server: ServerProcess, deadline_seconds: float = 10.0) -> dict:
@@ -85,8 +88,15 @@ def assert_back_to(server: ServerProcess, baseline: dict, deadline_seconds: floa
 
 
 def chunk(part: bytes, index: int, total: int, name: str = "f.png", **extra) -> dict:
-    return {"file_name": name, "file": b64(part), "content_type": "image/png", "is_chunk": True,
-            "chunk_index": index, "total_chunks": total, **extra}
+    return {
+        "file_name": name,
+        "file": b64(part),
+        "content_type": "image/png",
+        "is_chunk": True,
+        "chunk_index": index,
+        "total_chunks": total,
+        **extra,
+    }
 
 
 def raw(server: ServerProcess, method: str, path: str, headers: dict[str, str], length: int) -> socket.socket:
@@ -115,6 +125,7 @@ def tus_offset(client: httpx.Client, location: str) -> int:
 
 
 # -- a full disk --------------------------------------------------------------------------------
+
 
 def test_disk_full_is_507_and_leaves_session_avatar_and_disk_as_they_were(faulty, client, user):
     flag = Path(faulty.config["storage"]["fault_enospc_flag"])
@@ -162,8 +173,12 @@ def test_disk_full_during_a_tus_patch_keeps_the_offset_and_the_file_at_the_last_
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -179,22 +194,23 @@ def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_pat
         server = start_server(root=root, storage={"root": str(disk / "storage")})
         headers = {"Authorization": f"Bearer {token('tmpfs-user')}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
-            version = c.post(URL, json={"file_name": "a.jpg", "file": b64(images.jpeg()),
-                                        "content_type": "image/jpeg"}).json()["avatar"]["version"]
+            version = c.post(
+                URL, json={"file_name": "a.jpg", "file": b64(images.jpeg()), "content_type": "image/jpeg"}
+            ).json()["avatar"]["version"]
             data = marked_png((0, 0, 250), side=300)
             third = -(-len(data) // 3)
             upload_id = c.post(URL, json=chunk(data[:third], 0, 3)).json()["upload_id"]
             filler = disk / "filler"
             free = psutil.disk_usage(str(disk)).free
             filler.write_bytes(b"\0" * max(0, free - third // 2))  # room for half a chunk
-            r = c.post(URL, json=chunk(data[third:2 * third], 1, 3))
+            r = c.post(URL, json=chunk(data[third : 2 * third], 1, 3))
             assert r.status_code == 507 and r.json()["code"] == "insufficient-storage"
             assert c.get(f"{URL}/uploads/{upload_id}").json()["received_chunks"] == [0]
             assert c.get("/me/avatar").json()["version"] == version
             assert not [p for p in (disk / "storage" / "uploads" / upload_id).iterdir() if p.name.startswith(".tmp")]
             filler.unlink()
             for index in (1, 2):
-                last = c.post(URL, json=chunk(data[index * third:(index + 1) * third], index, 3))
+                last = c.post(URL, json=chunk(data[index * third : (index + 1) * third], index, 3))
             assert last.status_code == 200 and last.json()["complete"] is True
     finally:
         if server is not None:
@@ -203,6 +219,7 @@ def test_a_really_full_filesystem_is_507_for_chunks_and_keeps_the_avatar(tmp_pat
 
 
 # -- clients that vanish or trickle --------------------------------------------------------------
+
 
 def test_a_client_gone_mid_chunk_leaves_no_partial_chunk_task_file_or_lock(faulty, client, auth):
     data = marked_png((0, 0, 200))
@@ -228,8 +245,9 @@ def test_a_client_gone_mid_tus_patch_keeps_what_reached_the_disk(faulty, client,
     data = marked_png((200, 200, 0), side=400)
     location = tus_create(client, len(data))
     sent = 200_000
-    sock = raw(faulty, "PATCH", location, {**auth, **TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": "0"},
-               len(data))
+    sock = raw(
+        faulty, "PATCH", location, {**auth, **TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": "0"}, len(data)
+    )
     sock.sendall(data[:sent])
     deadline = time.monotonic() + 10
     while tus_offset(client, location) < sent:  # the server read all we sent, and keeps it
@@ -241,8 +259,9 @@ def test_a_client_gone_mid_tus_patch_keeps_what_reached_the_disk(faulty, client,
     assert offset == sent
     stored = uploads_dir(faulty) / location.rsplit("/", 1)[1] / "data"
     assert stored.read_bytes()[:offset] == data[:offset]
-    r = client.patch(location, content=data[offset:], headers={**TUS, "Content-Type": OFFSET_STREAM,
-                                                                  "Upload-Offset": str(offset)})
+    r = client.patch(
+        location, content=data[offset:], headers={**TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": str(offset)}
+    )
     assert r.status_code == 204
     assert client.get(location).json()["state"] == "done"
 
@@ -257,7 +276,7 @@ def _trickle_until_answered(sock: socket.socket, payload: bytes, block: int = 50
             return status_line(sock, 1)
         if sent < len(payload):
             try:
-                sock.sendall(payload[sent:sent + block])
+                sock.sendall(payload[sent : sent + block])
             except OSError:
                 pass
             sent += block
@@ -279,8 +298,9 @@ def test_a_tus_patch_slower_than_the_minimum_rate_ends_with_408_and_keeps_its_by
     baseline = steady(faulty)
     data = marked_png((3, 2, 1))
     location = tus_create(client, len(data))
-    sock = raw(faulty, "PATCH", location, {**auth, **TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": "0"},
-               len(data))
+    sock = raw(
+        faulty, "PATCH", location, {**auth, **TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": "0"}, len(data)
+    )
     assert " 408 " in _trickle_until_answered(sock, data)
     sock.close()
     assert_back_to(faulty, baseline)
@@ -291,6 +311,7 @@ def test_a_tus_patch_slower_than_the_minimum_rate_ends_with_408_and_keeps_its_by
 
 
 # -- racing completions --------------------------------------------------------------------------
+
 
 def test_many_requests_completing_one_upload_at_once_swap_the_avatar_exactly_once(faulty, client, user, auth):
     before = client.post(URL, json={"file_name": "old.jpg", "file": b64(images.jpeg()), "content_type": "image/jpeg"})
@@ -317,8 +338,8 @@ def test_many_requests_completing_one_upload_at_once_swap_the_avatar_exactly_onc
 
 # -- SIGTERM -------------------------------------------------------------------------------------
 
-def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_consistent_offset(
-        start_server, token):
+
+def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_consistent_offset(start_server, token):
     grace = 2
     server = start_server(server={"shutdown_grace_seconds": grace}, limits={"min_body_bytes_per_second": 0})
     headers = {"Authorization": f"Bearer {token('sigterm-user')}"}
@@ -329,8 +350,9 @@ def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_con
     body = json.dumps(chunk(data[:half], 0, 2, name="term.png")).encode()
     chunk_sock = raw(server, "POST", URL, {**headers, "Content-Type": "application/json"}, len(body))
     chunk_sock.sendall(body[:1000])
-    patch_sock = raw(server, "PATCH", location, {**headers, **TUS, "Content-Type": OFFSET_STREAM,
-                                                 "Upload-Offset": "0"}, len(data))
+    patch_sock = raw(
+        server, "PATCH", location, {**headers, **TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": "0"}, len(data)
+    )
     patch_sock.sendall(data[:100_000])  # and then nothing more: this one outlives the grace period
     assert server.process is not None
     started = time.monotonic()
@@ -348,8 +370,11 @@ def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_con
         assert offset <= 100_000
         stored = Path(server.config["storage"]["root"]) / "uploads" / location.rsplit("/", 1)[1] / "data"
         assert stored.read_bytes()[:offset] == data[:offset]
-        r = c.patch(location, content=data[offset:], headers={**TUS, "Content-Type": OFFSET_STREAM,
-                                                               "Upload-Offset": str(offset)})
+        r = c.patch(
+            location,
+            content=data[offset:],
+            headers={**TUS, "Content-Type": OFFSET_STREAM, "Upload-Offset": str(offset)},
+        )
         assert r.status_code == 204 and c.get(location).json()["state"] == "done"
         upload = c.post(URL, json=chunk(data[half:], 1, 2, name="term.png"))
         assert upload.json()["received_chunks"] == [0, 1]  # the chunk answered during shutdown is kept
@@ -357,10 +382,14 @@ def test_sigterm_lets_an_in_flight_chunk_finish_and_stops_a_stuck_patch_at_a_con
 
 # -- the embedded Redis dies -------------------------------------------------------------------
 
+
 def test_the_app_restarts_its_embedded_redis_when_it_dies(tmp_path_factory, start_server, token):
     root = tmp_path_factory.mktemp("embedded-kill")
-    server = start_server(root=root, redis_url="embedded", redis={
-        "socket_timeout": 1.0, "connect_timeout": 1.0, "embedded_dir": str(root / "redis")})
+    server = start_server(
+        root=root,
+        redis_url="embedded",
+        redis={"socket_timeout": 1.0, "connect_timeout": 1.0, "embedded_dir": str(root / "redis")},
+    )
     headers = {"Authorization": f"Bearer {token('embedded-kill-user')}"}
     data = marked_png((90, 90, 250))
     half = len(data) // 2

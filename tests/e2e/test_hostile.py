@@ -38,6 +38,7 @@ def _bearer(token: str) -> dict[str, str]:
 def _none_token(claims: dict) -> str:
     def part(value: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
@@ -54,16 +55,27 @@ TOKENS = {
     "huge sub": (_token({"sub": "u" * 5000, "exp": NOW + 3600}), "invalid-token"),
     "garbage": ("not.a.token", "invalid-token"),
     "truncated signature": (_token(GOOD)[:-5], "invalid-token"),
-    "forged payload": (_token(GOOD).split(".")[0] + "." + base64.urlsafe_b64encode(
-        json.dumps({"sub": VICTIM, "exp": NOW + 3600}).encode()).rstrip(b"=").decode() + "."
-        + _token(GOOD).split(".")[2], "invalid-token"),
+    "forged payload": (
+        _token(GOOD).split(".")[0]
+        + "."
+        + base64.urlsafe_b64encode(json.dumps({"sub": VICTIM, "exp": NOW + 3600}).encode()).rstrip(b"=").decode()
+        + "."
+        + _token(GOOD).split(".")[2],
+        "invalid-token",
+    ),
     "kid path trick": (_token(GOOD, kid="../../../../dev/null"), None),  # the kid is ignored: a valid token
 }
 
 
 def chunk_body(**overrides) -> dict:
-    body = {"file_name": "x.jpg", "file": b64(JPEG[:100]), "content_type": "image/jpeg", "is_chunk": True,
-            "chunk_index": 0, "total_chunks": 2}
+    body = {
+        "file_name": "x.jpg",
+        "file": b64(JPEG[:100]),
+        "content_type": "image/jpeg",
+        "is_chunk": True,
+        "chunk_index": 0,
+        "total_chunks": 2,
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not ...}
 
@@ -73,15 +85,43 @@ CHUNK_CASES = [
     ("not json", "POST", URL, {"Content-Type": "application/json"}, b"{nope", 400, "invalid-json"),
     ("json array", "POST", URL, {}, [1, 2], 400, "invalid-json"),
     ("json string", "POST", URL, {}, "hello", 400, "invalid-json"),
-    ("NaN", "POST", URL, {"Content-Type": "application/json"},
-     b'{"file_name":"a.jpg","file":"QQ==","content_type":"image/jpeg","is_chunk":true,"chunk_index":NaN,'
-     b'"total_chunks":2}', 400, "invalid-json"),
-    ("5000-digit integer", "POST", URL, {"Content-Type": "application/json"},
-     b'{"chunk_index":' + b"9" * 5000 + b"}", 400, "invalid-json"),
-    ("deep nesting", "POST", URL, {"Content-Type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, 400,
-     "invalid-json"),
-    ("invalid utf-8", "POST", URL, {"Content-Type": "application/json"}, b'{"file_name":"\xff\xfe"}', 400,
-     "invalid-json"),
+    (
+        "NaN",
+        "POST",
+        URL,
+        {"Content-Type": "application/json"},
+        b'{"file_name":"a.jpg","file":"QQ==","content_type":"image/jpeg","is_chunk":true,"chunk_index":NaN,'
+        b'"total_chunks":2}',
+        400,
+        "invalid-json",
+    ),
+    (
+        "5000-digit integer",
+        "POST",
+        URL,
+        {"Content-Type": "application/json"},
+        b'{"chunk_index":' + b"9" * 5000 + b"}",
+        400,
+        "invalid-json",
+    ),
+    (
+        "deep nesting",
+        "POST",
+        URL,
+        {"Content-Type": "application/json"},
+        b"[" * 100_000 + b"]" * 100_000,
+        400,
+        "invalid-json",
+    ),
+    (
+        "invalid utf-8",
+        "POST",
+        URL,
+        {"Content-Type": "application/json"},
+        b'{"file_name":"\xff\xfe"}',
+        400,
+        "invalid-json",
+    ),
     ("missing file", "POST", URL, {}, chunk_body(file=...), 400, "missing-field"),
     ("missing file_name", "POST", URL, {}, chunk_body(file_name=...), 400, "missing-field"),
     ("file a number", "POST", URL, {}, chunk_body(file=12), 400, "invalid-field"),
@@ -104,18 +144,31 @@ CHUNK_CASES = [
     ("junk base64", "POST", URL, {}, chunk_body(file="!!!!"), 400, "invalid-base64"),
     ("surplus padding", "POST", URL, {}, chunk_body(file="QQ======"), 400, "invalid-base64"),
     ("empty file", "POST", URL, {}, chunk_body(file=""), 400, "empty-file"),
-    ("svg content type", "POST", URL, {}, chunk_body(content_type="image/svg+xml"), 415,
-     "unsupported-content-type"),
+    ("svg content type", "POST", URL, {}, chunk_body(content_type="image/svg+xml"), 415, "unsupported-content-type"),
     ("html content type", "POST", URL, {}, chunk_body(content_type="text/html"), 415, "unsupported-content-type"),
     ("upload_id too long", "POST", URL, {}, chunk_body(upload_id="u" * 500), 400, "invalid-upload-id"),
     ("upload_id a number", "POST", URL, {}, chunk_body(upload_id=5), 400, "invalid-field"),
     ("foreign server upload id", "POST", URL, {}, "FOREIGN_CHUNK", 404, "upload-not-found"),
     ("unknown server upload id", "POST", URL, {}, chunk_body(upload_id="A" * 32), 404, "upload-not-found"),
-    ("whole image not an image", "POST", URL, {}, chunk_body(is_chunk=False, file=b64(b"<?php system($_GET[1]);")),
-     415, "unsupported-format"),
+    (
+        "whole image not an image",
+        "POST",
+        URL,
+        {},
+        chunk_body(is_chunk=False, file=b64(b"<?php system($_GET[1]);")),
+        415,
+        "unsupported-format",
+    ),
     ("truncated jpeg", "POST", URL, {}, chunk_body(is_chunk=False, file=b64(JPEG[: len(JPEG) // 2])), 422, None),
-    ("oversize body", "POST", URL, {"Content-Type": "application/json"}, b" " * (30 * 1024 * 1024), 413,
-     "body-too-large"),
+    (
+        "oversize body",
+        "POST",
+        URL,
+        {"Content-Type": "application/json"},
+        b" " * (30 * 1024 * 1024),
+        413,
+        "body-too-large",
+    ),
     ("json null", "POST", URL, {"Content-Type": "application/json"}, b"null", 400, "invalid-json"),
     ("status of foreign upload", "GET", "FOREIGN_CHUNK_URL", {}, None, 404, "upload-not-found"),
     ("status of malformed id", "GET", f"{URL}/uploads/..%2F..%2Fetc", {}, None, 404, None),
@@ -127,39 +180,137 @@ CHUNK_CASES = [
 
 TUS_CASES = [
     ("tus without version", "POST", "/files/", {"Upload-Length": "10"}, None, 412, "unsupported-tus-version"),
-    ("tus wrong version", "POST", "/files/", {**TUS, "Tus-Resumable": "0.2.2", "Upload-Length": "10"}, None, 412,
-     "unsupported-tus-version"),
+    (
+        "tus wrong version",
+        "POST",
+        "/files/",
+        {**TUS, "Tus-Resumable": "0.2.2", "Upload-Length": "10"},
+        None,
+        412,
+        "unsupported-tus-version",
+    ),
     ("tus negative length", "POST", "/files/", {**TUS, "Upload-Length": "-1"}, None, 400, None),
     ("tus absurd length", "POST", "/files/", {**TUS, "Upload-Length": "9" * 30}, None, 400, None),
     ("tus length above max", "POST", "/files/", {**TUS, "Upload-Length": str(10**9)}, None, 413, None),
-    ("tus both lengths", "POST", "/files/", {**TUS, "Upload-Length": "5", "Upload-Defer-Length": "1"}, None, 400,
-     "invalid-length"),
+    (
+        "tus both lengths",
+        "POST",
+        "/files/",
+        {**TUS, "Upload-Length": "5", "Upload-Defer-Length": "1"},
+        None,
+        400,
+        "invalid-length",
+    ),
     ("tus bad defer", "POST", "/files/", {**TUS, "Upload-Defer-Length": "2"}, None, 400, "invalid-defer-length"),
-    ("tus metadata not base64", "POST", "/files/", {**TUS, "Upload-Length": "5", "Upload-Metadata": "filename %%%"},
-     None, 400, "invalid-metadata"),
-    ("tus huge metadata", "POST", "/files/", {**TUS, "Upload-Length": "5", "Upload-Metadata": "k " + "QQ==" * 5000},
-     None, 400, "invalid-metadata"),
-    ("tus concat of foreign upload", "POST", "/files/", {**TUS, "Upload-Concat": "final;/files/FOREIGN_TUS_ID"},
-     None, 400, "unknown-part"),
-    ("tus concat path trick", "POST", "/files/", {**TUS, "Upload-Concat": "final;/files/../../etc/passwd"}, None,
-     400, "invalid-concat"),
-    ("tus patch foreign upload", "PATCH", "FOREIGN_TUS", {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
-     b"x", 404, "upload-not-found"),
+    (
+        "tus metadata not base64",
+        "POST",
+        "/files/",
+        {**TUS, "Upload-Length": "5", "Upload-Metadata": "filename %%%"},
+        None,
+        400,
+        "invalid-metadata",
+    ),
+    (
+        "tus huge metadata",
+        "POST",
+        "/files/",
+        {**TUS, "Upload-Length": "5", "Upload-Metadata": "k " + "QQ==" * 5000},
+        None,
+        400,
+        "invalid-metadata",
+    ),
+    (
+        "tus concat of foreign upload",
+        "POST",
+        "/files/",
+        {**TUS, "Upload-Concat": "final;/files/FOREIGN_TUS_ID"},
+        None,
+        400,
+        "unknown-part",
+    ),
+    (
+        "tus concat path trick",
+        "POST",
+        "/files/",
+        {**TUS, "Upload-Concat": "final;/files/../../etc/passwd"},
+        None,
+        400,
+        "invalid-concat",
+    ),
+    (
+        "tus patch foreign upload",
+        "PATCH",
+        "FOREIGN_TUS",
+        {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
+        b"x",
+        404,
+        "upload-not-found",
+    ),
     ("tus head foreign upload", "HEAD", "FOREIGN_TUS", TUS, None, 404, None),
-    ("tus patch wrong type", "PATCH", "OWN_TUS", {**TUS, "Upload-Offset": "0", "Content-Type": "text/plain"}, b"x",
-     415, None),
-    ("tus patch bad offset", "PATCH", "OWN_TUS", {**TUS, "Upload-Offset": "-5", "Content-Type": OFFSET}, b"x", 400,
-     "invalid-header"),
-    ("tus patch wrong offset", "PATCH", "OWN_TUS", {**TUS, "Upload-Offset": "7", "Content-Type": OFFSET}, b"x", 409,
-     "offset-mismatch"),
-    ("tus patch past length", "PATCH", "OWN_TUS", {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET}, b"x" * 100,
-     413, None),
-    ("tus bad checksum algorithm", "PATCH", "OWN_TUS", {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET,
-     "Upload-Checksum": "crc32 AAAA"}, b"x", 400, "unsupported-checksum-algorithm"),
-    ("tus unknown upload", "PATCH", f"/files/{'B' * 32}", {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
-     b"x", 404, "upload-not-found"),
-    ("tus path trick id", "PATCH", "/files/..%2F..%2Fetc%2Fpasswd", {**TUS, "Upload-Offset": "0",
-     "Content-Type": OFFSET}, b"x", 404, None),
+    (
+        "tus patch wrong type",
+        "PATCH",
+        "OWN_TUS",
+        {**TUS, "Upload-Offset": "0", "Content-Type": "text/plain"},
+        b"x",
+        415,
+        None,
+    ),
+    (
+        "tus patch bad offset",
+        "PATCH",
+        "OWN_TUS",
+        {**TUS, "Upload-Offset": "-5", "Content-Type": OFFSET},
+        b"x",
+        400,
+        "invalid-header",
+    ),
+    (
+        "tus patch wrong offset",
+        "PATCH",
+        "OWN_TUS",
+        {**TUS, "Upload-Offset": "7", "Content-Type": OFFSET},
+        b"x",
+        409,
+        "offset-mismatch",
+    ),
+    (
+        "tus patch past length",
+        "PATCH",
+        "OWN_TUS",
+        {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
+        b"x" * 100,
+        413,
+        None,
+    ),
+    (
+        "tus bad checksum algorithm",
+        "PATCH",
+        "OWN_TUS",
+        {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET, "Upload-Checksum": "crc32 AAAA"},
+        b"x",
+        400,
+        "unsupported-checksum-algorithm",
+    ),
+    (
+        "tus unknown upload",
+        "PATCH",
+        f"/files/{'B' * 32}",
+        {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
+        b"x",
+        404,
+        "upload-not-found",
+    ),
+    (
+        "tus path trick id",
+        "PATCH",
+        "/files/..%2F..%2Fetc%2Fpasswd",
+        {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET},
+        b"x",
+        404,
+        None,
+    ),
 ]
 
 OTHER_CASES = [
@@ -168,18 +319,53 @@ OTHER_CASES = [
     ("avatar size not a number", "GET", "/avatars/nobody?size=abc", {}, None, 400, None),
     ("versioned avatar path trick", "GET", "/avatars/x/..%2F..%2F..%2Fetc/passwd.webp", {}, None, 404, None),
     ("versioned avatar bad extension", "GET", "/avatars/x/v1/64.exe", {}, None, 404, None),
-    ("seed 001 not json", "POST", "/api/v1/user/profile-picture", {"Content-Type": "application/json"}, b"[", 400,
-     "invalid-json"),
-    ("seed 001 not a data uri", "POST", "/api/v1/user/profile-picture", {},
-     {"dataUri": "http://evil/x.jpg", "mime": "image/jpeg"}, 400, None),
-    ("seed 002 no file field", "PATCH", "/users/image/upload", {"Content-Type": "multipart/form-data; boundary=b"},
-     b"--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b--\r\n", 400, None),
-    ("seed 002 broken multipart", "PATCH", "/users/image/upload", {"Content-Type": "multipart/form-data"}, b"junk",
-     400, None),
+    (
+        "seed 001 not json",
+        "POST",
+        "/api/v1/user/profile-picture",
+        {"Content-Type": "application/json"},
+        b"[",
+        400,
+        "invalid-json",
+    ),
+    (
+        "seed 001 not a data uri",
+        "POST",
+        "/api/v1/user/profile-picture",
+        {},
+        {"dataUri": "http://evil/x.jpg", "mime": "image/jpeg"},
+        400,
+        None,
+    ),
+    (
+        "seed 002 no file field",
+        "PATCH",
+        "/users/image/upload",
+        {"Content-Type": "multipart/form-data; boundary=b"},
+        b'--b\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--b--\r\n',
+        400,
+        None,
+    ),
+    (
+        "seed 002 broken multipart",
+        "PATCH",
+        "/users/image/upload",
+        {"Content-Type": "multipart/form-data"},
+        b"junk",
+        400,
+        None,
+    ),
     ("seed 003 foreign user", "DELETE", f"/v1/users/{VICTIM}/profile/profile-image", {}, None, 403, None),
     ("seed 003 path trick user", "GET", "/v1/users/..%2F..%2Fadmin/profile/profile-image", {}, None, None, None),
-    ("seed 004 not an image", "PUT", "/user/setting/avatar", {"Content-Type": "application/octet-stream"},
-     b"MZ\x90\x00 not an image", 415, None),
+    (
+        "seed 004 not an image",
+        "PUT",
+        "/user/setting/avatar",
+        {"Content-Type": "application/octet-stream"},
+        b"MZ\x90\x00 not an image",
+        415,
+        None,
+    ),
 ]
 
 AUTH_CASES = [
@@ -190,8 +376,7 @@ AUTH_CASES = [
     ("empty bearer", "GET", "/me/avatar", {"Authorization": "Bearer"}, None, 401, "invalid-authorization"),
     ("wrong api key", "GET", "/me/avatar", {"Authorization": "", "X-Api-Key": "nope"}, None, 401, "invalid-api-key"),
     ("no credentials on chunk API", "POST", URL, {"Authorization": ""}, chunk_body(), 401, None),
-    ("no credentials on tus", "POST", "/files/", {**TUS, "Upload-Length": "5", "Authorization": ""}, None, 401,
-     None),
+    ("no credentials on tus", "POST", "/files/", {**TUS, "Upload-Length": "5", "Authorization": ""}, None, 401, None),
 ]
 
 CASES = CHUNK_CASES + TUS_CASES + OTHER_CASES + AUTH_CASES
@@ -215,11 +400,13 @@ def targets(hostile, token):
         foreign_tus = c.post("/files/", headers={**victim, **TUS, "Upload-Length": "10"}).headers["location"]
         own_tus = c.post("/files/", headers={**attacker, **TUS, "Upload-Length": "10"}).headers["location"]
     return {
-        "FOREIGN_CHUNK_URL": f"{URL}/uploads/{foreign}", "ABANDONED_URL": f"{URL}/uploads/{abandoned}",
+        "FOREIGN_CHUNK_URL": f"{URL}/uploads/{foreign}",
+        "ABANDONED_URL": f"{URL}/uploads/{abandoned}",
         "FOREIGN_TUS": "/files/" + foreign_tus.rsplit("/files/", 1)[1],
         "FOREIGN_TUS_ID": foreign_tus.rsplit("/files/", 1)[1],
         "OWN_TUS": "/files/" + own_tus.rsplit("/files/", 1)[1],
-        "foreign_id": foreign, "attacker": attacker,
+        "foreign_id": foreign,
+        "attacker": attacker,
     }
 
 

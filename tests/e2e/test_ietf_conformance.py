@@ -47,11 +47,27 @@ def start(client, auth, version: int, data: bytes = b"", **headers: str) -> http
     return r
 
 
-def append(client, auth, version: int, url: str, offset: int, data: bytes, complete: bool,
-           content_type: str = PARTIAL, **headers: str) -> httpx.Response:
-    return client.patch(url, content=data, headers={
-        **auth, **draft(version, complete, **headers), "Upload-Offset": str(offset), "Content-Type": content_type,
-    })
+def append(
+    client,
+    auth,
+    version: int,
+    url: str,
+    offset: int,
+    data: bytes,
+    complete: bool,
+    content_type: str = PARTIAL,
+    **headers: str,
+) -> httpx.Response:
+    return client.patch(
+        url,
+        content=data,
+        headers={
+            **auth,
+            **draft(version, complete, **headers),
+            "Upload-Offset": str(offset),
+            "Content-Type": content_type,
+        },
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -170,17 +186,23 @@ def test_options_announces_partial_upload_and_limits(client):
     assert "max-size=20971520" in r.headers["upload-limit"]
 
 
-@pytest.mark.parametrize("headers", [
-    draft(8), draft(8, **{"Upload-Complete": "yes"}), draft(3, **{"Upload-Complete": "?1"}),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        draft(8),
+        draft(8, **{"Upload-Complete": "yes"}),
+        draft(3, **{"Upload-Complete": "?1"}),
+    ],
+)
 def test_creation_without_a_valid_completeness_is_400(client, auth, headers):
     assert client.post("/files/", content=b"x", headers={**auth, **headers}).status_code == 400
 
 
 @pytest.mark.parametrize("version", ["2", "9", "eight"])
 def test_unsupported_interop_version_is_400(client, auth, version):
-    r = client.post("/files/", content=b"x", headers={**auth, "Upload-Draft-Interop-Version": version,
-                                                       "Upload-Complete": "?1"})
+    r = client.post(
+        "/files/", content=b"x", headers={**auth, "Upload-Draft-Interop-Version": version, "Upload-Complete": "?1"}
+    )
     assert r.status_code == 400
 
 
@@ -214,8 +236,11 @@ def test_tus_and_draft_share_the_upload(client, auth, image):
     url = start(client, auth, 8, image[:third]).headers["location"]
     tus = {**auth, "Tus-Resumable": "1.0.0"}
     assert client.head(url, headers=tus).headers["upload-offset"] == str(third)
-    r = client.patch(url, content=image[third:2 * third], headers={
-        **tus, "Upload-Offset": str(third), "Content-Type": "application/offset+octet-stream"})
+    r = client.patch(
+        url,
+        content=image[third : 2 * third],
+        headers={**tus, "Upload-Offset": str(third), "Content-Type": "application/offset+octet-stream"},
+    )
     assert r.status_code == 204
-    r = append(client, auth, 8, url, 2 * third, image[2 * third:], True)
+    r = append(client, auth, 8, url, 2 * third, image[2 * third :], True)
     assert r.status_code == 200, r.text

@@ -15,10 +15,15 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 @pytest.fixture(scope="module")
 def limited(start_module_server):
-    return start_module_server(limits={
-        "max_open_uploads": 2, "max_bytes_in_flight": 10_000,
-        "requests_per_window": 40, "rate_window_seconds": 60, "quota_retry_after_seconds": 7,
-    })
+    return start_module_server(
+        limits={
+            "max_open_uploads": 2,
+            "max_bytes_in_flight": 10_000,
+            "requests_per_window": 40,
+            "rate_window_seconds": 60,
+            "quota_retry_after_seconds": 7,
+        }
+    )
 
 
 @pytest.fixture()
@@ -28,8 +33,14 @@ def client(limited, auth):
 
 
 def first_chunk(name: str, size: int = 100) -> dict:
-    return {"file_name": name, "file": b64(b"x" * size), "content_type": "image/jpeg", "is_chunk": True,
-            "chunk_index": 0, "total_chunks": 2}
+    return {
+        "file_name": name,
+        "file": b64(b"x" * size),
+        "content_type": "image/jpeg",
+        "is_chunk": True,
+        "chunk_index": 0,
+        "total_chunks": 2,
+    }
 
 
 def test_a_third_open_upload_is_429_until_one_is_abandoned(client):

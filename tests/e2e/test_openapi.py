@@ -34,8 +34,9 @@ def routed(server: ServerProcess) -> set[tuple[str, str]]:
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(path, method.upper()) for path, item in document["paths"].items() for method in item
-            if method in OPERATIONS}
+    return {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item if method in OPERATIONS
+    }
 
 
 def assert_document_matches_routes(server: ServerProcess) -> dict[str, Any]:
@@ -62,9 +63,19 @@ def test_the_document_is_valid_openapi_3_1(server):
 
 def test_every_route_is_documented_and_every_documented_operation_exists(server):
     document = assert_document_matches_routes(server)
-    for path in ("/api/{version}/user/profile-picture", "/users/image/upload", "/user/setting/avatar",
-                 "/v1/users/{userId}/profile/profile-image", "/accounts/profile-image", "/files/",
-                 "/files/{upload_id}", "/avatars/{user_id}", "/me/avatar", "/healthz", "/openapi.json"):
+    for path in (
+        "/api/{version}/user/profile-picture",
+        "/users/image/upload",
+        "/user/setting/avatar",
+        "/v1/users/{userId}/profile/profile-image",
+        "/accounts/profile-image",
+        "/files/",
+        "/files/{upload_id}",
+        "/avatars/{user_id}",
+        "/me/avatar",
+        "/healthz",
+        "/openapi.json",
+    ):
         assert path in document["paths"]
 
 

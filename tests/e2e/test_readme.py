@@ -18,10 +18,13 @@ def test_readme_walkthrough_runs_as_written(server, tmp_path):
     script = block.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
     script = script.replace("/tmp/", f"{tmp_path}/")
     # The token command reads config.yaml; point it at the test server's secret.
-    script = script.replace(".venv/bin/python -m server token alice",
-                            f"{sys.executable} -m server token alice --config {server.config_path}")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    script = script.replace(
+        ".venv/bin/python -m server token alice",
+        f"{sys.executable} -m server token alice --config {server.config_path}",
+    )
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     answers = [json.loads(line) for line in lines[:3]]

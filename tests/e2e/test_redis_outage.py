@@ -13,15 +13,20 @@ from tests.support import images
 URL = "/accounts/profile-image"
 
 
-def test_requests_answer_503_while_redis_is_down_and_succeed_after_it_returns(
-        tmp_path_factory, start_server, token):
+def test_requests_answer_503_while_redis_is_down_and_succeed_after_it_returns(tmp_path_factory, start_server, token):
     root = tmp_path_factory.mktemp("outage")
     redis = RedisProcess(root / "redis", port=free_port())
     redis.start()
     server = start_server(root=root, redis_url=redis.url, redis={"socket_timeout": 1.0, "connect_timeout": 1.0})
     headers = {"Authorization": f"Bearer {token('outage-user')}"}
-    body = {"file_name": "o.jpg", "file": b64(images.jpeg()), "content_type": "image/jpeg",
-            "is_chunk": True, "chunk_index": 0, "total_chunks": 2}
+    body = {
+        "file_name": "o.jpg",
+        "file": b64(images.jpeg()),
+        "content_type": "image/jpeg",
+        "is_chunk": True,
+        "chunk_index": 0,
+        "total_chunks": 2,
+    }
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
             upload_id = c.post(URL, json=body).json()["upload_id"]

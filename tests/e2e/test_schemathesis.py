@@ -24,7 +24,8 @@ schemathesis's own pytest loader (`schemathesis.pytest.from_fixture`) does not r
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -47,8 +48,13 @@ def _negatable(operation: dict[str, Any]) -> bool:
     return "requestBody" in operation or any(p["in"] != "path" for p in operation.get("parameters", []))
 
 
-CASES = [(method.upper(), path, mode) for path, item in PATHS.items() for method, operation in item.items()
-         for mode in EXAMPLES if mode is GenerationMode.POSITIVE or _negatable(operation)]
+CASES = [
+    (method.upper(), path, mode)
+    for path, item in PATHS.items()
+    for method, operation in item.items()
+    for mode in EXAMPLES
+    if mode is GenerationMode.POSITIVE or _negatable(operation)
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +64,42 @@ def api_schema(server: Any) -> Any:
 
 def test_the_served_document_is_the_one_fuzzed(server: Any) -> None:
     served = httpx.get(f"{server.url}/openapi.json").json()["paths"]
-    assert {p: sorted(i) for p, i in served.items() if not p.startswith("/files")} == \
-        {p: sorted(i) for p, i in PATHS.items()}
+    assert {p: sorted(i) for p, i in served.items() if not p.startswith("/files")} == {
+        p: sorted(i) for p, i in PATHS.items()
+    }
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {g.value}" for m, p, g in CASES])
 def test_every_answer_is_documented_and_never_5xx(
-    api_schema: Any, server: Any, token: Callable[..., str], user: str, method: str, path: str,
+    api_schema: Any,
+    server: Any,
+    token: Callable[..., str],
+    user: str,
+    method: str,
+    path: str,
     mode: GenerationMode,
 ) -> None:
     operation = api_schema[path][method]
     headers = {"Authorization": f"Bearer {token(user)}"}
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES[mode], deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES[mode],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case: Any) -> None:
-        case.call_and_validate(base_url=server.url, headers=headers, timeout=30,
-                               excluded_checks=[positive_data_acceptance])
+        case.call_and_validate(
+            base_url=server.url, headers=headers, timeout=30, excluded_checks=[positive_data_acceptance]
+        )
 
     check()
 
 
 # Findings of the runs above, kept as regressions: the document said less than the server checks.
+
 
 def test_the_document_bounds_the_avatar_size_the_way_the_server_does(server: Any) -> None:
     size = document(Settings())["paths"]["/avatars/{user_id}"]["get"]["parameters"][1]["schema"]
@@ -91,11 +110,15 @@ def test_the_document_bounds_the_avatar_size_the_way_the_server_does(server: Any
 
 
 def test_the_document_bounds_the_chunk_file_name_the_way_the_server_does(
-    server: Any, auth: dict[str, str],
+    server: Any,
+    auth: dict[str, str],
 ) -> None:
     name = document(Settings())["components"]["schemas"]["ChunkRequest"]["properties"]["file_name"]
     assert (name["minLength"], name["maxLength"]) == (1, 255)
     for bad in ("", "n" * 256):
-        r = httpx.post(f"{server.url}/accounts/profile-image", headers=auth,
-                       json={"file_name": bad, "content_type": "image/png", "file": b64(b"x")})
+        r = httpx.post(
+            f"{server.url}/accounts/profile-image",
+            headers=auth,
+            json={"file_name": bad, "content_type": "image/png", "file": b64(b"x")},
+        )
         assert (r.status_code, r.json()["code"]) == (400, "invalid-file-name")

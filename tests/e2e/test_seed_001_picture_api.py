@@ -19,7 +19,10 @@ PATH = "/api/v1/user/profile-picture"
 def example_request(**overrides: object) -> dict[str, object]:
     """The document's request, with the document's own sample data URI."""
     body: dict[str, object] = {
-        "name": "profile_picture.jpg", "height": 200, "width": 200, "mime": "image/jpeg",
+        "name": "profile_picture.jpg",
+        "height": 200,
+        "width": 200,
+        "mime": "image/jpeg",
         "dataUri": SAMPLE_DATA_URI,
     }
     body.update(overrides)
@@ -55,8 +58,11 @@ def test_the_sample_decodes_to_the_fixture_jpeg():
 def test_a_new_picture_replaces_the_served_one(server, auth, user):
     first = httpx.post(f"{server.url}{PATH}", json=example_request(), headers=auth).json()
     photo = jpeg_bytes(320, 240, color=(10, 10, 220))
-    second = httpx.post(f"{server.url}{PATH}", headers=auth, json=example_request(
-        name="holiday.jpg", width=320, height=240, dataUri=data_uri(photo)))
+    second = httpx.post(
+        f"{server.url}{PATH}",
+        headers=auth,
+        json=example_request(name="holiday.jpg", width=320, height=240, dataUri=data_uri(photo)),
+    )
     assert second.status_code == 201, second.text
     assert second.json()["id"] != first["id"]
     assert httpx.get(first["url"]).status_code == 404
@@ -64,8 +70,11 @@ def test_a_new_picture_replaces_the_served_one(server, auth, user):
 
 
 def test_a_png_is_accepted_when_declared_as_png(server, auth):
-    answer = httpx.post(f"{server.url}{PATH}", headers=auth, json=example_request(
-        mime="image/png", width=90, height=60, dataUri=data_uri(png_bytes(90, 60), "image/png")))
+    answer = httpx.post(
+        f"{server.url}{PATH}",
+        headers=auth,
+        json=example_request(mime="image/png", width=90, height=60, dataUri=data_uri(png_bytes(90, 60), "image/png")),
+    )
     assert answer.status_code == 201, answer.text
     assert answer.json()["avatar"]["source_format"] == "PNG"
 
@@ -86,8 +95,13 @@ def test_a_picture_whose_real_size_disagrees_is_refused(server, auth, user):
 
 
 def test_bytes_of_another_format_than_declared_are_refused(server, auth):
-    answer = httpx.post(f"{server.url}{PATH}", headers=auth, json=example_request(
-        mime="image/png", width=200, height=200, dataUri=data_uri(jpeg_bytes(200, 200), "image/png")))
+    answer = httpx.post(
+        f"{server.url}{PATH}",
+        headers=auth,
+        json=example_request(
+            mime="image/png", width=200, height=200, dataUri=data_uri(jpeg_bytes(200, 200), "image/png")
+        ),
+    )
     assert answer.status_code == 400
     assert answer.json()["code"] == "content-mismatch"
 
@@ -107,8 +121,9 @@ def test_a_missing_data_uri_is_a_400(server, auth):
 
 
 def test_a_data_uri_that_is_not_an_image_is_refused(server, auth):
-    answer = httpx.post(f"{server.url}{PATH}", headers=auth, json=example_request(
-        dataUri=data_uri(b"<html>not a picture</html>")))
+    answer = httpx.post(
+        f"{server.url}{PATH}", headers=auth, json=example_request(dataUri=data_uri(b"<html>not a picture</html>"))
+    )
     assert answer.status_code == 415
     assert answer.json()["code"] == "unsupported-format"
 

@@ -28,15 +28,25 @@ def leftover_work_files(server: ServerProcess) -> list[str]:
 
 def test_the_documents_example_request_gets_the_documented_answer(server, token, user):
     # curl -X PATCH .../users/image/upload -H "Authorization: Bearer ..." -F "file=@path/to/your/image.jpg"
-    bearer = token(user, email="user@example.com", extra={
-        "given_name": "John", "family_name": "Doe", "phone_number": "+1234567890"})
-    answer = httpx.patch(f"{server.url}{PATH}", headers={"Authorization": f"Bearer {bearer}"},
-                         files={"file": ("image.jpg", jpeg_bytes(), "image/jpeg")})
+    bearer = token(
+        user,
+        email="user@example.com",
+        extra={"given_name": "John", "family_name": "Doe", "phone_number": "+1234567890"},
+    )
+    answer = httpx.patch(
+        f"{server.url}{PATH}",
+        headers={"Authorization": f"Bearer {bearer}"},
+        files={"file": ("image.jpg", jpeg_bytes(), "image/jpeg")},
+    )
     assert answer.status_code == 200, answer.text
     data = answer.json()["data"]
     assert {k: v for k, v in data.items() if k != "profile_image"} == {
-        "id": user, "first_name": "John", "last_name": "Doe", "email": "user@example.com",
-        "phone_number": "+1234567890"}
+        "id": user,
+        "first_name": "John",
+        "last_name": "Doe",
+        "email": "user@example.com",
+        "phone_number": "+1234567890",
+    }
     served = httpx.get(data["profile_image"])
     assert served.status_code == 200
     assert Image.open(io.BytesIO(served.content)).format in ("WEBP", "JPEG")
@@ -51,24 +61,28 @@ def test_user_fields_missing_from_the_token_are_null(server, auth, user):
 
 
 def test_the_previous_image_is_deleted(server, auth, user):
-    first = httpx.patch(f"{server.url}{PATH}", headers=auth,
-                        files={"file": ("a.jpg", jpeg_bytes(color=(250, 0, 0)))}).json()["data"]
-    second = httpx.patch(f"{server.url}{PATH}", headers=auth,
-                         files={"file": ("b.jpg", jpeg_bytes(color=(0, 0, 250)))}).json()["data"]
+    first = httpx.patch(
+        f"{server.url}{PATH}", headers=auth, files={"file": ("a.jpg", jpeg_bytes(color=(250, 0, 0)))}
+    ).json()["data"]
+    second = httpx.patch(
+        f"{server.url}{PATH}", headers=auth, files={"file": ("b.jpg", jpeg_bytes(color=(0, 0, 250)))}
+    ).json()["data"]
     assert first["profile_image"] != second["profile_image"]
     assert httpx.get(first["profile_image"]).status_code == 404
     assert httpx.get(second["profile_image"]).status_code == 200
 
 
 def test_other_form_fields_are_ignored(server, auth):
-    answer = httpx.patch(f"{server.url}{PATH}", headers=auth, data={"caption": "me"},
-                         files={"file": ("a.jpg", jpeg_bytes())})
+    answer = httpx.patch(
+        f"{server.url}{PATH}", headers=auth, data={"caption": "me"}, files={"file": ("a.jpg", jpeg_bytes())}
+    )
     assert answer.status_code == 200, answer.text
 
 
 def test_a_form_without_file_is_a_400(server, auth, user):
-    answer = httpx.patch(f"{server.url}{PATH}", headers=auth, data={"image": "nope"},
-                         files={"picture": ("a.jpg", jpeg_bytes())})
+    answer = httpx.patch(
+        f"{server.url}{PATH}", headers=auth, data={"image": "nope"}, files={"picture": ("a.jpg", jpeg_bytes())}
+    )
     assert (answer.status_code, answer.json()["code"]) == (400, "missing-file")
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 404
 
@@ -79,10 +93,13 @@ def test_a_body_that_is_not_multipart_is_a_400(server, auth):
 
 
 def test_a_truncated_multipart_body_is_a_400_and_leaves_no_file(server, auth):
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
-            b"Content-Type: image/jpeg\r\n\r\n" + jpeg_bytes()[:500])
-    answer = httpx.patch(f"{server.url}{PATH}", content=body,
-                         headers={**auth, "Content-Type": "multipart/form-data; boundary=XyZ"})
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + jpeg_bytes()[:500]
+    )
+    answer = httpx.patch(
+        f"{server.url}{PATH}", content=body, headers={**auth, "Content-Type": "multipart/form-data; boundary=XyZ"}
+    )
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid-multipart")
     assert leftover_work_files(server) == []
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -114,8 +115,9 @@ def test_a_form_without_file_is_field_missing(server, auth, user):
 
 
 def test_a_file_over_the_limit_is_file_too_large(server, auth, user):
-    answer = httpx.post(resource(server, user), headers=auth,
-                        files={"file": ("me.jpg", os.urandom(MAX_IMAGE_BYTES + 1))})
+    answer = httpx.post(
+        resource(server, user), headers=auth, files={"file": ("me.jpg", os.urandom(MAX_IMAGE_BYTES + 1))}
+    )
     assert field_errors(answer) == [{"field": "file", "code": "file-too-large"}]
     work = server.workdir / "storage" / "work"
     assert [n for n in os.listdir(work) if n.startswith("form-")] == []
@@ -148,8 +150,10 @@ def test_loopback_is_refused_by_default(strict_server, host, auth, user):
     assert httpx.get(f"{strict_server.url}/avatars/{user}").status_code == 404
 
 
-@pytest.mark.parametrize("target", ["http://10.1.2.3/a.jpg", "http://169.254.169.254/latest/meta-data/",
-                                    "http://[::1]/a.jpg", "http://0.0.0.0/a.jpg"])
+@pytest.mark.parametrize(
+    "target",
+    ["http://10.1.2.3/a.jpg", "http://169.254.169.254/latest/meta-data/", "http://[::1]/a.jpg", "http://0.0.0.0/a.jpg"],
+)
 def test_private_and_link_local_addresses_are_refused(server, auth, user, target):
     assert fetch(server, user, auth, target)["reason"]["code"] == "address-not-allowed"
 
@@ -164,12 +168,15 @@ def test_an_allowed_redirect_is_followed(server, host, auth, user):
     assert image["status"] == "ready", image
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("/big", "file-too-large"),
-    ("/slow", "timeout"),
-    ("/not-an-image", "invalid-file-format"),
-    ("/missing", "http-error"),
-])
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("/big", "file-too-large"),
+        ("/slow", "timeout"),
+        ("/not-an-image", "invalid-file-format"),
+        ("/missing", "http-error"),
+    ],
+)
 def test_a_failed_download_reports_why(server, host, auth, user, path, reason):
     image = fetch(server, user, auth, f"{host.url}{path}")
     assert (image["status"], image["reason"]["code"]) == ("failed", reason)

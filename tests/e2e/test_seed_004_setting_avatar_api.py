@@ -41,8 +41,9 @@ def with_email(token, user) -> dict[str, str]:
 
 
 def put(server: ServerProcess, headers: dict[str, str], body: bytes) -> httpx.Response:
-    return httpx.put(f"{server.url}{PATH}", content=body,
-                     headers={**headers, "Content-Type": "application/octet-stream"})
+    return httpx.put(
+        f"{server.url}{PATH}", content=body, headers={**headers, "Content-Type": "application/octet-stream"}
+    )
 
 
 def assert_failure(answer: httpx.Response, status: int) -> str:
@@ -85,8 +86,9 @@ def test_a_new_image_ends_the_gravatar_choice(server, with_email, user):
 
 def test_an_image_from_another_api_also_ends_the_gravatar_choice(server, with_email, user):
     put(server, with_email, b"")
-    answer = httpx.patch(f"{server.url}/users/image/upload", headers=with_email,
-                         files={"file": ("a.jpg", jpeg_bytes())})
+    answer = httpx.patch(
+        f"{server.url}/users/image/upload", headers=with_email, files={"file": ("a.jpg", jpeg_bytes())}
+    )
     assert answer.status_code == 200, answer.text
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 200
 

@@ -19,6 +19,7 @@ def test_failed_startup_stops_the_embedded_redis_it_started(tmp_path):
     with pytest.raises(RuntimeError, match="server exited"):
         server.start(timeout=20)
     assert (tmp_path / "redis" / "redis.log").exists(), "the embedded Redis never started"
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if str(tmp_path / "redis") in " ".join(p.info["cmdline"] or [])]
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "redis") in " ".join(p.info["cmdline"] or [])
+    ]
     assert leftovers == []

@@ -42,9 +42,12 @@ def assert_became_the_avatar(http: httpx.Client, upload_url: str) -> None:
 
 # -- tuspy ------------------------------------------------------------------------------------
 
+
 def test_tuspy_multi_chunk_upload(server, auth, http, photo):
     uploader = tus_client.TusClient(f"{server.url}/files/", headers=auth).uploader(
-        file_stream=io.BytesIO(photo), chunk_size=CHUNK, metadata={"filename": "me.jpg", "filetype": "image/jpeg"},
+        file_stream=io.BytesIO(photo),
+        chunk_size=CHUNK,
+        metadata={"filename": "me.jpg", "filetype": "image/jpeg"},
     )
     uploader.upload()
     assert uploader.offset == len(photo)
@@ -53,7 +56,8 @@ def test_tuspy_multi_chunk_upload(server, auth, http, photo):
 
 def test_tuspy_resumes_an_interrupted_upload_from_the_stored_url(server, auth, http, photo):
     first = tus_client.TusClient(f"{server.url}/files/", headers=auth).uploader(
-        file_stream=io.BytesIO(photo), chunk_size=CHUNK,
+        file_stream=io.BytesIO(photo),
+        chunk_size=CHUNK,
     )
     first.upload(stop_at=2 * CHUNK)
     stored_url = first.url
@@ -61,7 +65,9 @@ def test_tuspy_resumes_an_interrupted_upload_from_the_stored_url(server, auth, h
 
     # A new client (the app restarted) continues from where the server says it stands.
     second = tus_client.TusClient(f"{server.url}/files/", headers=auth).uploader(
-        file_stream=io.BytesIO(photo), chunk_size=CHUNK, url=stored_url,
+        file_stream=io.BytesIO(photo),
+        chunk_size=CHUNK,
+        url=stored_url,
     )
     assert second.offset == 2 * CHUNK
     second.upload()
@@ -70,7 +76,9 @@ def test_tuspy_resumes_an_interrupted_upload_from_the_stored_url(server, auth, h
 
 def test_tuspy_upload_with_checksums(server, auth, http, photo):
     uploader = tus_client.TusClient(f"{server.url}/files/", headers=auth).uploader(
-        file_stream=io.BytesIO(photo), chunk_size=CHUNK, upload_checksum=True,
+        file_stream=io.BytesIO(photo),
+        chunk_size=CHUNK,
+        upload_checksum=True,
     )
     uploader.upload()
     assert_became_the_avatar(http, uploader.url)
@@ -78,13 +86,15 @@ def test_tuspy_upload_with_checksums(server, auth, http, photo):
 
 # -- tus-js-client ----------------------------------------------------------------------------
 
+
 def run_js(server, token: str, file: Path, **options) -> dict:
     node = shutil.which("node")
     if node is None or not (JS / "node_modules" / "tus-js-client").is_dir():
         pytest.fail("tus-js-client is not installed: run `make install` (npm ci --prefix tests/js)")
     settings = {"endpoint": f"{server.url}/files/", "file": str(file), "token": token, **options}
-    done = subprocess.run([node, str(JS / "tus_upload.mjs"), json.dumps(settings)],
-                          capture_output=True, text=True, timeout=60, cwd=JS)
+    done = subprocess.run(
+        [node, str(JS / "tus_upload.mjs"), json.dumps(settings)], capture_output=True, text=True, timeout=60, cwd=JS
+    )
     assert done.stdout, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -11,8 +11,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,7 +49,7 @@ def on(client: httpx.Client, url: str) -> str:
 def trickle(data: bytes, block: int = 4096, pause: float = 0.01) -> Iterator[bytes]:
     """A slow network: the body arrives a block at a time."""
     for start in range(0, len(data), block):
-        yield data[start:start + block]
+        yield data[start : start + block]
         time.sleep(pause)
 
 
@@ -66,7 +66,7 @@ def test_client_switches_servers_mid_upload(clients, auth, storage):
         client = (a, b)[i % 2]
         other = (b, a)[i % 2]
         assert int(head(other, on(other, url), auth).headers["upload-offset"]) == offset
-        r = patch(client, on(client, url), auth, offset, payload[start:start + 20_000])
+        r = patch(client, on(client, url), auth, offset, payload[start : start + 20_000])
         assert r.status_code == 204, r.text
         offset = int(r.headers["upload-offset"])
     assert offset == len(payload)
@@ -135,11 +135,20 @@ def test_a_dropped_patch_keeps_every_byte_that_arrived(clients, auth, storage, p
     url = create(a, auth, len(payload), **{"Upload-Concat": "partial"})
     path = urlsplit(url).path
     with socket.create_connection(("127.0.0.1", pair[0].port)) as raw:
-        headers = {**auth, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-                   "Content-Length": str(len(payload)), "Host": "127.0.0.1"}
-        raw.sendall(f"PATCH {path} HTTP/1.1\r\n".encode()
-                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n"
-                    + payload[:60_000])
+        headers = {
+            **auth,
+            **TUS,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Content-Length": str(len(payload)),
+            "Host": "127.0.0.1",
+        }
+        raw.sendall(
+            f"PATCH {path} HTTP/1.1\r\n".encode()
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+            + b"\r\n"
+            + payload[:60_000]
+        )
         eventually(lambda: _size(storage, url) == 60_000, what="the first bytes to reach the disk")
     # The phone comes back on the other server and asks where to go on.
     offset = eventually(lambda: int(head(b, on(b, url), auth).headers["upload-offset"]), what="a recorded offset")

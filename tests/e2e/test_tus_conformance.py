@@ -10,8 +10,15 @@ import pytest
 from tests.support import images
 from tests.support.tus import TUS, checksum, create, head, metadata, patch
 
-EXTENSIONS = {"creation", "creation-with-upload", "creation-defer-length", "termination", "expiration",
-              "checksum", "concatenation"}
+EXTENSIONS = {
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "termination",
+    "expiration",
+    "checksum",
+    "concatenation",
+}
 
 
 @pytest.fixture()
@@ -26,6 +33,7 @@ def image() -> bytes:
 
 
 # -- core: OPTIONS, Tus-Resumable ---------------------------------------------------------------
+
 
 def test_options_describes_the_server(client, server):
     r = client.options("/files/")
@@ -55,6 +63,7 @@ def test_requests_without_credentials_are_401(client):
 
 # -- core: HEAD -------------------------------------------------------------------------------
 
+
 def test_head_tells_offset_and_length_and_forbids_caching(client, auth):
     url = create(client, auth, 100)
     r = head(client, url, auth)
@@ -81,6 +90,7 @@ def test_another_users_upload_is_404(client, auth, token):
 
 
 # -- core: PATCH ------------------------------------------------------------------------------
+
 
 def test_patch_appends_and_answers_new_offset_and_expiry(client, auth):
     url = create(client, auth, 10)
@@ -129,10 +139,17 @@ def test_patch_past_the_length_is_413_and_stores_nothing(client, auth):
 
 def test_x_http_method_override_is_honoured(client, auth):
     url = create(client, auth, 10)
-    r = client.post(url, content=b"hello", headers={
-        **auth, **TUS, "X-HTTP-Method-Override": "PATCH", "Content-Type": "application/offset+octet-stream",
-        "Upload-Offset": "0",
-    })
+    r = client.post(
+        url,
+        content=b"hello",
+        headers={
+            **auth,
+            **TUS,
+            "X-HTTP-Method-Override": "PATCH",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+        },
+    )
     assert r.status_code == 204 and r.headers["upload-offset"] == "5"
     r = client.post(url, headers={**auth, **TUS, "X-HTTP-Method-Override": "DELETE"})
     assert r.status_code == 204
@@ -141,6 +158,7 @@ def test_x_http_method_override_is_honoured(client, auth):
 
 # -- creation, creation-defer-length, creation-with-upload ---------------------------------------
 
+
 def test_creation_answers_201_with_location_and_expiry(client, auth):
     r = client.post("/files/", headers={**auth, **TUS, "Upload-Length": "10"})
     assert r.status_code == 201
@@ -148,10 +166,16 @@ def test_creation_answers_201_with_location_and_expiry(client, auth):
     assert r.headers["upload-expires"].endswith("GMT")
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Upload-Length": "10", "Upload-Defer-Length": "1"}, {"Upload-Defer-Length": "2"},
-    {"Upload-Length": "-5"}, {"Upload-Length": "ten"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Upload-Length": "10", "Upload-Defer-Length": "1"},
+        {"Upload-Defer-Length": "2"},
+        {"Upload-Length": "-5"},
+        {"Upload-Length": "ten"},
+    ],
+)
 def test_creation_needs_exactly_one_valid_length_header(client, auth, headers):
     assert client.post("/files/", headers={**auth, **TUS, **headers}).status_code == 400
 
@@ -193,31 +217,53 @@ def test_deferred_length_is_declared_by_a_later_patch(client, auth):
 
 
 def test_creation_with_upload_stores_the_first_bytes(client, auth):
-    r = client.post("/files/", content=b"hello", headers={
-        **auth, **TUS, "Upload-Length": "10", "Content-Type": "application/offset+octet-stream",
-    })
+    r = client.post(
+        "/files/",
+        content=b"hello",
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Length": "10",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert r.status_code == 201
     assert r.headers["upload-offset"] == "5"
     assert head(client, r.headers["location"], auth).headers["upload-offset"] == "5"
 
 
 def test_creation_with_a_body_of_another_type_is_415(client, auth):
-    r = client.post("/files/", content=b"hello", headers={
-        **auth, **TUS, "Upload-Length": "10", "Content-Type": "text/plain",
-    })
+    r = client.post(
+        "/files/",
+        content=b"hello",
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Length": "10",
+            "Content-Type": "text/plain",
+        },
+    )
     assert r.status_code == 415
 
 
 def test_creation_with_the_whole_image_sets_the_avatar(client, auth, image):
-    r = client.post("/files/", content=image, headers={
-        **auth, **TUS, "Upload-Length": str(len(image)), "Content-Type": "application/offset+octet-stream",
-    })
+    r = client.post(
+        "/files/",
+        content=image,
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Length": str(len(image)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert r.status_code == 201 and r.headers["upload-offset"] == str(len(image))
     status = client.get(r.headers["location"], headers=auth).json()
     assert client.get("/me/avatar", headers=auth).json()["version"] == status["avatar"]["version"]
 
 
 # -- completion -------------------------------------------------------------------------------
+
 
 def test_last_patch_swaps_the_avatar_before_answering(client, auth, image):
     url = create(client, auth, len(image), **{"Upload-Metadata": metadata(filename="me.jpg")})
@@ -248,6 +294,7 @@ def test_a_file_that_is_no_image_is_rejected_and_marked_failed(client, auth):
 
 # -- checksum ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("algorithm", ["sha1", "md5", "sha256"])
 def test_a_matching_checksum_is_accepted(client, auth, algorithm):
     url = create(client, auth, 10)
@@ -273,6 +320,7 @@ def test_an_unsupported_or_malformed_checksum_is_400(client, auth, value):
 
 # -- termination ------------------------------------------------------------------------------
 
+
 def test_delete_terminates_the_upload(client, auth):
     url = create(client, auth, 10)
     patch(client, url, auth, 0, b"hello")
@@ -284,6 +332,7 @@ def test_delete_terminates_the_upload(client, auth):
 
 # -- concatenation ----------------------------------------------------------------------------
 
+
 def _partial(client, auth, data: bytes) -> str:
     url = create(client, auth, len(data), **{"Upload-Concat": "partial"})
     assert patch(client, url, auth, 0, data).status_code == 204
@@ -292,7 +341,7 @@ def _partial(client, auth, data: bytes) -> str:
 
 def test_partial_uploads_concatenate_into_the_avatar(client, auth, image):
     third = len(image) // 3
-    parts = [image[:third], image[third:2 * third], image[2 * third:]]
+    parts = [image[:third], image[third : 2 * third], image[2 * third :]]
     urls = [_partial(client, auth, part) for part in parts]
     assert head(client, urls[0], auth).headers["upload-concat"] == "partial"
     r = client.post("/files/", headers={**auth, **TUS, "Upload-Concat": "final;" + " ".join(urls)})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -17,8 +17,9 @@ ORIGIN = "https://app.example"
 
 @pytest.fixture(scope="module")
 def short_lived(start_module_server: StartServer) -> ServerProcess:
-    return start_module_server(uploads={"expire_seconds": 2, "reap_interval_seconds": 0.2},
-                               server={"cors_origins": [ORIGIN]})
+    return start_module_server(
+        uploads={"expire_seconds": 2, "reap_interval_seconds": 0.2}, server={"cors_origins": [ORIGIN]}
+    )
 
 
 @pytest.fixture()
@@ -51,15 +52,28 @@ def test_cors_exposes_every_tus_header(client, auth):
     assert r.status_code == 201
     assert r.headers["access-control-allow-origin"] == ORIGIN
     exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
-    assert {"location", "upload-offset", "upload-length", "tus-resumable", "upload-expires",
-            "upload-metadata", "tus-version", "upload-complete", "upload-limit"} <= exposed
+    assert {
+        "location",
+        "upload-offset",
+        "upload-length",
+        "tus-resumable",
+        "upload-expires",
+        "upload-metadata",
+        "tus-version",
+        "upload-complete",
+        "upload-limit",
+    } <= exposed
 
 
 def test_cors_preflight_allows_patch_with_tus_headers(client):
-    r = client.options(f"/files/{'a' * 32}", headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "PATCH",
-        "Access-Control-Request-Headers": "tus-resumable, upload-offset, content-type, authorization",
-    })
+    r = client.options(
+        f"/files/{'a' * 32}",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "tus-resumable, upload-offset, content-type, authorization",
+        },
+    )
     assert r.status_code == 200
     assert "PATCH" in r.headers["access-control-allow-methods"]
     assert "upload-offset" in r.headers["access-control-allow-headers"].lower()

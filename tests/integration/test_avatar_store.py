@@ -122,7 +122,9 @@ async def test_transparent_avatars_fall_back_to_png(store, rendered):
     assert (await store.rendition("alice", 128, "image/webp")).media_type == "image/webp"
 
 
-@pytest.mark.parametrize("wanted, served", [(None, 512), (512, 512), (100, 128), (96, 128), (70, 64), (1, 64), (9000, 512)])
+@pytest.mark.parametrize(
+    "wanted, served", [(None, 512), (512, 512), (100, 128), (96, 128), (70, 64), (1, 64), (9000, 512)]
+)
 async def test_size_picks_the_nearest_configured_one(store, rendered, wanted, served):
     await store.swap_in("alice", rendered["seed"])
 
@@ -183,9 +185,7 @@ async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(store
     import pickle
 
     payload = pickle.dumps([rendered[f"flat{i}"] for i in range(8)]).hex()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(store.root), payload], cwd=REPO) for _ in range(2)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(store.root), payload], cwd=REPO) for _ in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
 
     (only,) = version_dirs(store)
@@ -240,9 +240,7 @@ async def test_swap_refuses_a_rendition_changed_after_processing(store, rendered
     source = rendered["flat2"].renditions[0]
     tampered_path = tmp_path / "tampered.webp"
     tampered_path.write_bytes(source.path.read_bytes() + b"<script>")
-    tampered = dataclasses.replace(
-        rendered["flat2"], renditions=(dataclasses.replace(source, path=tampered_path),)
-    )
+    tampered = dataclasses.replace(rendered["flat2"], renditions=(dataclasses.replace(source, path=tampered_path),))
 
     with pytest.raises(ValueError):
         await store.swap_in("alice", tampered)

@@ -22,10 +22,13 @@ import chunks
 def scenarios(draw):
     data = draw(st.binary(min_size=1, max_size=4000))
     total = draw(st.integers(min_value=1, max_value=min(12, len(data))))
-    cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), min_size=total - 1, max_size=total - 1))) \
-        if total > 1 else []
+    cuts = (
+        sorted(draw(st.sets(st.integers(1, len(data) - 1), min_size=total - 1, max_size=total - 1)))
+        if total > 1
+        else []
+    )
     bounds = [0, *cuts, len(data)]
-    parts = [data[bounds[i]:bounds[i + 1]] for i in range(total)]
+    parts = [data[bounds[i] : bounds[i + 1]] for i in range(total)]
     # Every index at least once, some more than once, in any order; some sends carry other bytes.
     sends = draw(st.lists(st.integers(0, total - 1), max_size=3 * total)) + list(range(total))
     order = draw(st.permutations(sends))
@@ -41,12 +44,15 @@ async def _run(redis_url: str, root, parts: list[bytes], sends: list[tuple[int, 
     client = aioredis.from_url(redis_url)
     prefix = f"p{secrets.token_hex(4)}"
     core = chunks.Uploads(
-        chunks.SessionStore(client, prefix), chunks.LocalChunkStore(root), chunks.UploadLocks(client, prefix),
+        chunks.SessionStore(client, prefix),
+        chunks.LocalChunkStore(root),
+        chunks.UploadLocks(client, prefix),
         chunks.UploadLimits(max_upload_bytes=1_000_000, max_chunk_bytes=100_000, expire_seconds=3600),
     )
     try:
-        session = await core.open_chunked("prop", file_name="p.bin", content_type="image/png",
-                                          total_chunks=len(parts), alias=f"name:{prefix}")
+        session = await core.open_chunked(
+            "prop", file_name="p.bin", content_type="image/png", total_chunks=len(parts), alias=f"name:{prefix}"
+        )
         first: dict[int, bytes] = {}
         for index, corrupt in sends:
             body = _other(parts[index]) if corrupt else parts[index]
@@ -84,19 +90,21 @@ def test_any_split_order_and_repetition_assembles_the_acknowledged_bytes(redis_u
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=1, max_size=2000), index=st.one_of(st.integers(max_value=-1),
-       st.integers(min_value=3)))
+@given(data=st.binary(min_size=1, max_size=2000), index=st.one_of(st.integers(max_value=-1), st.integers(min_value=3)))
 def test_an_index_outside_the_upload_is_refused_clearly(redis_url, tmp_path, data, index):
     async def run() -> None:
         client = aioredis.from_url(redis_url)
         prefix = f"p{secrets.token_hex(4)}"
         core = chunks.Uploads(
-            chunks.SessionStore(client, prefix), chunks.LocalChunkStore(tmp_path), chunks.UploadLocks(client, prefix),
+            chunks.SessionStore(client, prefix),
+            chunks.LocalChunkStore(tmp_path),
+            chunks.UploadLocks(client, prefix),
             chunks.UploadLimits(),
         )
         try:
-            session = await core.open_chunked("prop", file_name="p", content_type="image/png", total_chunks=3,
-                                              alias="x")
+            session = await core.open_chunked(
+                "prop", file_name="p", content_type="image/png", total_chunks=3, alias="x"
+            )
             try:
                 await core.put_chunk(session, index, data)
             except chunks.InvalidRequest as exc:

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import os
 import secrets
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +20,9 @@ async def core(redis_url, tmp_path):
     client = aioredis.from_url(redis_url)
     prefix = f"t{secrets.token_hex(4)}"
     uploads = chunks.Uploads(
-        chunks.SessionStore(client, prefix), chunks.LocalChunkStore(tmp_path), chunks.UploadLocks(client, prefix),
+        chunks.SessionStore(client, prefix),
+        chunks.LocalChunkStore(tmp_path),
+        chunks.UploadLocks(client, prefix),
         chunks.UploadLimits(max_upload_bytes=1_000_000, expire_seconds=3600, checkpoint_bytes=4096),
     )
     yield uploads

@@ -19,7 +19,9 @@ async def core(redis_url, tmp_path):
     prefix = f"t{secrets.token_hex(4)}"
     store = chunks.LocalChunkStore(tmp_path)
     uploads = chunks.Uploads(
-        chunks.SessionStore(client, prefix), store, chunks.UploadLocks(client, prefix),
+        chunks.SessionStore(client, prefix),
+        store,
+        chunks.UploadLocks(client, prefix),
         chunks.UploadLimits(max_upload_bytes=1_000_000, max_chunk_bytes=100_000, expire_seconds=3600),
     )
     yield uploads
@@ -32,7 +34,7 @@ async def open_chunked(core, owner="alice", total=4, alias="name:a.jpg"):
 
 def pieces(n=4, size=1000):
     data = os.urandom(n * size)
-    return data, [data[i * size:(i + 1) * size] for i in range(n)]
+    return data, [data[i * size : (i + 1) * size] for i in range(n)]
 
 
 async def test_chunks_in_any_order_assemble_to_the_original_bytes(core):
@@ -97,7 +99,9 @@ async def test_total_and_type_mismatch_are_conflicts(core):
         await open_chunked(core, total=5)
     assert caught.value.code == "total-chunks-mismatch"
     with pytest.raises(chunks.SessionConflict) as caught:
-        await core.open_chunked("alice", file_name="a.jpg", content_type="image/png", total_chunks=4, alias="name:a.jpg")
+        await core.open_chunked(
+            "alice", file_name="a.jpg", content_type="image/png", total_chunks=4, alias="name:a.jpg"
+        )
     assert caught.value.code == "content-type-mismatch"
 
 

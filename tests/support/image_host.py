@@ -25,7 +25,7 @@ class ImageHost:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> "ImageHost":
+    def start(self) -> ImageHost:
         self._thread.start()
         return self
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -33,11 +34,20 @@ def create(client: httpx.Client, auth: dict[str, str], length: int | None, **hea
     return response.headers["location"]
 
 
-def patch(client: httpx.Client, url: str, auth: dict[str, str], offset: int, data: bytes,
-          **headers: str) -> httpx.Response:
-    return client.patch(url, content=data, headers={
-        **auth, **TUS, **OFFSET_STREAM, "Upload-Offset": str(offset), **headers,
-    })
+def patch(
+    client: httpx.Client, url: str, auth: dict[str, str], offset: int, data: bytes, **headers: str
+) -> httpx.Response:
+    return client.patch(
+        url,
+        content=data,
+        headers={
+            **auth,
+            **TUS,
+            **OFFSET_STREAM,
+            "Upload-Offset": str(offset),
+            **headers,
+        },
+    )
 
 
 def head(client: httpx.Client, url: str, auth: dict[str, str]) -> httpx.Response:

@@ -85,11 +85,12 @@ class Resilient:
         raise Broken("the server did not come back")
 
 
-async def chunked_upload(ctx: Resilient, client: httpx.AsyncClient, headers: dict[str, str], name: str,
-                         data: bytes, total: int) -> dict:
+async def chunked_upload(
+    ctx: Resilient, client: httpx.AsyncClient, headers: dict[str, str], name: str, data: bytes, total: int
+) -> dict:
     """Upload `data` in `total` chunks through crashes; returns the final status."""
     size = -(-len(data) // total)
-    parts = [data[i * size:(i + 1) * size] for i in range(total)]
+    parts = [data[i * size : (i + 1) * size] for i in range(total)]
     acknowledged: set[int] = set()
     upload_id: str | None = None
     received: set[int] = set()
@@ -110,8 +111,14 @@ async def chunked_upload(ctx: Resilient, client: httpx.AsyncClient, headers: dic
                 raise Broken(f"upload {upload_id} failed: {described['failure']}")
         # Resending the last chunk of a fully received upload asks the server to finish it.
         for index in [i for i in range(total) if i not in received] or [total - 1]:
-            body = {"file_name": name, "file": b64(parts[index]), "content_type": "image/png", "is_chunk": True,
-                    "chunk_index": index, "total_chunks": total}
+            body = {
+                "file_name": name,
+                "file": b64(parts[index]),
+                "content_type": "image/png",
+                "is_chunk": True,
+                "chunk_index": index,
+                "total_chunks": total,
+            }
             if upload_id is not None:
                 body["upload_id"] = upload_id
             r = await ctx.request(client, "POST", CHUNK_URL, json=body, headers=headers)
@@ -127,8 +134,9 @@ async def chunked_upload(ctx: Resilient, client: httpx.AsyncClient, headers: dic
     raise Broken(f"{name} never finished")
 
 
-async def tus_upload(ctx: Resilient, client: httpx.AsyncClient, headers: dict[str, str], data: bytes,
-                     step: int) -> dict:
+async def tus_upload(
+    ctx: Resilient, client: httpx.AsyncClient, headers: dict[str, str], data: bytes, step: int
+) -> dict:
     """Upload `data` with tus in PATCHes of `step` bytes through crashes; returns the final status."""
     headers = {**headers, **TUS}
     location: str | None = None
@@ -158,9 +166,17 @@ async def tus_upload(ctx: Resilient, client: httpx.AsyncClient, headers: dict[st
                 return described
             if described["state"] == "failed":
                 raise Broken(f"{location} failed: {described['failure']}")
-        r = await ctx.request(client, "PATCH", location, content=data[offset:offset + step], headers={
-            **headers, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-        })
+        r = await ctx.request(
+            client,
+            "PATCH",
+            location,
+            content=data[offset : offset + step],
+            headers={
+                **headers,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
         if r is None or r.status_code in _TRANSIENT or r.status_code == 409:
             continue  # 409: a lost answer moved the offset on; HEAD tells where
         if r.status_code != 204:

@@ -76,8 +76,11 @@ def test_audience_and_issuer_are_checked_when_configured():
 @pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
 def test_public_key_algorithms(algorithm):
     private = rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     auth = Authenticator(AuthSettings(jwt_algorithms=(algorithm,), jwt_public_key=pem))
     token = jwt.encode({"sub": "u9", "exp": int(time.time()) + 60}, private, algorithm=algorithm)
     assert auth.authenticate(bearer(token)).user_id == "u9"

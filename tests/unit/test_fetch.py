@@ -9,11 +9,28 @@ import pytest
 from server.fetch import AddressPolicy, InvalidUrl, check_url
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-    "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "ff02::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+    ],
+)
 def test_internal_addresses_are_refused(address):
     assert not AddressPolicy(()).permits(ipaddress.ip_address(address))
 
@@ -31,8 +48,18 @@ def test_configured_networks_are_permitted_and_nothing_more():
     assert not policy.permits(ipaddress.ip_address("::1"))
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a", "gopher://x/", "http://",
-                                 "//example.com/a.jpg", "http://user:pw@example.com/a.jpg", "not a url"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/a",
+        "gopher://x/",
+        "http://",
+        "//example.com/a.jpg",
+        "http://user:pw@example.com/a.jpg",
+        "not a url",
+    ],
+)
 def test_only_plain_http_urls_are_accepted(url):
     with pytest.raises(InvalidUrl):
         check_url(url)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import ImageCms, Image
+from PIL import Image, ImageCms
 
 from avatars import (
     ImageTooLarge,
@@ -231,8 +230,9 @@ def assert_no_metadata(path: Path) -> None:
 @pytest.mark.parametrize(
     "factory",
     [
-        lambda: img.jpeg(orientation=6, gps=True, xmp=True, comment=b"hello " + img.SECRET,
-                         icc_profile=img.display_p3_profile()),
+        lambda: img.jpeg(
+            orientation=6, gps=True, xmp=True, comment=b"hello " + img.SECRET, icc_profile=img.display_p3_profile()
+        ),
         img.png_with_text,
         lambda: img.webp(alpha=True),
         img.heic,
@@ -367,7 +367,10 @@ def test_bomb_is_refused_quickly_and_without_decoding(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(source), str(tmp_path / "out")],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
     ).stdout.split()
     code, seconds, grown_kib = out[0], float(out[1]), int(out[2])
     assert code == "too-many-pixels"

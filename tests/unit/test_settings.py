@@ -17,13 +17,16 @@ def test_shipped_config_loads_with_documented_defaults():
 
 
 def test_environment_overrides_any_setting():
-    loaded = settings.load(ROOT / "config.yaml", environ={
-        "AVS_REDIS_URL": "redis://db:6379/1",
-        "AVS_LIMITS_MAX_IMAGE_BYTES": "1048576",
-        "AVS_AUTH_API_KEYS": "{k1: alice}",
-        "AVS_AVATARS_SIZES": "[128, 32]",
-        "AVS_PROTOCOLS_CHUNK_API": "false",
-    })
+    loaded = settings.load(
+        ROOT / "config.yaml",
+        environ={
+            "AVS_REDIS_URL": "redis://db:6379/1",
+            "AVS_LIMITS_MAX_IMAGE_BYTES": "1048576",
+            "AVS_AUTH_API_KEYS": "{k1: alice}",
+            "AVS_AVATARS_SIZES": "[128, 32]",
+            "AVS_PROTOCOLS_CHUNK_API": "false",
+        },
+    )
     assert loaded.redis.url == "redis://db:6379/1"
     assert loaded.limits.max_image_bytes == 1048576
     assert dict(loaded.auth.api_keys) == {"k1": "alice"}
@@ -49,8 +52,13 @@ def test_the_example_secret_is_refused_on_a_public_interface():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "server", "--config", str(ROOT / "config.yaml"),
-                             "--host", "0.0.0.0", "--port", "1"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=30, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(ROOT / "config.yaml"), "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 2
     assert "AVS_AUTH_JWT_SECRET" in result.stderr
