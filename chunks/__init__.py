@@ -17,19 +17,13 @@ from .errors import (
 )
 from .locks import UploadLocks
 from .quotas import QuotaLimits, Quotas
-from .session import ASSEMBLING, CHUNKED, DONE, FAILED, OPEN, STREAM, UploadSession, looks_like_upload_id
+from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
 from .sessions import SessionStore
 from .storage import ChunkStore, LocalChunkStore
 from .streams import Checksum
 from .uploads import Claim, UploadLimits, Uploads
 
 __all__ = [
-    "ASSEMBLING",
-    "CHUNKED",
-    "DONE",
-    "FAILED",
-    "OPEN",
-    "STREAM",
     "Checksum",
     "ChecksumMismatch",
     "ChunkConflict",
@@ -48,10 +42,12 @@ __all__ = [
     "UploadBusy",
     "UploadError",
     "UploadGone",
+    "UploadKind",
     "UploadLimits",
     "UploadLocks",
     "UploadNotFound",
     "UploadSession",
+    "UploadState",
     "UploadTooLarge",
     "Uploads",
     "looks_like_upload_id",

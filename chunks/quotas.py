@@ -143,7 +143,7 @@ class Quotas:
         dropped = False
         for upload_id in members:
             session = await self.sessions.get(upload_id)
-            if session is None or session.state in (s.DONE, s.FAILED) or session.expired():
+            if session is None or session.state in (s.UploadState.DONE, s.UploadState.FAILED) or session.expired():
                 await self.release(owner, upload_id)
                 dropped = True
         return dropped

@@ -6,18 +6,25 @@ import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import msgpack
 
-# States an upload moves through. Only OPEN accepts bytes.
-OPEN = "open"
-ASSEMBLING = "assembling"
-DONE = "done"
-FAILED = "failed"
 
-CHUNKED = "chunked"  # numbered chunks, each kept as its own part file (chunk JSON API)
-STREAM = "stream"  # bytes appended at an offset (tus, IETF draft, raw bodies)
+class UploadState(StrEnum):
+    """Where an upload stands. Only OPEN accepts bytes; DONE and FAILED are final."""
+
+    OPEN = "open"
+    ASSEMBLING = "assembling"  # claimed by one request, which is turning it into an avatar
+    DONE = "done"
+    FAILED = "failed"
+
+
+class UploadKind(StrEnum):
+    CHUNKED = "chunked"  # numbered chunks, each kept as its own part (the JSON chunk API)
+    STREAM = "stream"  # bytes appended at an offset (tus, IETF draft, raw bodies)
+
 
 ID_BYTES = 24  # 192 bits: upload ids are unguessable
 
@@ -34,12 +41,12 @@ def looks_like_upload_id(value: str) -> bool:
 class UploadSession:
     id: str
     owner: str
-    kind: str
+    kind: UploadKind
     created_at: float
     expires_at: float
     file_name: str = ""
     content_type: str = ""
-    state: str = OPEN
+    state: UploadState = UploadState.OPEN
     # CHUNKED: index -> [size, sha256 hex]
     total_chunks: int | None = None
     received_chunks: dict[int, list[Any]] = field(default_factory=dict)
@@ -58,7 +65,7 @@ class UploadSession:
 
     @property
     def received_bytes(self) -> int:
-        if self.kind == CHUNKED:
+        if self.kind == UploadKind.CHUNKED:
             return sum(int(size) for size, _ in self.received_chunks.values())
         return self.offset
 
@@ -69,7 +76,7 @@ class UploadSession:
 
     @property
     def all_received(self) -> bool:
-        if self.kind == CHUNKED:
+        if self.kind == UploadKind.CHUNKED:
             return self.total_chunks is not None and len(self.received_chunks) == self.total_chunks
         return self.length is not None and self.offset == self.length
 
@@ -87,4 +94,7 @@ def encode(session: UploadSession) -> bytes:
 def decode(blob: bytes) -> UploadSession:
     raw = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     # Unknown fields from a newer server version are ignored rather than fatal.
-    return UploadSession(**{k: v for k, v in raw.items() if k in _FIELDS})
+    session = UploadSession(**{k: v for k, v in raw.items() if k in _FIELDS})
+    session.kind = UploadKind(session.kind)
+    session.state = UploadState(session.state)
+    return session

@@ -74,7 +74,7 @@ class Uploads:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _new(self, owner: str, kind: str, **fields: Any) -> s.UploadSession:
+    def _new(self, owner: str, kind: s.UploadKind, **fields: Any) -> s.UploadSession:
         now = time.time()
         return s.UploadSession(
             id=s.new_upload_id(),
@@ -113,7 +113,7 @@ class Uploads:
             if found is None:
                 fresh = self._new(
                     owner,
-                    s.CHUNKED,
+                    s.UploadKind.CHUNKED,
                     file_name=file_name,
                     content_type=content_type,
                     total_chunks=total_chunks,
@@ -129,7 +129,7 @@ class Uploads:
 
     @staticmethod
     def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type: str) -> None:
-        if session.kind != s.CHUNKED:
+        if session.kind != s.UploadKind.CHUNKED:
             raise UploadNotFound("no such chunked upload")
         if session.total_chunks != total_chunks:
             raise SessionConflict(
@@ -156,7 +156,7 @@ class Uploads:
             self._check_length(length)
         session = self._new(
             owner,
-            s.STREAM,
+            s.UploadKind.STREAM,
             length=length,
             metadata=dict(metadata or {}),
             file_name=file_name,
@@ -188,7 +188,7 @@ class Uploads:
         may still be reading: that writer is asked to save and let go first, so the answer is
         an offset the next append will accept (IETF draft, "Concurrency")."""
         session = await self.get(upload_id, owner)
-        if session.kind != s.STREAM or session.state != s.OPEN:
+        if session.kind != s.UploadKind.STREAM or session.state != s.UploadState.OPEN:
             return session
         try:
             async with self.locks.hold(upload_id, lock_wait):
@@ -217,7 +217,7 @@ class Uploads:
         digest = hashlib.sha256(data).hexdigest()
         if self._recorded(session, index, digest):
             return session, True
-        if session.state != s.OPEN:
+        if session.state != s.UploadState.OPEN:
             raise SessionConflict(f"this upload is {session.state}; it takes no more chunks", code="upload-not-open")
         if session.received_bytes + len(data) > self.limits.max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self.limits.max_upload_bytes} bytes")
@@ -228,7 +228,7 @@ class Uploads:
         def record(current: s.UploadSession) -> bool:
             if self._recorded(current, index, digest):
                 return True
-            if current.state != s.OPEN:
+            if current.state != s.UploadState.OPEN:
                 raise SessionConflict(
                     f"this upload is {current.state}; it takes no more chunks", code="upload-not-open"
                 )
@@ -298,9 +298,9 @@ class Uploads:
 
     async def _appendable(self, upload_id: str, owner: str, offset: int, length: int | None) -> s.UploadSession:
         session = await self._reconciled(upload_id, owner)
-        if session.kind != s.STREAM or session.parts:
+        if session.kind != s.UploadKind.STREAM or session.parts:
             raise SessionConflict("this upload does not take appended bytes", code="not-appendable")
-        if session.state != s.OPEN:
+        if session.state != s.UploadState.OPEN:
             raise SessionConflict(f"this upload is {session.state}", code="upload-not-open")
         if offset != session.offset:
             raise OffsetMismatch(f"the upload is at offset {session.offset}", expected=session.offset)
@@ -340,7 +340,7 @@ class Uploads:
         Bytes past the recorded offset were never acknowledged (a torn tail after a crash):
         cut them. Fewer bytes than recorded means storage lost them: the storage is the truth."""
         session = await self.get(upload_id, owner)
-        if session.kind != s.STREAM or session.state != s.OPEN:
+        if session.kind != s.UploadKind.STREAM or session.state != s.UploadState.OPEN:
             return session
         size = await self.store.stream_size(upload_id)
         if size > session.offset:
@@ -375,7 +375,7 @@ class Uploads:
                 raise SessionConflict("a partial upload is not finished yet", code="partial-incomplete")
         total = sum(part.offset for part in parts)
         self._check_length(total)
-        final = self._new(owner, s.STREAM, length=total, metadata=dict(metadata or {}), parts=list(part_ids))
+        final = self._new(owner, s.UploadKind.STREAM, length=total, metadata=dict(metadata or {}), parts=list(part_ids))
         await self.quotas.admit(owner, final.id, final.expires_at, total)
         await self.store.concatenate(final.id, part_ids)
         final.offset = total
@@ -390,11 +390,15 @@ class Uploads:
 
         def take(current: s.UploadSession) -> bool:
             now = time.time()
-            if current.state in (s.DONE, s.FAILED) or not current.all_received or current.partial:
+            if (
+                current.state in (s.UploadState.DONE, s.UploadState.FAILED)
+                or not current.all_received
+                or current.partial
+            ):
                 return False
-            if current.state == s.ASSEMBLING and current.claimed_until > now:
+            if current.state == s.UploadState.ASSEMBLING and current.claimed_until > now:
                 return False
-            current.state = s.ASSEMBLING
+            current.state = s.UploadState.ASSEMBLING
             current.claimed_until = now + self.limits.claim_seconds
             return True
 
@@ -409,7 +413,7 @@ class Uploads:
         return Claim(session=session, path=path)
 
     async def _assembled(self, session: s.UploadSession) -> Path:
-        if session.kind == s.CHUNKED:
+        if session.kind == s.UploadKind.CHUNKED:
             parts = sorted((int(i), entry[1]) for i, entry in session.received_chunks.items())
             path = await self.store.assemble(session.id, parts)
         else:
@@ -426,8 +430,8 @@ class Uploads:
         """Give a claim back without an outcome (the completer crashed or hit a transient error)."""
 
         def reopen(current: s.UploadSession) -> None:
-            if current.state == s.ASSEMBLING:
-                current.state = s.OPEN
+            if current.state == s.UploadState.ASSEMBLING:
+                current.state = s.UploadState.OPEN
                 current.claimed_until = 0.0
 
         try:
@@ -437,15 +441,15 @@ class Uploads:
 
     async def finish(self, claim: Claim, result: dict[str, Any]) -> s.UploadSession:
         """Record success; the bytes are no longer needed. The record stays until expiry."""
-        return await self._settle(claim.session, s.DONE, result=result)
+        return await self._settle(claim.session, s.UploadState.DONE, result=result)
 
     async def fail(self, claim: Claim, code: str, message: str) -> s.UploadSession:
-        return await self._settle(claim.session, s.FAILED, code=code, message=message)
+        return await self._settle(claim.session, s.UploadState.FAILED, code=code, message=message)
 
     async def _settle(
         self,
         session: s.UploadSession,
-        state: str,
+        state: s.UploadState,
         *,
         result: dict[str, Any] | None = None,
         code: str = "",
@@ -472,9 +476,9 @@ class Uploads:
         deadline = time.monotonic() + timeout
         while True:
             session = await self.get(upload_id, owner)
-            if session.state in (s.DONE, s.FAILED) or time.monotonic() >= deadline:
+            if session.state in (s.UploadState.DONE, s.UploadState.FAILED) or time.monotonic() >= deadline:
                 return session
-            if session.state == s.OPEN and not session.all_received:
+            if session.state == s.UploadState.OPEN and not session.all_received:
                 return session
             await asyncio.sleep(0.05)
 
@@ -482,7 +486,7 @@ class Uploads:
 
     async def abandon(self, upload_id: str, owner: str) -> None:
         session = await self.get(upload_id, owner)
-        if session.kind == s.STREAM:
+        if session.kind == s.UploadKind.STREAM:
             async with self.locks.hold(upload_id):
                 await self._forget(upload_id, "abandoned")
         else:
@@ -506,7 +510,7 @@ class Uploads:
                 await self.store.discard(upload_id)
                 removed += 1
                 continue
-            if session.expires_at > now or (session.state == s.ASSEMBLING and session.claimed_until > now):
+            if session.expires_at > now or (session.state == s.UploadState.ASSEMBLING and session.claimed_until > now):
                 continue
             await self._forget(upload_id, "expired")
             removed += 1

@@ -77,15 +77,15 @@ async def upload(request: Request) -> Response:
         session, duplicate = await services.uploads.put_chunk(session, parsed.chunk_index, parsed.data)
     except Exception as exc:  # noqa: BLE001 - rendered or re-raised by _error
         return _error(exc, services)
-    if session.all_received and session.state in (chunks.OPEN, chunks.ASSEMBLING):
+    if session.all_received and session.state in (chunks.UploadState.OPEN, chunks.UploadState.ASSEMBLING):
         try:
             session = await services.complete(session)
         except Exception as exc:  # noqa: BLE001
             return _error(exc, services, **_describe(session, base_url(request, services.settings), failed=True))
     body = _describe(session, base_url(request, services.settings))
     body["duplicate"] = duplicate
-    body["message"] = "profile image updated" if session.state == chunks.DONE else "chunk received"
-    if session.state == chunks.FAILED:
+    body["message"] = "profile image updated" if session.state == chunks.UploadState.DONE else "chunk received"
+    if session.state == chunks.UploadState.FAILED:
         body.update(error=session.error_message, code=session.error_code)
         return JSONResponse(body, image_status(session.error_code))
     return JSONResponse(body)
@@ -98,7 +98,7 @@ async def status(request: Request) -> Response:
         session = await services.uploads.get(request.path_params["upload_id"], principal.user_id)
     except Exception as exc:  # noqa: BLE001
         return _error(exc, services)
-    if session.kind != chunks.CHUNKED:
+    if session.kind != chunks.UploadKind.CHUNKED:
         return _error(chunks.UploadNotFound("no such upload"), services)
     return JSONResponse(_describe(session, base_url(request, services.settings)))
 
@@ -108,7 +108,7 @@ async def abandon(request: Request) -> Response:
     try:
         principal = services.auth.authenticate(request)
         session = await services.uploads.get(request.path_params["upload_id"], principal.user_id)
-        if session.kind != chunks.CHUNKED:
+        if session.kind != chunks.UploadKind.CHUNKED:
             raise chunks.UploadNotFound("no such upload")
         await services.uploads.abandon(session.id, principal.user_id)
     except Exception as exc:  # noqa: BLE001
@@ -121,17 +121,17 @@ def _describe(session: chunks.UploadSession, base: str, failed: bool = False) ->
         "upload_id": session.id,
         "file_name": session.file_name,
         "content_type": session.content_type,
-        "state": chunks.FAILED if failed else session.state,
+        "state": chunks.UploadState.FAILED if failed else session.state,
         "received_chunks": sorted(int(i) for i in session.received_chunks),
         "total_chunks": session.total_chunks,
         "missing_chunks": session.missing_chunks(),
         "received_bytes": session.received_bytes,
-        "complete": session.state == chunks.DONE,
+        "complete": session.state == chunks.UploadState.DONE,
         "expires_at": _iso(session.expires_at),
     }
-    if session.state == chunks.DONE and session.result is not None:
+    if session.state == chunks.UploadState.DONE and session.result is not None:
         described["avatar"] = absolute(session.result, base)
-    if session.state == chunks.FAILED:
+    if session.state == chunks.UploadState.FAILED:
         described["failure"] = {"code": session.error_code, "error": session.error_message}
     return described
 

@@ -149,7 +149,7 @@ def _state_headers(services: Services, session: chunks.UploadSession, version: i
 
 
 def _is_complete(session: chunks.UploadSession) -> bool:
-    return session.state != chunks.OPEN
+    return session.state != chunks.UploadState.OPEN
 
 
 def _file_name(request: Request) -> str:
@@ -249,7 +249,7 @@ async def _transfer(
 def _outcome(services: Services, session: chunks.UploadSession, version: int, extra: dict[str, str]) -> Response:
     """The response of the resource that processed the whole image, marked `Upload-Complete: ?1`."""
     headers = {**extra, **completeness_header(version, True), "Upload-Offset": str(session.offset)}
-    if session.state == chunks.FAILED:
+    if session.state == chunks.UploadState.FAILED:
         return _problem_response(
             image_status(session.error_code), session.error_code, session.error_message, headers=headers
         )

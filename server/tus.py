@@ -164,7 +164,7 @@ async def _after_creation(
         response = await error(exc, services, session.id, owner=session.owner)
         response.headers["Location"] = resource_.location(request, services, session.id)
         return response
-    if session.state == chunks.FAILED:
+    if session.state == chunks.UploadState.FAILED:
         response = _failed(session)
         response.headers["Location"] = resource_.location(request, services, session.id)
         return response
@@ -301,7 +301,7 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
     known = length if length is not None else session.length
     if declared is not None and known is not None and offset + declared > known:
         raise BadRequest(f"the body would take the upload past its length of {known} bytes", "length-exceeded", 413)
-    if session.state != chunks.OPEN and offset == session.offset and not resource_.has_body(request):
+    if session.state != chunks.UploadState.OPEN and offset == session.offset and not resource_.has_body(request):
         # A retry of the request that completed the upload: answer with its outcome.
         session = await resource_.completed(services, session)
     else:
@@ -314,7 +314,7 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
             checksum=checksum,
         )
         session = await resource_.completed(services, session)
-    if session.state == chunks.FAILED:
+    if session.state == chunks.UploadState.FAILED:
         return _failed(session)
     return Response(
         status_code=204,

@@ -112,7 +112,7 @@ def body(request: Request, services: Services) -> AsyncIterator[bytes]:
 async def load(services: Services, upload_id: str, owner: str) -> chunks.UploadSession:
     """A stream upload of `owner`; anything else (a chunk-API upload, a foreign id) is not found."""
     session = await services.uploads.get(upload_id, owner)
-    if session.kind != chunks.STREAM:
+    if session.kind != chunks.UploadKind.STREAM:
         raise chunks.UploadNotFound("no such upload")
     return session
 
@@ -124,7 +124,7 @@ async def completed(services: Services, session: chunks.UploadSession) -> chunks
     avatars.ImageRejected when the bytes are not an acceptable image."""
     if session.partial or not session.all_received:
         return session
-    if session.state in (chunks.OPEN, chunks.ASSEMBLING):
+    if session.state in (chunks.UploadState.OPEN, chunks.UploadState.ASSEMBLING):
         return await services.complete(session)
     return session
 
@@ -136,7 +136,7 @@ def describe(request: Request, services: Services, session: chunks.UploadSession
         "state": session.state,
         "offset": session.offset,
         "length": session.length,
-        "complete": session.state == chunks.DONE,
+        "complete": session.state == chunks.UploadState.DONE,
         "partial": session.partial,
         "file_name": session.file_name,
         "content_type": session.content_type,
@@ -144,9 +144,9 @@ def describe(request: Request, services: Services, session: chunks.UploadSession
         .isoformat()
         .replace("+00:00", "Z"),
     }
-    if session.state == chunks.DONE and session.result is not None:
+    if session.state == chunks.UploadState.DONE and session.result is not None:
         described["avatar"] = session.result
-    if session.state == chunks.FAILED:
+    if session.state == chunks.UploadState.FAILED:
         described["failure"] = {"code": session.error_code, "error": session.error_message}
     return described
 

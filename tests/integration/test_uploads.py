@@ -128,7 +128,7 @@ async def test_finished_upload_keeps_its_result_drops_its_bytes_and_frees_its_na
     session, _ = await core.put_chunk(session, 0, parts[0])
     claim = await core.claim(session.id)
     done = await core.finish(claim, {"version": "v1"})
-    assert done.state == chunks.DONE and done.result == {"version": "v1"}
+    assert done.state == chunks.UploadState.DONE and done.result == {"version": "v1"}
     assert not (tmp_path / "uploads" / session.id).exists()
     # The last chunk resent after a lost answer is still an idempotent duplicate.
     _, duplicate = await core.put_chunk(done, 0, parts[0])
