@@ -26,6 +26,7 @@ from . import debug, errors, protocols
 from .endpoint import json_problem
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
+from .resumable import EXPOSED_HEADERS
 from .services import Services, build_services, services_of
 from .settings import Settings
 
@@ -99,9 +100,8 @@ async def healthz(request: Request) -> Response:
 
 async def _known_failure(request: Request, exc: Exception) -> Response:
     """A known failure outside any protocol endpoint: the plain JSON shape."""
-    services = getattr(request.app.state, "services", None)
-    retry_after = services.retry_after_seconds if isinstance(services, Services) else 2
-    problem = errors.problem_for(exc, retry_after)
+    settings: Settings = request.app.state.settings
+    problem = errors.problem_for(exc, settings.redis.retry_after_seconds)
     assert problem is not None
     return json_problem(problem)
 
@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_methods=["*"],
                 allow_headers=["*"],
                 # "*" is not honoured for credentialed requests: name the tus/IETF headers too.
-                expose_headers=["*", *protocols.EXPOSED_HEADERS],
+                expose_headers=["*", *EXPOSED_HEADERS],
                 max_age=86400,
             )
         )

@@ -22,6 +22,27 @@ from .services import Services
 
 # A request that names this header speaks the IETF draft; every other one speaks tus.
 INTEROP_HEADER = "upload-draft-interop-version"
+# The headers of both protocols a browser client must be able to read across origins (CORS).
+EXPOSED_HEADERS = (
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Concat",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+    "Accept-Patch",
+    "Retry-After",
+)
 # Methods a client may tunnel through POST with X-HTTP-Method-Override (tus: for proxies
 # and browsers that cannot send PATCH or DELETE).
 _OVERRIDABLE = {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}

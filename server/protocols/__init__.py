@@ -62,8 +62,6 @@ PROTOCOLS: tuple[Protocol, ...] = (
     Protocol("files", _files_routes, files.openapi_paths, ("tus", "ietf")),
     Protocol("avatar_api", avatar_api.routes, avatar_api.openapi_paths),
 )
-# Headers a browser client must be able to read across origins (CORS `expose_headers`).
-EXPOSED_HEADERS = tus.EXPOSED_HEADERS
 
 
 def enabled(settings: Settings) -> list[Protocol]:

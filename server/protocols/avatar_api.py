@@ -116,16 +116,22 @@ def routes(settings: Settings) -> list[BaseRoute]:
     ]
 
 
+_IMAGE = {
+    "description": "The image (WebP, or JPEG/PNG for clients that do not accept WebP)",
+    "content": {"image/webp": {}, "image/jpeg": {}, "image/png": {}},
+}
+_CHOSE_GRAVATAR = {
+    "description": "The user chose Gravatar (seed 004): redirect to it",
+    "headers": oa.header_schemas("Location"),
+}
+
+
 def openapi_paths() -> oa.Doc:
-    user = oa.path_param("user_id", "The user's id")
-    image = {
-        "description": "The image (WebP, or JPEG/PNG for clients that do not accept WebP)",
-        "content": {"image/webp": {}, "image/jpeg": {}, "image/png": {}},
-    }
-    chose_gravatar = {
-        "description": "The user chose Gravatar (seed 004): redirect to it",
-        "headers": oa.header_schemas("Location"),
-    }
+    return {**_by_user_paths(), **_my_avatar_paths()}
+
+
+def _by_user_paths() -> oa.Doc:
+    user, image, chose_gravatar = oa.path_param("user_id", "The user's id"), _IMAGE, _CHOSE_GRAVATAR
     size = {
         "name": "size",
         "in": "query",
@@ -161,13 +167,18 @@ def openapi_paths() -> oa.Doc:
                 ],
             )
         },
+    }
+
+
+def _my_avatar_paths() -> oa.Doc:
+    return {
         "/me/avatar": {
             "get": oa.operation(
                 "The caller's avatar description",
                 "Avatars",
                 {
                     "200": oa.json_response(oa.ref("Avatar")),
-                    "302": chose_gravatar,
+                    "302": _CHOSE_GRAVATAR,
                     **oa.AUTH_ERRORS,
                     "404": oa.error("No avatar"),
                 },

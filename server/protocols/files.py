@@ -78,22 +78,30 @@ def _not_here() -> Response:
     return JSONResponse({"error": "this protocol is switched off", "code": "protocol-disabled"}, 404)
 
 
+_TAG = "tus / IETF resumable uploads"
+_REQUEST_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Concat",
+    "Upload-Offset",
+    "Upload-Checksum",
+    "Upload-Complete",
+    "Upload-Draft-Interop-Version",
+    "X-HTTP-Method-Override",
+)
+
+
 def openapi_paths() -> oa.Doc:
     """tus 1.0.0 and the IETF resumable-upload draft share the `/files/` uploads."""
-    tag = "tus / IETF resumable uploads"
-    names = (
-        "Tus-Resumable",
-        "Upload-Length",
-        "Upload-Defer-Length",
-        "Upload-Metadata",
-        "Upload-Concat",
-        "Upload-Offset",
-        "Upload-Checksum",
-        "Upload-Complete",
-        "Upload-Draft-Interop-Version",
-        "X-HTTP-Method-Override",
-    )
-    headers = [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}} for h in names]
+    headers = [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}} for h in _REQUEST_HEADERS]
+    collection = _collection_paths(headers)
+    return {"/files": copy.deepcopy(collection), "/files/": collection, "/files/{upload_id}": _upload_paths(headers)}
+
+
+def _collection_paths(headers: list[oa.Doc]) -> oa.Doc:
+    tag = _TAG
     create = oa.operation(
         "Create an upload (tus creation, creation-with-upload, concatenation; or the IETF draft with "
         "Upload-Complete and Upload-Draft-Interop-Version)",
@@ -119,8 +127,13 @@ def openapi_paths() -> oa.Doc:
         {"204": {"description": "Capabilities", "headers": capabilities}},
         auth=False,
     )
+    return {"post": create, "options": options}
+
+
+def _upload_paths(headers: list[oa.Doc]) -> oa.Doc:
+    tag = _TAG
     offset = oa.header_schemas("Upload-Offset", "Upload-Length", "Upload-Expires", "Upload-Complete")
-    resource = {
+    return {
         "get": oa.operation(
             "This server's JSON status of an upload: offset, state, and the avatar once done",
             tag,
@@ -169,5 +182,3 @@ def openapi_paths() -> oa.Doc:
             "Discover capabilities", tag, {"204": {"description": "Capabilities"}}, params=[oa.UPLOAD_ID], auth=False
         ),
     }
-    collection = {"post": create, "options": options}
-    return {"/files": copy.deepcopy(collection), "/files/": collection, "/files/{upload_id}": resource}

@@ -44,26 +44,6 @@ _BASE_EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length",
 _STORE_EXTENSIONS = ("checksum", "concatenation")
 CHECKSUM_SIZES = {"sha1": 20, "md5": 16, "sha256": 32}
 OFFSET_STREAM = "application/offset+octet-stream"
-EXPOSED_HEADERS = (
-    "Location",
-    "Tus-Resumable",
-    "Tus-Version",
-    "Tus-Extension",
-    "Tus-Max-Size",
-    "Tus-Checksum-Algorithm",
-    "Upload-Offset",
-    "Upload-Length",
-    "Upload-Defer-Length",
-    "Upload-Metadata",
-    "Upload-Expires",
-    "Upload-Concat",
-    "Upload-Complete",
-    "Upload-Incomplete",
-    "Upload-Limit",
-    "Upload-Draft-Interop-Version",
-    "Accept-Patch",
-    "Retry-After",
-)
 _MAX_METADATA = 8192
 
 
