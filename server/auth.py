@@ -19,7 +19,9 @@ _PRINCIPAL = "avs.principal"
 
 
 class AuthError(Exception):
-    def __init__(self, message: str, code: str = "unauthenticated"):
+    """The request's credentials are missing or not valid (401)."""
+
+    def __init__(self, message: str, *, code: str = "unauthenticated"):
         super().__init__(message)
         self.message = message
         self.code = code
@@ -71,7 +73,7 @@ class Authenticator:
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise AuthError("the Authorization header must be 'Bearer <token>'", "invalid-authorization")
+                raise AuthError("the Authorization header must be 'Bearer <token>'", code="invalid-authorization")
             return self.from_token(token.strip())
         if api_key is not None:
             return self.from_api_key(api_key)
@@ -79,24 +81,23 @@ class Authenticator:
 
     def from_token(self, token: str) -> Principal:
         if not self._verify_key:
-            raise AuthError("token authentication is not configured", "invalid-token")
-        options: dict[str, Any] = {"require": ["exp", "sub"]}
+            raise AuthError("token authentication is not configured", code="invalid-token")
         try:
             claims = jwt.decode(
                 token,
                 self._verify_key,
                 algorithms=self.algorithms,
-                options=options,
+                options={"require": ["exp", "sub"]},
                 audience=self.settings.jwt_audience or None,
                 issuer=self.settings.jwt_issuer or None,
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("the token has expired", "token-expired") from None
+            raise AuthError("the token has expired", code="token-expired") from None
         except jwt.PyJWTError:
-            raise AuthError("the token is not valid", "invalid-token") from None
+            raise AuthError("the token is not valid", code="invalid-token") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 256:
-            raise AuthError("the token has no usable subject", "invalid-token")
+            raise AuthError("the token has no usable subject", code="invalid-token")
         return Principal(subject, claims)
 
     def from_api_key(self, presented: str) -> Principal:
@@ -107,8 +108,14 @@ class Authenticator:
             if hmac.compare_digest(candidate, key):
                 match = user
         if match is None:
-            raise AuthError("the API key is not valid", "invalid-api-key")
+            raise AuthError("the API key is not valid", code="invalid-api-key")
         return Principal(match, {"sub": match})
+
+
+def verified_principal(conn: HTTPConnection) -> Principal | None:
+    """The caller, if this request's credentials were already verified; never verifies them itself."""
+    principal = conn.scope.get("state", {}).get(_PRINCIPAL)
+    return principal if isinstance(principal, Principal) else None
 
 
 def issue_token(

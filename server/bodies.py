@@ -6,17 +6,24 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
+from .settings import LimitSettings
+
 
 class BodyError(Exception):
+    """A request body that cannot be taken (400, or the subclass's status in `server.errors`)."""
+
     code = "invalid-body"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, code: str | None = None):
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
 
 
 class BodyTooLarge(BodyError):
@@ -42,24 +49,28 @@ def declared_length(request: Request) -> int | None:
     return int(value)
 
 
-def _pace(request: Request) -> tuple[float, float]:
-    """The configured minimum body rate (bytes/s) and its grace period, from the app's settings."""
-    settings = getattr(request.app.state, "settings", None) if "app" in request.scope else None
-    if settings is None:
-        return 0.0, 0.0
-    return float(settings.limits.min_body_bytes_per_second), settings.limits.body_rate_grace_seconds
+@dataclass(frozen=True)
+class BodyPace:
+    """How long a body may take: `timeout` seconds in all, and (when `min_rate` is set) at least
+    `min_rate` bytes per second on average once `grace` seconds have passed."""
+
+    timeout: float
+    min_rate: float = 0.0
+    grace: float = 0.0
+
+    @classmethod
+    def of(cls, limits: LimitSettings) -> BodyPace:
+        return cls(limits.body_timeout_seconds, float(limits.min_body_bytes_per_second), limits.body_rate_grace_seconds)
 
 
-async def stream(request: Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
-    """Yield the body's blocks; BodyTooLarge past `limit`, BodyTimeout past `timeout` seconds
-    or when the body falls below the minimum rate (`limits.min_body_bytes_per_second`, on
-    average since the start, once `limits.body_rate_grace_seconds` have passed)."""
+async def stream(request: Request, limit: int, pace: BodyPace) -> AsyncIterator[bytes]:
+    """Yield the body's blocks; BodyTooLarge past `limit`, BodyTimeout when it is slower than `pace`."""
     length = declared_length(request)
     if length is not None and length > limit:
         raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    timeout, min_rate, grace = pace.timeout, pace.min_rate, pace.grace
     started = time.monotonic()
     deadline = started + timeout
-    min_rate, grace = _pace(request)
     received = 0
     blocks = request.stream().__aiter__()
     while True:
@@ -90,9 +101,9 @@ def _timeout(timeout: float, min_rate: float, too_slow: bool) -> BodyTimeout:
     return BodyTimeout(f"the body did not arrive within {timeout:g} seconds")
 
 
-async def read(request: Request, limit: int, timeout: float) -> bytes:
+async def read(request: Request, limit: int, pace: BodyPace) -> bytes:
     """The whole body, for protocols that make it one small document (a JSON chunk)."""
-    parts = [block async for block in stream(request, limit, timeout)]
+    parts = [block async for block in stream(request, limit, pace)]
     return b"".join(parts)
 
 
@@ -104,12 +115,12 @@ class InvalidJson(BodyError):
 _JSON_OVERHEAD = 64 * 1024
 
 
-async def read_json_object(request: Request, payload_limit: int, timeout: float) -> dict[str, Any]:
+async def read_json_object(request: Request, payload_limit: int, pace: BodyPace) -> dict[str, Any]:
     """A JSON object body carrying at most `payload_limit` bytes as base64 (one small document).
 
     NaN and Infinity are refused; so is anything `json.loads` cannot take, which includes
     bad UTF-8 and integers too long to convert (a ValueError, not a JSONDecodeError)."""
-    raw = await read(request, (payload_limit + 2) // 3 * 4 + _JSON_OVERHEAD, timeout)
+    raw = await read(request, (payload_limit + 2) // 3 * 4 + _JSON_OVERHEAD, pace)
     try:
         document = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-if TYPE_CHECKING:
-    from .app import Services
+from .services import Services, services_of
 
 
 def routes() -> list[BaseRoute]:
@@ -24,7 +22,8 @@ def routes() -> list[BaseRoute]:
 
 
 async def resources(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
+    # The upload core's lock keys (chunks.UploadLocks): "<prefix>:lock:{<upload id>}".
     prefix = services.settings.redis.key_prefix
     locks = [key async for key in services.redis.scan_iter(match=f"{prefix}:lock:*", count=1000)]
     tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]

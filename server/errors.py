@@ -1,13 +1,16 @@
-"""What each failure means over HTTP: one table, rendered by each protocol in its own shape."""
+"""What each failure means over HTTP: one table from error class to status (and headers).
+
+A failure is looked up along its class's MRO, as Starlette looks up exception handlers, so a
+subclass without a row of its own has its parent's meaning. Each protocol renders the found
+`Problem` in its own wire shape (`server.endpoint`); a class in no row is a bug (a logged 500).
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.exceptions import RedisError
-from starlette.responses import JSONResponse
 
 import chunks
 from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
@@ -15,87 +18,139 @@ from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
 from .auth import AuthError
 from .bodies import BodyError, BodyTimeout, BodyTooLarge
 
-log = logging.getLogger(__name__)
-
 
 class BadRequest(Exception):
-    """A protocol module's own rejection of a request it could not parse or accept."""
+    """A request a protocol module refuses (400); a subclass names another status."""
 
-    def __init__(self, message: str, code: str, status: int = 400):
+    def __init__(self, message: str, *, code: str):
         super().__init__(message)
-        self.message, self.code, self.status = message, code, status
+        self.message, self.code = message, code
+
+
+class Forbidden(BadRequest):
+    """The caller may not act on this resource (403)."""
+
+
+class NotFound(BadRequest):
+    """There is nothing here for this caller (404)."""
+
+
+class MethodNotAllowed(BadRequest):
+    """The resource exists but does not take this method (405)."""
+
+
+class PreconditionFailed(BadRequest):
+    """The request asks for a protocol version this server does not speak (412)."""
+
+
+class ContentTooLarge(BadRequest):
+    """The request declares or sends more than a limit allows (413)."""
+
+
+class UnsupportedMediaType(BadRequest):
+    """The body's media type is not one this endpoint takes (415)."""
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """The HTTP meaning of an error class. `retry_after`: answer `Retry-After` (the error's own
+    `retry_after`, else the configured wait). `code`/`message`: fixed text for errors whose own
+    text is not ours to show (a Redis error may name hosts and internals)."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    retry_after: bool = False
+    code: str | None = None
+    message: str | None = None
+
+
+STATUS: dict[type[Exception], Meaning] = {
+    BadRequest: Meaning(400),
+    Forbidden: Meaning(403),
+    NotFound: Meaning(404),
+    MethodNotAllowed: Meaning(405),
+    PreconditionFailed: Meaning(412),
+    ContentTooLarge: Meaning(413),
+    UnsupportedMediaType: Meaning(415),
+    AuthError: Meaning(401, {"WWW-Authenticate": 'Bearer realm="avatars"'}),
+    BodyError: Meaning(400),
+    BodyTooLarge: Meaning(413),
+    # The connection still holds the rest of a body nobody will read: close it.
+    BodyTimeout: Meaning(408, {"Connection": "close"}),
+    ImageRejected: Meaning(422),
+    UnsupportedFormat: Meaning(415),
+    ImageTooLarge: Meaning(413),
+    chunks.UploadError: Meaning(400),
+    chunks.UploadNotFound: Meaning(404),
+    chunks.UploadGone: Meaning(410),
+    chunks.OffsetMismatch: Meaning(409),
+    chunks.ChecksumMismatch: Meaning(460),  # tus checksum extension: "460 Checksum Mismatch"
+    chunks.ChunkConflict: Meaning(409),
+    chunks.SessionConflict: Meaning(409),
+    chunks.UploadTooLarge: Meaning(413),
+    chunks.InvalidRequest: Meaning(400),
+    chunks.UploadBusy: Meaning(423, retry_after=True),
+    chunks.QuotaExceeded: Meaning(429, retry_after=True),
+    chunks.StorageFull: Meaning(507),
+    chunks.StoreUnavailable: Meaning(503, retry_after=True),
+    RedisError: Meaning(
+        503,
+        retry_after=True,
+        code="store-unavailable",
+        message="the session store is unavailable; try again shortly",
+    ),
+}
+# Every failure with a meaning: what an endpoint catches and renders. Anything else is a bug.
+KNOWN: tuple[type[Exception], ...] = tuple(STATUS)
+
+# The refusal class an upload was failed with, by the code stored on it: a failed upload is
+# answered long after the exception is gone, with the status its class would have had.
+_REFUSAL_OF_CODE: dict[str, type[Exception]] = {
+    "unsupported-format": UnsupportedFormat,
+    "too-many-pixels": ImageTooLarge,
+    "image-too-large": ImageTooLarge,
+    "too-many-frames": ImageTooLarge,
+}
 
 
 @dataclass(frozen=True)
 class Problem:
+    """A failure as HTTP sees it, before a protocol gives it its shape."""
+
     status: int
     code: str
     message: str
     headers: dict[str, str] = field(default_factory=dict)
 
 
-_CORE_STATUS: list[tuple[type[chunks.UploadError], int]] = [
-    (chunks.UploadNotFound, 404),
-    (chunks.UploadGone, 410),
-    (chunks.OffsetMismatch, 409),
-    (chunks.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
-    (chunks.ChunkConflict, 409),
-    (chunks.SessionConflict, 409),
-    (chunks.UploadTooLarge, 413),
-    (chunks.InvalidRequest, 400),
-    (chunks.UploadBusy, 423),
-    (chunks.StorageFull, 507),
-    (chunks.StoreUnavailable, 503),
-]
+INTERNAL_ERROR = Problem(500, "internal-error", "internal server error")
 
 
-def problem_for(exc: BaseException, retry_after: int = 2) -> Problem | None:
-    """The HTTP meaning of a known failure, or None for a bug (which becomes a logged 500)."""
-    if isinstance(exc, BadRequest):
-        return Problem(exc.status, exc.code, exc.message)
-    if isinstance(exc, AuthError):
-        return Problem(401, exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="avatars"'})
-    if isinstance(exc, BodyTooLarge):
-        return Problem(413, exc.code, exc.message)
-    if isinstance(exc, BodyTimeout):
-        return Problem(408, exc.code, exc.message, {"Connection": "close"})
-    if isinstance(exc, BodyError):
-        return Problem(400, exc.code, exc.message)
-    if isinstance(exc, ImageRejected):
-        status = 415 if isinstance(exc, UnsupportedFormat) else 413 if isinstance(exc, ImageTooLarge) else 422
-        return Problem(status, exc.code, exc.message)
-    if isinstance(exc, RedisError):
-        return Problem(
-            503,
-            "store-unavailable",
-            "the session store is unavailable; try again shortly",
-            {"Retry-After": str(retry_after)},
-        )
-    if isinstance(exc, chunks.QuotaExceeded):
-        return Problem(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, chunks.UploadError):
-        for kind, status in _CORE_STATUS:
-            if isinstance(exc, kind):
-                headers = {"Retry-After": str(retry_after)} if status in (423, 503) else {}
-                return Problem(status, exc.code, exc.message, headers)
-        return Problem(400, exc.code, exc.message)
+def meaning_of(kind: type[BaseException]) -> Meaning | None:
+    for cls in kind.__mro__:
+        meaning = STATUS.get(cls)
+        if meaning is not None:
+            return meaning
     return None
 
 
-def image_status(code: str) -> int:
-    """The status for an upload that failed image validation, known only by its stored code."""
-    if code == "unsupported-format":
-        return 415
-    if code in {"too-many-pixels", "image-too-large", "too-many-frames"}:
-        return 413
-    return 422
+def problem_for(exc: BaseException, retry_after: int) -> Problem | None:
+    """The HTTP meaning of a known failure, or None for a bug. `retry_after` is the configured
+    wait for failures that do not carry their own."""
+    meaning = meaning_of(type(exc))
+    if meaning is None:
+        return None
+    headers = dict(meaning.headers)
+    if meaning.retry_after:
+        own = getattr(exc, "retry_after", None)
+        headers["Retry-After"] = str(own if isinstance(own, int) else retry_after)
+    code = meaning.code or getattr(exc, "code", "") or "error"
+    message = meaning.message or getattr(exc, "message", "") or str(exc)
+    return Problem(meaning.status, code, message, headers)
 
 
-def json_error(exc: BaseException, retry_after: int = 2, **extra: Any) -> JSONResponse:
-    """`{"error": message, "code": code}` with the failure's status; a bug is re-raised."""
-    problem = problem_for(exc, retry_after)
-    if problem is None:
-        raise exc
-    return JSONResponse(
-        {"error": problem.message, "code": problem.code, **extra}, problem.status, headers=problem.headers
-    )
+def failed_upload(session: chunks.UploadSession) -> Problem:
+    """The problem of an upload whose image was refused, from what the upload recorded."""
+    meaning = meaning_of(_REFUSAL_OF_CODE.get(session.error_code, ImageRejected))
+    assert meaning is not None
+    return Problem(meaning.status, session.error_code, session.error_message)

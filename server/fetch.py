@@ -25,14 +25,14 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 class FetchFailed(Exception):
     """The image could not be fetched; `code` says why, `message` says it to a person."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, message: str, *, code: str):
         super().__init__(message)
         self.code, self.message = code, message
 
 
 class InvalidUrl(FetchFailed):
-    def __init__(self, message: str):
-        super().__init__("invalid-url", message)
+    def __init__(self, message: str, *, code: str = "invalid-url"):
+        super().__init__(message, code=code)
 
 
 def check_url(text: str) -> httpx.URL:
@@ -82,7 +82,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         answers = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise FetchFailed("unresolvable-host", f"the host {host!r} could not be resolved") from None
+        raise FetchFailed(f"the host {host!r} could not be resolved", code="unresolvable-host") from None
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in answers:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
@@ -97,7 +97,7 @@ async def _checked_address(url: httpx.URL, policy: AddressPolicy) -> IPAddress:
     # Every answer must be allowed: a name with one public and one private address is refused.
     if not addresses or not all(policy.permits(a) for a in addresses):
         raise FetchFailed(
-            "address-not-allowed", f"the host {url.host!r} is a private, loopback or otherwise internal address"
+            f"the host {url.host!r} is a private, loopback or otherwise internal address", code="address-not-allowed"
         )
     return addresses[0]
 
@@ -113,9 +113,11 @@ async def download(url: str, destination: Path, max_bytes: int, settings: FetchS
             async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout) as client:
                 await _follow(client, target, destination, max_bytes, policy, settings.max_redirects)
     except (TimeoutError, httpx.TimeoutException):
-        raise FetchFailed("timeout", f"the image did not arrive within {settings.timeout_seconds:g} seconds") from None
+        raise FetchFailed(
+            f"the image did not arrive within {settings.timeout_seconds:g} seconds", code="timeout"
+        ) from None
     except httpx.HTTPError as exc:
-        raise FetchFailed("unreachable", f"the image URL could not be fetched ({type(exc).__name__})") from None
+        raise FetchFailed(f"the image URL could not be fetched ({type(exc).__name__})", code="unreachable") from None
 
 
 async def _follow(
@@ -140,26 +142,26 @@ async def _follow(
             if response.status_code in _REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
-                    raise FetchFailed("http-error", "the image URL redirects without a Location")
+                    raise FetchFailed("the image URL redirects without a Location", code="http-error")
                 url = check_url(str(url.join(location)))
                 continue
             if response.status_code != 200:
-                raise FetchFailed("http-error", f"the image URL answered HTTP {response.status_code}")
+                raise FetchFailed(f"the image URL answered HTTP {response.status_code}", code="http-error")
             await _save(response, destination, max_bytes)
             return
         finally:
             await response.aclose()
-    raise FetchFailed("too-many-redirects", f"the image URL redirects more than {max_redirects} times")
+    raise FetchFailed(f"the image URL redirects more than {max_redirects} times", code="too-many-redirects")
 
 
 async def _save(response: httpx.Response, destination: Path, max_bytes: int) -> None:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchFailed("file-too-large", f"the image is larger than {max_bytes} bytes")
+        raise FetchFailed(f"the image is larger than {max_bytes} bytes", code="file-too-large")
     received = 0
     async with aiofiles.open(destination, "wb") as out:
         async for block in response.aiter_bytes():
             received += len(block)
             if received > max_bytes:
-                raise FetchFailed("file-too-large", f"the image is larger than {max_bytes} bytes")
+                raise FetchFailed(f"the image is larger than {max_bytes} bytes", code="file-too-large")
             await out.write(block)

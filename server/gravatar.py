@@ -1,8 +1,9 @@
-"""The Gravatar choice (seed 004): a user who picked Gravatar is redirected there.
+"""The Gravatar choice: a user who picked Gravatar (an empty `PUT /user/setting/avatar`) is
+redirected there by the avatar endpoints.
 
 The choice is a Redis key per user holding the Gravatar URL of the email the user had when
-choosing. Any newly stored image ends the choice (`Services.set_avatar` clears it), and the
-avatar endpoints consult it only when the user has no stored image.
+choosing. Any newly stored image ends the choice (`server.services.AvatarSetter` clears it),
+and the avatar endpoints consult it only when the user has no stored image.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from urllib.parse import urlencode
 import redis.asyncio as aioredis
 
 GRAVATAR_BASE = "https://gravatar.com/avatar/"
-
-
-def _key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:gravatar:{user_id}"
 
 
 def url_for(email: str) -> str:
@@ -32,16 +29,24 @@ def sized(url: str, size: int | None) -> str:
     return f"{url}?{urlencode(query)}"
 
 
-async def choose(redis: aioredis.Redis, prefix: str, user_id: str, email: str) -> str:
-    url = url_for(email)
-    await redis.set(_key(prefix, user_id), url)
-    return url
+class GravatarChoices:
+    """The users who chose Gravatar, in Redis so every server process sees the same choice."""
 
+    def __init__(self, redis: aioredis.Redis, prefix: str):
+        self._redis, self._prefix = redis, prefix
 
-async def chosen(redis: aioredis.Redis, prefix: str, user_id: str) -> str | None:
-    value = await redis.get(_key(prefix, user_id))
-    return value.decode() if value is not None else None
+    def _key(self, user_id: str) -> str:
+        return f"{self._prefix}:gravatar:{user_id}"
 
+    async def choose(self, user_id: str, email: str) -> str:
+        url = url_for(email)
+        await self._redis.set(self._key(user_id), url)
+        return url
 
-async def clear(redis: aioredis.Redis, prefix: str, user_id: str) -> None:
-    await redis.delete(_key(prefix, user_id))
+    async def chosen(self, user_id: str) -> str | None:
+        value = await self._redis.get(self._key(user_id))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def clear(self, user_id: str) -> bool:
+        """End the user's choice; whether there was one."""
+        return bool(await self._redis.delete(self._key(user_id)))

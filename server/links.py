@@ -15,7 +15,7 @@ def base_url(request: Request, settings: Settings) -> str:
 
 def absolute(described: dict[str, Any], base: str) -> dict[str, Any]:
     """An avatar description whose path-only URLs (as stored with an upload) are made absolute."""
-    absolute_urls = {
+    absolute_urls: dict[str, Any] = {
         key: {size: url if "://" in url else f"{base}{url}" for size, url in described[key].items()}
         for key in ("urls", "fallback_urls")
         if key in described

@@ -1,7 +1,7 @@
 """multipart/form-data bodies, streamed: the file field to disk under a size cap, never into memory.
 
-Starlette's `request.form()` has no size cap on file parts, so the seed dialects that take a
-multipart `file` (002, 003) feed the body to python-multipart's streaming parser themselves.
+Starlette's `request.form()` has no size cap on file parts, so the APIs that take a multipart
+`file` (user_image_api, profile_image_api) feed the body to python-multipart's streaming parser.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiofiles
 import aiofiles.os
@@ -17,7 +18,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from . import bodies
-from .bodies import BodyError, BodyTooLarge
+from .bodies import BodyError, BodyPace, BodyTooLarge
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 # Room for part headers, boundaries and a few small text fields next to the file.
 _OVERHEAD = 64 * 1024
@@ -69,7 +73,7 @@ class _Parts:
         self._in_file = False
         self._field_bytes = 0
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field,
@@ -128,7 +132,7 @@ class _Parts:
 
 
 async def receive(
-    request: Request, file_field: str, directory: Path, max_file_bytes: int, timeout: float
+    request: Request, file_field: str, directory: Path, max_file_bytes: int, pace: BodyPace
 ) -> FormUpload:
     """Stream a multipart body; the part named `file_field` goes to a new file in `directory`.
 
@@ -146,7 +150,7 @@ async def receive(
         raise FormError("the multipart boundary is not valid") from None
     try:
         async with aiofiles.open(upload.path, "wb") as out:
-            async for block in bodies.stream(request, max_file_bytes + _OVERHEAD, timeout):
+            async for block in bodies.stream(request, max_file_bytes + _OVERHEAD, pace):
                 parser.write(block)
                 if parts.pending:
                     await out.write(b"".join(parts.pending))

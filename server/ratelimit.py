@@ -15,16 +15,15 @@ import hashlib
 import json
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .auth import AuthError
-
-if TYPE_CHECKING:
-    from .app import Services
+from .auth import Authenticator, AuthError
+from .settings import LimitSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,45 +39,51 @@ return {n, left}
 _EXEMPT = ("/healthz", "/openapi.json", "/debug/")
 
 
-class RateLimit:
-    """ASGI middleware; finds the app's Services in `scope["app"].state` once it has started."""
+class RequestRate:
+    """Requests per authenticated user and window, counted in Redis (one script, registered once)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-        self._script = None
+    def __init__(self, redis: aioredis.Redis, prefix: str, auth: Authenticator, limits: LimitSettings):
+        self._auth, self._prefix = auth, prefix
+        self._per_window = limits.requests_per_window
+        self._window_ms = max(1, int(limits.rate_window_seconds * 1000))
+        self._hit = redis.register_script(_HIT)
+
+    async def over_limit(self, conn: HTTPConnection) -> int | None:
+        """Count this request against its caller; the seconds to wait if it is past the limit."""
+        if self._per_window <= 0:
+            return None
+        try:
+            user_id = self._auth.authenticate(conn).user_id
+        except AuthError:
+            return None
+        # Hashed: a user id is the client's own text, and a key name should not carry it.
+        digest = hashlib.sha256(user_id.encode()).hexdigest()[:32]
+        try:
+            count, left_ms = await self._hit(keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[self._window_ms])
+        except RedisError:
+            log.warning("rate limit not checked: Redis did not answer")
+            return None
+        if int(count) <= self._per_window:
+            return None
+        return max(1, math.ceil(int(left_ms) / 1000))
+
+
+class RateLimit:
+    """ASGI middleware. `rate_of` finds the app's `RequestRate` (built when the app starts)."""
+
+    def __init__(self, app: ASGIApp, rate_of: Callable[[HTTPConnection], RequestRate]):
+        self.app, self.rate_of = app, rate_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(_EXEMPT):
             await self.app(scope, receive, send)
             return
-        services: Services | None = getattr(scope["app"].state, "services", None)
-        retry_after = None if services is None else await self._over_limit(services, scope)
+        conn = HTTPConnection(scope)
+        retry_after = await self.rate_of(conn).over_limit(conn)
         if retry_after is None:
             await self.app(scope, receive, send)
             return
         await _too_many(scope, send, retry_after)
-
-    async def _over_limit(self, services: Services, scope: Scope) -> int | None:
-        limits = services.settings.limits
-        if limits.requests_per_window <= 0:
-            return None
-        try:
-            user_id = services.auth.authenticate(HTTPConnection(scope)).user_id
-        except AuthError:
-            return None
-        if self._script is None:
-            self._script = services.redis.register_script(_HIT)
-        digest = hashlib.sha256(user_id.encode()).hexdigest()[:32]
-        key = f"{services.settings.redis.key_prefix}:rate:{{{digest}}}"
-        window_ms = max(1, int(limits.rate_window_seconds * 1000))
-        try:
-            count, left_ms = await self._script(keys=[key], args=[window_ms])
-        except RedisError:
-            log.warning("rate limit not checked: Redis did not answer")
-            return None
-        if int(count) <= limits.requests_per_window:
-            return None
-        return max(1, math.ceil(int(left_ms) / 1000))
 
 
 async def _too_many(scope: Scope, send: Send, retry_after: int) -> None:

@@ -102,7 +102,7 @@ class AvatarSettings:
 
 @dataclass(frozen=True)
 class FetchSettings:
-    """Fetching an image from a URL a client names (seed 003): bounded, and never inward."""
+    """Fetching an image from a URL a client names (profile_image_api): bounded, and never inward."""
 
     timeout_seconds: float = 20.0
     max_redirects: int = 5

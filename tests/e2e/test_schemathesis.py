@@ -34,12 +34,12 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from server.openapi import document
+from server.protocols import openapi_document
 from server.settings import Settings
 from tests.conftest import b64
 
 # The operations of a server with every protocol on (the `server` fixture's config), minus /files.
-PATHS = {path: item for path, item in document(Settings())["paths"].items() if not path.startswith("/files")}
+PATHS = {path: item for path, item in openapi_document(Settings())["paths"].items() if not path.startswith("/files")}
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 
 
@@ -102,7 +102,7 @@ def test_every_answer_is_documented_and_never_5xx(
 
 
 def test_the_document_bounds_the_avatar_size_the_way_the_server_does(server: Any) -> None:
-    size = document(Settings())["paths"]["/avatars/{user_id}"]["get"]["parameters"][1]["schema"]
+    size = openapi_document(Settings())["paths"]["/avatars/{user_id}"]["get"]["parameters"][1]["schema"]
     assert (size["minimum"], size["maximum"]) == (1, 99999)
     for bad in ("0", "-7304596", "100000", "\u00b2", "1\u0662"):  # superscript two: isdigit() but not int()
         r = httpx.get(f"{server.url}/avatars/nobody", params={"size": bad})
@@ -113,7 +113,7 @@ def test_the_document_bounds_the_chunk_file_name_the_way_the_server_does(
     server: Any,
     auth: dict[str, str],
 ) -> None:
-    name = document(Settings())["components"]["schemas"]["ChunkRequest"]["properties"]["file_name"]
+    name = openapi_document(Settings())["components"]["schemas"]["ChunkRequest"]["properties"]["file_name"]
     assert (name["minLength"], name["maxLength"]) == (1, 255)
     for bad in ("", "n" * 256):
         r = httpx.post(

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import chunks
-from avatars import ImageRejected
 
-from . import bodies
-from . import upload_resource as resource_
-from .errors import BadRequest, image_status, problem_for
-
-if TYPE_CHECKING:
-    from .app import Services
+from .. import bodies, file_names, media_types
+from ..auth import Principal
+from ..endpoint import Endpoints
+from ..errors import KNOWN, BadRequest, MethodNotAllowed, Problem, UnsupportedMediaType, failed_upload, problem_for
+from ..resumable import INTEROP_HEADER, Dialect, body, effective_method, has_body, load, location
+from ..services import Services, complete_upload
 
 VERSIONS = (3, 4, 5, 6, 7, 8)
+LATEST = VERSIONS[-1]
 PARTIAL_UPLOAD = "application/partial-upload"
 PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
 _SF_INTEGER = re.compile(r"-?[0-9]{1,15}")
@@ -40,48 +40,74 @@ _FILENAME = re.compile(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.I
 
 
 def version_of(request: Request) -> int:
-    value = request.headers.get(resource_.INTEROP_HEADER, "").strip()
+    value = request.headers.get(INTEROP_HEADER, "").strip()
     if not value.isdigit() or int(value) not in VERSIONS:
         supported = ", ".join(map(str, VERSIONS))
-        raise BadRequest(f"Upload-Draft-Interop-Version must be one of {supported}", "unsupported-interop-version")
+        raise BadRequest(f"Upload-Draft-Interop-Version must be one of {supported}", code="unsupported-interop-version")
     return int(value)
 
 
-async def collection(request: Request, method: str) -> Response:
-    services = resource_.services_of(request)
-    version = 8
-    try:
-        version = version_of(request)
-        if method == "OPTIONS":
-            return Response(status_code=204, headers=discovery_headers(services, None, version))
-        owner = services.auth.authenticate(request).user_id
-        if method != "POST":
-            raise BadRequest(f"{method} is not allowed here; create an upload with POST", "method-not-allowed", 405)
-        return await create(request, services, owner, version)
-    except Exception as exc:  # noqa: BLE001 - rendered, or re-raised if a bug
-        return problem(exc, services, version)
+def _version_or_latest(request: Request) -> int:
+    """The version to answer a failure in: the request's, or the latest when it named none we speak."""
+    value = request.headers.get(INTEROP_HEADER, "").strip()
+    return int(value) if value.isdigit() and int(value) in VERSIONS else LATEST
 
 
-async def resource(request: Request, method: str) -> Response:
-    services = resource_.services_of(request)
-    upload_id = request.path_params["upload_id"]
-    version = 8
-    try:
-        version = version_of(request)
-        owner = services.auth.authenticate(request).user_id
-        if method == "HEAD":
-            return await head(services, owner, upload_id, version)
-        if method == "PATCH":
-            return await append(request, services, owner, upload_id, version)
-        if method == "DELETE":
-            await resource_.load(services, upload_id, owner)
-            await services.uploads.abandon(upload_id, owner)
-            return Response(status_code=204)
-        if method == "OPTIONS":
-            return Response(status_code=204, headers=discovery_headers(services, None, version))
-        raise BadRequest(f"{method} is not allowed on an upload", "method-not-allowed", 405)
-    except Exception as exc:  # noqa: BLE001
-        return problem(exc, services, version, provided=sf_length(request, "upload-offset"))
+async def _render(request: Request, services: Services, problem: Problem, exc: Exception) -> Response:
+    provided = sf_length(request, "upload-offset")
+    return problem_response(services, problem, exc, _version_or_latest(request), provided=provided)
+
+
+_draft = Endpoints(_render)
+
+
+async def options(request: Request, services: Services) -> Response:
+    return Response(status_code=204, headers=discovery_headers(services, None, version_of(request)))
+
+
+async def _on_collection(request: Request, services: Services, principal: Principal) -> Response:
+    method = effective_method(request)
+    if method != "POST":
+        raise MethodNotAllowed(f"{method} is not allowed here; create an upload with POST", code="method-not-allowed")
+    return await create(request, services, principal.user_id, version_of(request))
+
+
+async def _on_upload(request: Request, services: Services, principal: Principal) -> Response:
+    method, upload_id, owner = effective_method(request), request.path_params["upload_id"], principal.user_id
+    version = version_of(request)
+    if method == "HEAD":
+        return await head(services, owner, upload_id, version)
+    if method == "PATCH":
+        return await append(request, services, owner, upload_id, version)
+    if method == "DELETE":
+        await load(services, upload_id, owner)
+        await services.uploads.abandon(upload_id, owner)
+        return Response(status_code=204)
+    if method == "OPTIONS":
+        return Response(status_code=204, headers=discovery_headers(services, None, version))
+    raise MethodNotAllowed(f"{method} is not allowed on an upload", code="method-not-allowed")
+
+
+_options = _draft.public(options, check=version_of)
+_collection = _draft.authenticated(_on_collection, check=version_of)
+_upload = _draft.authenticated(_on_upload, check=version_of)
+
+
+async def _collection_endpoint(request: Request) -> Response:
+    return await (_options if effective_method(request) == "OPTIONS" else _collection)(request)
+
+
+def _advertise(services: Services) -> dict[str, str]:
+    return discovery_headers(services, None)
+
+
+DIALECT = Dialect(
+    "ietf",
+    claims=lambda request: INTEROP_HEADER in request.headers,
+    collection=_collection_endpoint,
+    resource=_upload,
+    advertise=_advertise,
+)
 
 
 # -- header fields ----------------------------------------------------------------------------
@@ -110,11 +136,11 @@ def _completeness(request: Request, version: int) -> bool:
     if version == 3:
         incomplete = sf_boolean(request, "upload-incomplete")
         if incomplete is None:
-            raise BadRequest("Upload-Incomplete (?0 or ?1) is required", "missing-upload-complete")
+            raise BadRequest("Upload-Incomplete (?0 or ?1) is required", code="missing-upload-complete")
         return not incomplete
     complete = sf_boolean(request, "upload-complete")
     if complete is None:
-        raise BadRequest("Upload-Complete (?0 or ?1) is required", "missing-upload-complete")
+        raise BadRequest("Upload-Complete (?0 or ?1) is required", code="missing-upload-complete")
     return complete
 
 
@@ -124,7 +150,9 @@ def completeness_header(version: int, complete: bool) -> dict[str, str]:
     return {"Upload-Complete": "?1" if complete else "?0"}
 
 
-def discovery_headers(services: Services, session: chunks.UploadSession | None, version: int = 8) -> dict[str, str]:
+def discovery_headers(
+    services: Services, session: chunks.UploadSession | None, version: int = LATEST
+) -> dict[str, str]:
     """`Upload-Limit` (from interop 6) and `Accept-Patch`, which OPTIONS must carry."""
     headers = {"Accept-Patch": PARTIAL_UPLOAD}
     if version >= 6:
@@ -156,8 +184,7 @@ def _file_name(request: Request) -> str:
     match = _FILENAME.search(request.headers.get("content-disposition", ""))
     if match is None:
         return ""
-    name = (match.group(1) if match.group(1) is not None else match.group(2)).replace("\\", "/")
-    return "".join(c for c in name.rsplit("/", 1)[-1] if c.isprintable())[:255]
+    return file_names.cleaned(match.group(1) if match.group(1) is not None else match.group(2))
 
 
 def _consistent(*lengths: int | None) -> int | None:
@@ -178,13 +205,15 @@ async def create(request: Request, services: Services, owner: str, version: int)
         owner,
         length=length,
         file_name=_file_name(request),
-        content_type=request.headers.get("content-type", "").split(";")[0].strip().lower()[:100],
+        content_type=media_types.plain(request.headers.get("content-type", ""))[:100],
     )
-    where = {"Location": resource_.location(request, services, session.id)}
+    where = {"Location": location(request, services, session.id)}
     try:
         session = await _transfer(request, services, session, 0, complete, None)
-    except Exception as exc:  # noqa: BLE001
-        response = problem(exc, services, version, session)
+    except KNOWN as exc:
+        problem = problem_for(exc, services.retry_after_seconds)
+        assert problem is not None
+        response = problem_response(services, problem, exc, version, session)
         response.headers.update(where)
         return response
     if complete:
@@ -193,7 +222,7 @@ async def create(request: Request, services: Services, owner: str, version: int)
 
 
 async def head(services: Services, owner: str, upload_id: str, version: int) -> Response:
-    await resource_.load(services, upload_id, owner)
+    await load(services, upload_id, owner)
     session = await services.uploads.current(upload_id, owner)
     return Response(
         status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)}
@@ -201,23 +230,21 @@ async def head(services: Services, owner: str, upload_id: str, version: int) -> 
 
 
 async def append(request: Request, services: Services, owner: str, upload_id: str, version: int) -> Response:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if version >= 6 and media_type != PARTIAL_UPLOAD:
-        raise BadRequest(f"appending takes Content-Type: {PARTIAL_UPLOAD}", "unsupported-media-type", 415)
+    if version >= 6 and media_types.plain(request.headers.get("content-type", "")) != PARTIAL_UPLOAD:
+        raise UnsupportedMediaType(f"appending takes Content-Type: {PARTIAL_UPLOAD}", code="unsupported-media-type")
     offset = sf_length(request, "upload-offset")
     if offset is None:
-        raise BadRequest("Upload-Offset (a non-negative integer) is required", "missing-offset")
+        raise BadRequest("Upload-Offset (a non-negative integer) is required", code="missing-offset")
     complete = _completeness(request, version)
-    session = await resource_.load(services, upload_id, owner)
+    session = await load(services, upload_id, owner)
     if _is_complete(session):
-        if resource_.has_body(request):
+        if has_body(request):
             raise chunks.SessionConflict("this upload is complete; it takes no more bytes", code="length-mismatch")
-        raise BadRequest("this upload is already complete", "completed-upload")
+        raise BadRequest("this upload is already complete", code="completed-upload")
     content_length = bodies.declared_length(request)
     implied = offset + content_length if complete and content_length is not None else None
-    session = await _transfer(
-        request, services, session, offset, complete, _consistent(sf_length(request, "upload-length"), implied)
-    )
+    length = _consistent(sf_length(request, "upload-length"), implied)
+    session = await _transfer(request, services, session, offset, complete, length)
     if complete:
         return _outcome(services, session, version, {})
     return Response(status_code=204, headers=_state_headers(services, session, version))
@@ -227,13 +254,7 @@ async def _transfer(
     request: Request, services: Services, session: chunks.UploadSession, offset: int, complete: bool, length: int | None
 ) -> chunks.UploadSession:
     """Append the body; when the request completes the upload, fix its length and complete it."""
-    session = await services.uploads.append(
-        session.id,
-        session.owner,
-        offset,
-        resource_.body(request, services),
-        length=length,
-    )
+    session = await services.uploads.append(session.id, session.owner, offset, body(request, services), length=length)
     if not complete:
         return session
     if session.length is None:
@@ -243,16 +264,16 @@ async def _transfer(
             f"the upload was declared complete at {session.offset} bytes, but its length is {session.length}",
             code="length-mismatch",
         )
-    return await resource_.completed(services, session)
+    return await complete_upload(services, session)
 
 
 def _outcome(services: Services, session: chunks.UploadSession, version: int, extra: dict[str, str]) -> Response:
     """The response of the resource that processed the whole image, marked `Upload-Complete: ?1`."""
     headers = {**extra, **completeness_header(version, True), "Upload-Offset": str(session.offset)}
     if session.state == chunks.UploadState.FAILED:
-        return _problem_response(
-            image_status(session.error_code), session.error_code, session.error_message, headers=headers
-        )
+        response = _problem(failed_upload(session), services, version, session)
+        response.headers.update(headers)
+        return response
     return JSONResponse(
         {"message": "profile image updated", "upload_id": session.id, "avatar": session.result}, 200, headers=headers
     )
@@ -261,7 +282,7 @@ def _outcome(services: Services, session: chunks.UploadSession, version: int, ex
 # -- problems (RFC 9457) ----------------------------------------------------------------------
 
 
-def _problem_response(
+def _problem_json(
     status: int,
     code: str,
     detail: str,
@@ -282,16 +303,28 @@ def _problem_response(
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
 
 
-def problem(
-    exc: BaseException,
+def _problem(
+    problem: Problem, services: Services, version: int, session: chunks.UploadSession | None = None
+) -> JSONResponse:
+    """A problem as the draft's problem details; a 413 also tells the limits (`Upload-Limit`)."""
+    headers = dict(problem.headers)
+    if problem.status == 413:
+        headers.update(discovery_headers(services, session, version))
+        headers.pop("Accept-Patch")
+    return _problem_json(problem.status, problem.code, problem.message, headers=headers)
+
+
+def problem_response(
     services: Services,
+    problem: Problem,
+    exc: Exception,
     version: int,
     session: chunks.UploadSession | None = None,
     provided: int | None = None,
 ) -> Response:
-    headers = completeness_header(version, True) if isinstance(exc, ImageRejected) else {}
+    """A failure in the draft's shape; the failures the draft names get its problem types."""
     if isinstance(exc, chunks.OffsetMismatch):
-        return _problem_response(
+        return _problem_json(
             409,
             "mismatching-upload-offset",
             exc.message,
@@ -301,16 +334,9 @@ def problem(
             headers={"Upload-Offset": str(exc.expected)},
         )
     if isinstance(exc, chunks.SessionConflict) and exc.code == "length-mismatch":
-        return _problem_response(
+        return _problem_json(
             400, "inconsistent-upload-length", exc.message, problem_type=PROBLEM_TYPES + "inconsistent-upload-length"
         )
     if isinstance(exc, BadRequest) and exc.code == "completed-upload":
-        return _problem_response(400, exc.code, exc.message, problem_type=PROBLEM_TYPES + "completed-upload")
-    found = problem_for(exc, services.settings.redis.retry_after_seconds)
-    if found is None:
-        raise exc
-    headers.update(found.headers)
-    if found.status == 413:
-        headers.update(discovery_headers(services, session, version))
-        headers.pop("Accept-Patch")
-    return _problem_response(found.status, found.code, found.message, headers=headers)
+        return _problem_json(400, exc.code, exc.message, problem_type=PROBLEM_TYPES + "completed-upload")
+    return _problem(problem, services, version, session)

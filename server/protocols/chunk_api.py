@@ -1,0 +1,232 @@
+"""The JSON chunk API: `POST /accounts/profile-image` with base64 chunks.
+
+A whole image (`is_chunk` false) becomes the avatar in that request. Chunks may arrive in any
+order and more than once; the request that brings the last missing one completes the upload.
+Errors answer `{"error": message, "code": machine_code}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import chunks
+
+from .. import bodies, file_names, media_types
+from .. import openapi as oa
+from ..auth import Principal
+from ..endpoint import Endpoints, json_problem, render_json
+from ..errors import BadRequest, ContentTooLarge, UnsupportedMediaType, failed_upload
+from ..links import base_url
+from ..services import Services, complete_upload
+from ..settings import Settings
+from ..upload_description import describe_upload
+
+_MAX_CLIENT_ID = 128
+_api = Endpoints(render_json)
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    file_name: str
+    data: bytes
+    content_type: str
+    is_chunk: bool
+    chunk_index: int
+    total_chunks: int
+    upload_id: str | None
+
+
+async def upload(request: Request, services: Services, principal: Principal) -> Response:
+    parsed = await _parse(request, services)
+    base = base_url(request, services.settings)
+    if not parsed.is_chunk:
+        return await _whole_image(services, principal.user_id, parsed, base)
+    session = await _session_for(services, principal.user_id, parsed)
+    session, duplicate = await services.uploads.put_chunk(session, parsed.chunk_index, parsed.data)
+    session = await complete_upload(services, session)
+    body = describe_upload(session, base=base) | {"duplicate": duplicate}
+    if session.state == chunks.UploadState.FAILED:
+        return json_problem(failed_upload(session), **body)
+    body["message"] = "profile image updated" if session.state == chunks.UploadState.DONE else "chunk received"
+    return JSONResponse(body)
+
+
+async def status(request: Request, services: Services, principal: Principal) -> Response:
+    session = await _chunked(services, request.path_params["upload_id"], principal.user_id)
+    return JSONResponse(describe_upload(session, base=base_url(request, services.settings)))
+
+
+async def abandon(request: Request, services: Services, principal: Principal) -> Response:
+    session = await _chunked(services, request.path_params["upload_id"], principal.user_id)
+    await services.uploads.abandon(session.id, principal.user_id)
+    return Response(status_code=204)
+
+
+async def _chunked(services: Services, upload_id: str, owner: str) -> chunks.UploadSession:
+    """A chunk-API upload of `owner`; anything else (a tus upload, a foreign id) is not found."""
+    session = await services.uploads.get(upload_id, owner)
+    if session.kind != chunks.UploadKind.CHUNKED:
+        raise chunks.UploadNotFound("no such upload")
+    return session
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    return [
+        Route("/accounts/profile-image", _api.authenticated(upload), methods=["POST"]),
+        Route("/accounts/profile-image/uploads/{upload_id}", _api.authenticated(status), methods=["GET"]),
+        Route("/accounts/profile-image/uploads/{upload_id}", _api.authenticated(abandon), methods=["DELETE"]),
+    ]
+
+
+async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest, base: str) -> Response:
+    limit = services.settings.limits.max_image_bytes
+    if len(parsed.data) > limit:
+        raise ContentTooLarge(f"images are limited to {limit} bytes", code="upload-too-large")
+    version = await services.avatar_setter.set_avatar_from_bytes(user_id, parsed.data)
+    return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe(base)})
+
+
+async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -> chunks.UploadSession:
+    """The session a chunk belongs to: by the server's upload id, the client's own id, or the file name.
+
+    An id of the server's shape must name an upload of this user; any other id is the client's
+    own key for its upload, as the file name is when no id is sent."""
+    upload_id = parsed.upload_id
+    if upload_id is not None and chunks.looks_like_upload_id(upload_id):
+        return await services.uploads.open_chunked(
+            user_id,
+            file_name=parsed.file_name,
+            content_type=parsed.content_type,
+            total_chunks=parsed.total_chunks,
+            upload_id=upload_id,
+        )
+    alias = f"id:{upload_id}" if upload_id is not None else f"name:{parsed.file_name}"
+    return await services.uploads.open_chunked(
+        user_id,
+        file_name=parsed.file_name,
+        content_type=parsed.content_type,
+        total_chunks=parsed.total_chunks,
+        alias=alias,
+        first_bytes=len(parsed.data),
+    )
+
+
+async def _parse(request: Request, services: Services) -> ChunkRequest:
+    limits = services.settings.limits
+    largest = max(limits.max_image_bytes, limits.max_chunk_bytes)
+    document = await bodies.read_json_object(request, largest, services.body_pace)
+
+    file_name = _field(document, "file_name", str)
+    _check_file_name(file_name)
+    content_type = media_types.plain(_field(document, "content_type", str))
+    if content_type not in media_types.IMAGE_TYPES:
+        raise UnsupportedMediaType(
+            f"content_type {content_type!r} is not an allowed image type", code="unsupported-content-type"
+        )
+    data = _base64(_field(document, "file", str))
+    is_chunk = _field(document, "is_chunk", bool, required=False, default=False)
+    upload_id = _field(document, "upload_id", str, required=False, default=None)
+    if upload_id is not None and not 0 < len(upload_id) <= _MAX_CLIENT_ID:
+        raise BadRequest(f"upload_id must be 1 to {_MAX_CLIENT_ID} characters", code="invalid-upload-id")
+    chunk_index, total_chunks = 0, 1
+    if is_chunk:
+        chunk_index = _integer(document, "chunk_index", 0, limits.max_chunks - 1)
+        total_chunks = _integer(document, "total_chunks", 1, limits.max_chunks)
+        if chunk_index >= total_chunks:
+            raise BadRequest("chunk_index must be below total_chunks", code="invalid-chunk-index")
+        if len(data) > limits.max_chunk_bytes:
+            raise ContentTooLarge(f"a chunk may hold at most {limits.max_chunk_bytes} bytes", code="chunk-too-large")
+    return ChunkRequest(file_name, data, content_type, is_chunk, chunk_index, total_chunks, upload_id)
+
+
+def openapi_paths() -> oa.Doc:
+    chunk = {"application/json": {"schema": oa.ref("ChunkRequest")}}
+    return {
+        "/accounts/profile-image": {
+            "post": oa.operation(
+                "Upload a profile image whole, or one base64 chunk of it (any order, repeats allowed)",
+                "Chunk API",
+                {
+                    "200": oa.json_response(oa.ref("ChunkUpload"), "Chunk received, or the image became the avatar"),
+                    "400": oa.error("Invalid request"),
+                    **oa.AUTH_ERRORS,
+                    "409": oa.error("Conflicting chunk"),
+                    "413": oa.error("Too large"),
+                    "415": oa.error("Not an allowed image type"),
+                    "422": oa.error("The image could not be decoded"),
+                },
+                body=chunk,
+            )
+        },
+        "/accounts/profile-image/uploads/{upload_id}": {
+            "get": oa.operation(
+                "Where a chunked upload stands: received and missing chunks",
+                "Chunk API",
+                {"200": oa.json_response(oa.ref("ChunkUpload")), **oa.AUTH_ERRORS, "404": oa.error("No such upload")},
+                params=[oa.UPLOAD_ID],
+            ),
+            "delete": oa.operation(
+                "Abandon a chunked upload",
+                "Chunk API",
+                {"204": {"description": "Abandoned"}, **oa.AUTH_ERRORS, "404": oa.error("No such upload")},
+                params=[oa.UPLOAD_ID],
+            ),
+        },
+    }
+
+
+_MISSING = object()
+
+
+def _field(document: dict[str, Any], name: str, kind: type, required: bool = True, default: Any = None) -> Any:
+    value = document.get(name, _MISSING)
+    if value is _MISSING or (value is None and not required):
+        if required:
+            raise BadRequest(f"{name} is required", code="missing-field")
+        return default
+    # bool is an int in Python, and an int is not a bool: check the exact type.
+    if type(value) is not kind:
+        raise BadRequest(f"{name} must be a {kind.__name__ if kind is not str else 'string'}", code="invalid-field")
+    return value
+
+
+def _integer(document: dict[str, Any], name: str, lowest: int, highest: int) -> int:
+    value = document.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        raise BadRequest(f"{name} is required for a chunk", code="missing-field")
+    if type(value) is not int:
+        raise BadRequest(f"{name} must be an integer", code="invalid-field")
+    if not lowest <= value <= highest:
+        code = "invalid-chunk-index" if name == "chunk_index" else "invalid-total-chunks"
+        raise BadRequest(f"{name} must be between {lowest} and {highest}", code=code)
+    return value
+
+
+def _check_file_name(name: str) -> None:
+    if not 0 < len(name) <= file_names.MAX_LENGTH:
+        raise BadRequest(f"file_name must be 1 to {file_names.MAX_LENGTH} characters", code="invalid-file-name")
+    if not file_names.is_plain(name):
+        raise BadRequest(
+            "file_name must be a plain name, without path separators or control characters", code="invalid-file-name"
+        )
+
+
+def _base64(text: str) -> bytes:
+    compact = "".join(text.split())  # MIME-style line breaks are common in mobile encoders
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("file is not valid base64", code="invalid-base64") from None
+    # b64decode accepts surplus padding ("AAAA===="); only canonical base64 is unambiguous.
+    if base64.b64encode(data).decode("ascii") != compact:
+        raise BadRequest("file is not valid base64", code="invalid-base64")
+    if not data:
+        raise BadRequest("file is empty", code="empty-file")
+    return data

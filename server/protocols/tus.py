@@ -1,0 +1,380 @@
+"""tus 1.0.0 at `/files/`: core, creation (+ with-upload, defer-length), termination,
+expiration, checksum and concatenation.
+
+Stricter than the reference servers where the text says MUST: 412 with `Tus-Version`, 415 for
+a PATCH of another content type, `Upload-Offset` in every 409, `Cache-Control: no-store` on
+HEAD, `Upload-Expires` on POST and PATCH, 410 for expired uploads. Every answer carries
+`Tus-Resumable`; errors answer `{"error": message, "code": machine_code}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Collection
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+import chunks
+
+from .. import bodies, file_names
+from ..auth import Principal, verified_principal
+from ..endpoint import Endpoints, json_problem
+from ..errors import (
+    KNOWN,
+    BadRequest,
+    ContentTooLarge,
+    Forbidden,
+    MethodNotAllowed,
+    PreconditionFailed,
+    Problem,
+    UnsupportedMediaType,
+    failed_upload,
+    problem_for,
+)
+from ..resumable import Dialect, body, effective_method, has_body, http_date, load, location, upload_id_from_url
+from ..services import Services, complete_upload
+
+VERSION = "1.0.0"
+# Always offered: they need nothing of the chunk store beyond appending bytes.
+_BASE_EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "termination", "expiration")
+# Offered when the chunk store can do them (its features). checksum-trailer is never offered:
+# ASGI passes no request trailers (see docs/tus.md).
+_STORE_EXTENSIONS = ("checksum", "concatenation")
+CHECKSUM_SIZES = {"sha1": 20, "md5": 16, "sha256": 32}
+OFFSET_STREAM = "application/offset+octet-stream"
+_MAX_METADATA = 8192
+
+
+def extensions(features: Collection[str]) -> str:
+    """`Tus-Extension` for a chunk store with `features` (its StoreFeature values)."""
+    return ",".join([*_BASE_EXTENSIONS, *(name for name in _STORE_EXTENSIONS if name in features)])
+
+
+async def _render(request: Request, services: Services, problem: Problem, exc: Exception) -> Response:
+    principal = verified_principal(request)
+    owner = principal.user_id if principal is not None else None
+    return await _error(services, problem, exc, request.path_params.get("upload_id"), owner)
+
+
+_tus = Endpoints(_render, headers={"Tus-Resumable": VERSION})
+
+
+def _check_version(request: Request) -> None:
+    if request.headers.get("tus-resumable") != VERSION:
+        raise PreconditionFailed(
+            f"this server speaks tus {VERSION}: send Tus-Resumable: {VERSION}", code="unsupported-tus-version"
+        )
+
+
+async def options(request: Request, services: Services) -> Response:
+    headers = {
+        "Tus-Version": VERSION,
+        "Tus-Extension": extensions(services.store_features),
+        "Tus-Max-Size": str(services.settings.limits.max_image_bytes),
+        "Tus-Checksum-Algorithm": ",".join(CHECKSUM_SIZES),
+    }
+    return Response(status_code=204, headers=headers)
+
+
+async def _on_collection(request: Request, services: Services, principal: Principal) -> Response:
+    method = effective_method(request)
+    if method != "POST":
+        raise MethodNotAllowed(f"{method} is not allowed on the upload collection", code="method-not-allowed")
+    return await create(request, services, principal.user_id)
+
+
+async def _on_upload(request: Request, services: Services, principal: Principal) -> Response:
+    method, upload_id, owner = effective_method(request), request.path_params["upload_id"], principal.user_id
+    if method == "HEAD":
+        return await head(request, services, owner, upload_id)
+    if method == "PATCH":
+        return await patch(request, services, owner, upload_id)
+    if method == "DELETE":
+        await load(services, upload_id, owner)
+        await services.uploads.abandon(upload_id, owner)
+        return Response(status_code=204)
+    raise MethodNotAllowed(f"{method} is not allowed on an upload", code="method-not-allowed")
+
+
+_options = _tus.public(options)
+_collection = _tus.authenticated(_on_collection, check=_check_version)
+_upload = _tus.authenticated(_on_upload, check=_check_version)
+
+
+async def _collection_endpoint(request: Request) -> Response:
+    return await (_options if effective_method(request) == "OPTIONS" else _collection)(request)
+
+
+async def _upload_endpoint(request: Request) -> Response:
+    return await (_options if effective_method(request) == "OPTIONS" else _upload)(request)
+
+
+# tus is the fallback dialect of `/files/`: it takes every request the IETF draft does not claim.
+DIALECT = Dialect("tus", claims=lambda request: True, collection=_collection_endpoint, resource=_upload_endpoint)
+
+
+# -- creation ---------------------------------------------------------------------------------
+
+
+async def create(request: Request, services: Services, owner: str) -> Response:
+    concat, part_ids = parse_concat(request.headers.get("upload-concat"))
+    metadata = parse_metadata(request.headers.get("upload-metadata"))
+    if concat == "final":
+        if "upload-length" in request.headers or "upload-defer-length" in request.headers:
+            raise BadRequest("a final upload takes its length from its parts", code="final-with-length")
+        session = await _concatenate(services, owner, part_ids, metadata)
+        return await _after_creation(request, services, session, complete_upload(services, session))
+    length = _creation_length(request)
+    with_upload = has_body(request)
+    if with_upload:
+        _require_offset_stream(request)
+    checksum = parse_checksum(request.headers.get("upload-checksum"))
+    file_name, content_type = described_file(metadata)
+    session = await services.uploads.open_stream(
+        owner,
+        length=length,
+        metadata=metadata,
+        file_name=file_name,
+        content_type=content_type,
+        partial=concat == "partial",
+    )
+    if not with_upload:
+        return _created(request, services, session, with_offset=False)
+
+    async def upload() -> chunks.UploadSession:
+        appended = await services.uploads.append(session.id, owner, 0, body(request, services), checksum=checksum)
+        return await complete_upload(services, appended)
+
+    return await _after_creation(request, services, session, upload())
+
+
+async def _after_creation(
+    request: Request, services: Services, session: chunks.UploadSession, work: Awaitable[chunks.UploadSession]
+) -> Response:
+    """Run `work` (the upload's first bytes, its completion); a failure still tells where the upload is."""
+    try:
+        session = await work
+    except KNOWN as exc:
+        problem = problem_for(exc, services.retry_after_seconds)
+        assert problem is not None
+        response = await _error(services, problem, exc, session.id, session.owner)
+    else:
+        if session.state != chunks.UploadState.FAILED:
+            return _created(request, services, session, with_offset=True)
+        response = _failed(session)
+    response.headers["Location"] = location(request, services, session.id)
+    return response
+
+
+def _created(request: Request, services: Services, session: chunks.UploadSession, *, with_offset: bool) -> Response:
+    headers = {"Location": location(request, services, session.id), "Upload-Expires": http_date(session.expires_at)}
+    if with_offset:
+        headers["Upload-Offset"] = str(session.offset)
+    return Response(status_code=201, headers=headers)
+
+
+async def _concatenate(
+    services: Services, owner: str, part_ids: list[str], metadata: dict[str, str]
+) -> chunks.UploadSession:
+    try:
+        return await services.uploads.concatenate(owner, part_ids, metadata=metadata)
+    except (chunks.UploadNotFound, chunks.UploadGone):
+        raise BadRequest("a part of this final upload does not exist (or is not yours)", code="unknown-part") from None
+    except chunks.SessionConflict as exc:
+        raise BadRequest(exc.message, code=exc.code) from None
+
+
+def _creation_length(request: Request) -> int | None:
+    length = integer_header(request, "upload-length")
+    deferred = request.headers.get("upload-defer-length")
+    if deferred is not None and deferred != "1":
+        raise BadRequest("Upload-Defer-Length must be 1", code="invalid-defer-length")
+    if (length is None) == (deferred is None):
+        raise BadRequest("send exactly one of Upload-Length and Upload-Defer-Length: 1", code="invalid-length")
+    return length
+
+
+def parse_concat(header: str | None) -> tuple[str | None, list[str]]:
+    if header is None:
+        return None, []
+    value = header.strip()
+    if value == "partial":
+        return "partial", []
+    kind, _, urls = value.partition(";")
+    if kind != "final" or not urls.split():
+        raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'", code="invalid-concat")
+    part_ids = []
+    for url in urls.split():
+        upload_id = upload_id_from_url(url)
+        if upload_id is None:
+            raise BadRequest(f"{url[:100]!r} is not an upload of this server", code="invalid-concat")
+        part_ids.append(upload_id)
+    if len(set(part_ids)) != len(part_ids) or len(part_ids) > 1000:
+        raise BadRequest("a final upload names each part once, at most 1000 parts", code="invalid-concat")
+    return "final", part_ids
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`Upload-Metadata` as key -> base64 value (kept as sent, so HEAD can echo it)."""
+    if header is None or not header.strip():
+        return {}
+    if len(header) > _MAX_METADATA:
+        raise BadRequest(f"Upload-Metadata is limited to {_MAX_METADATA} characters", code="invalid-metadata")
+    metadata: dict[str, str] = {}
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        value = value.strip()
+        if not key or not key.isascii() or not key.isprintable() or key in metadata:
+            raise BadRequest("Upload-Metadata keys must be unique, non-empty ASCII words", code="invalid-metadata")
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"the Upload-Metadata value of {key!r} is not base64", code="invalid-metadata") from None
+        metadata[key] = value
+    return metadata
+
+
+def described_file(metadata: dict[str, str]) -> tuple[str, str]:
+    """The `filename` and `filetype` the client sent, made safe to record (never used as a path)."""
+    name = file_names.cleaned(_decoded(metadata.get("filename", "")))
+    file_type = _decoded(metadata.get("filetype", "")).strip().lower()
+    if len(file_type) > 100 or not file_type.isascii() or not file_type.isprintable():
+        file_type = ""
+    return name, file_type
+
+
+def _decoded(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+# -- an upload --------------------------------------------------------------------------------
+
+
+async def head(request: Request, services: Services, owner: str, upload_id: str) -> Response:
+    await load(services, upload_id, owner)
+    session = await services.uploads.current(upload_id, owner)
+    headers = {
+        "Cache-Control": "no-store",
+        "Upload-Offset": str(session.offset),
+        "Upload-Expires": http_date(session.expires_at),
+    }
+    if session.length is not None:
+        headers["Upload-Length"] = str(session.length)
+    else:
+        headers["Upload-Defer-Length"] = "1"
+    if session.metadata:
+        headers["Upload-Metadata"] = ",".join(f"{k} {v}".rstrip() for k, v in session.metadata.items())
+    if session.partial:
+        headers["Upload-Concat"] = "partial"
+    elif session.parts:
+        urls = " ".join(location(request, services, part) for part in session.parts)
+        headers["Upload-Concat"] = f"final;{urls}"
+    return Response(status_code=200, headers=headers)
+
+
+async def patch(request: Request, services: Services, owner: str, upload_id: str) -> Response:
+    _require_offset_stream(request)
+    offset = integer_header(request, "upload-offset")
+    if offset is None:
+        raise BadRequest("Upload-Offset is required", code="missing-offset")
+    length = integer_header(request, "upload-length")
+    checksum = parse_checksum(request.headers.get("upload-checksum"))
+    session = await load(services, upload_id, owner)
+    if session.parts:
+        raise Forbidden("a final upload is made of its parts and takes no PATCH", code="final-upload")
+    declared = bodies.declared_length(request)
+    known = length if length is not None else session.length
+    if declared is not None and known is not None and offset + declared > known:
+        raise ContentTooLarge(
+            f"the body would take the upload past its length of {known} bytes", code="length-exceeded"
+        )
+    # A retry of the request that completed the upload (no new bytes) gets its outcome again.
+    if session.state == chunks.UploadState.OPEN or offset != session.offset or has_body(request):
+        session = await services.uploads.append(
+            upload_id, owner, offset, body(request, services), length=length, checksum=checksum
+        )
+    session = await complete_upload(services, session)
+    if session.state == chunks.UploadState.FAILED:
+        return _failed(session)
+    return Response(
+        status_code=204,
+        headers={"Upload-Offset": str(session.offset), "Upload-Expires": http_date(session.expires_at)},
+    )
+
+
+def _require_offset_stream(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != OFFSET_STREAM:
+        raise UnsupportedMediaType(
+            f"upload bodies must be sent as Content-Type: {OFFSET_STREAM}", code="unsupported-media-type"
+        )
+
+
+def integer_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > 15:
+        raise BadRequest(f"{name.title()} must be a non-negative integer", code="invalid-header")
+    return int(value)
+
+
+def parse_checksum(header: str | None) -> chunks.Checksum | None:
+    if header is None:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in CHECKSUM_SIZES:
+        raise BadRequest(
+            f"checksum algorithm {algorithm[:20]!r} is not supported; use one of {', '.join(CHECKSUM_SIZES)}",
+            code="unsupported-checksum-algorithm",
+        )
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != CHECKSUM_SIZES[algorithm]:
+        raise BadRequest(f"the {algorithm} checksum must be a base64 {algorithm} digest", code="invalid-checksum")
+    return chunks.Checksum(algorithm, digest)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def _failed(session: chunks.UploadSession) -> Response:
+    """An upload whose image was refused: its stored failure, and where the upload stands."""
+    response = json_problem(failed_upload(session), upload_id=session.id, state=session.state)
+    response.headers.update({"Upload-Offset": str(session.offset), "Upload-Expires": http_date(session.expires_at)})
+    return response
+
+
+async def _error(
+    services: Services, problem: Problem, exc: Exception, upload_id: str | None, owner: str | None
+) -> Response:
+    """The tus answer to a failure: `Tus-Version` on 412; the current `Upload-Offset` on every
+    409 and `Upload-Expires` whenever the upload is known."""
+    headers = dict(problem.headers)
+    if problem.status == 412:
+        headers["Tus-Version"] = VERSION
+    session = await _session_or_none(services, upload_id, owner) if problem.status not in (404, 410) else None
+    if session is not None:
+        headers["Upload-Expires"] = http_date(session.expires_at)
+    if problem.status == 409:
+        offset = exc.expected if isinstance(exc, chunks.OffsetMismatch) else session.offset if session else None
+        if offset is not None:
+            headers["Upload-Offset"] = str(offset)
+    return json_problem(Problem(problem.status, problem.code, problem.message, headers))
+
+
+async def _session_or_none(services: Services, upload_id: str | None, owner: str | None) -> chunks.UploadSession | None:
+    if upload_id is None or owner is None:
+        return None
+    try:
+        return await services.uploads.get(upload_id, owner)
+    except chunks.UploadError:
+        return None

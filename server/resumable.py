@@ -1,0 +1,105 @@
+"""Resumable uploads at `/files/`: what tus 1.0.0 and the IETF draft share.
+
+Both protocols create, inspect, append to and delete the same kind of upload (an appended
+stream in `chunks`), at the same URLs. Each is a `Dialect`; `server.protocols.files` routes a
+request to the dialect that claims it. The dialects meet only here, never import each other.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+import chunks
+
+from . import bodies
+from .endpoint import Endpoint
+from .links import base_url
+from .services import Services
+
+# A request that names this header speaks the IETF draft; every other one speaks tus.
+INTEROP_HEADER = "upload-draft-interop-version"
+# The headers of both protocols a browser client must be able to read across origins (CORS).
+EXPOSED_HEADERS = (
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Concat",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+    "Accept-Patch",
+    "Retry-After",
+)
+# Methods a client may tunnel through POST with X-HTTP-Method-Override (tus: for proxies
+# and browsers that cannot send PATCH or DELETE).
+_OVERRIDABLE = {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One protocol's handling of `/files/`. `claims`: whether a request speaks it (the first
+    enabled dialect that claims a request gets it). `advertise`: headers it adds to another
+    dialect's OPTIONS answer on the collection, so a client discovering without naming a
+    protocol learns about it too."""
+
+    name: str
+    claims: Callable[[Request], bool]
+    collection: Endpoint
+    resource: Endpoint
+    advertise: Callable[[Services], dict[str, str]] | None = None
+
+
+def effective_method(request: Request) -> str:
+    override = request.headers.get("x-http-method-override", "").strip().upper()
+    if request.method == "POST" and override in _OVERRIDABLE:
+        return override
+    return request.method
+
+
+def location(request: Request, services: Services, upload_id: str) -> str:
+    return f"{base_url(request, services.settings)}/files/{upload_id}"
+
+
+def upload_id_from_url(url: str) -> str | None:
+    """The upload id in an upload URL (absolute, or a path), if it names one of ours."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    _, marker, upload_id = path.rpartition("/files/")
+    if not marker or not chunks.looks_like_upload_id(upload_id):
+        return None
+    return upload_id
+
+
+def http_date(timestamp: float) -> str:
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def has_body(request: Request) -> bool:
+    length = bodies.declared_length(request)
+    if length is not None:
+        return length > 0
+    return "chunked" in request.headers.get("transfer-encoding", "").lower()
+
+
+def body(request: Request, services: Services) -> AsyncIterator[bytes]:
+    return bodies.stream(request, services.settings.limits.max_image_bytes, services.body_pace)
+
+
+async def load(services: Services, upload_id: str, owner: str) -> chunks.UploadSession:
+    """A stream upload of `owner`; anything else (a chunk-API upload, a foreign id) is not found."""
+    session = await services.uploads.get(upload_id, owner)
+    if session.kind != chunks.UploadKind.STREAM:
+        raise chunks.UploadNotFound("no such upload")
+    return session
