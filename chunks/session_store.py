@@ -1,0 +1,207 @@
+"""Upload sessions in Redis: msgpack records with a TTL, changed only by atomic transactions.
+
+The key names are in keys.py. A transaction here only ever touches the keys of one upload
+(which share its hash tag), so it runs on Redis Cluster too. The reaper's expiry index is one
+key for every upload and therefore stays outside those transactions; its writes are ordered
+so that a crash between the two steps leaves only an entry the reaper knows how to handle (an
+id without a session, or a score older than the session's expiry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from . import session as _session
+from .errors import StoreUnavailable, UploadGone, UploadNotFound
+from .keys import Keys
+from .session import UploadSession
+
+T = TypeVar("T")
+
+# Tombstones outlive the session long enough for a returning client to learn what happened.
+TOMBSTONE_SECONDS = 24 * 3600
+# A session record outlives its expires_at a little, so the reaper (not Redis) removes its bytes.
+GRACE_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """Redis failures become StoreUnavailable: the core's callers know nothing of Redis."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the client answers bytes unless decode_responses is set)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _blob(value: bytes | str) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError("session records are binary: the Redis client must not decode responses")
+    return value
+
+
+class SessionStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "avs") -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+
+    def _ttl(self, session: UploadSession) -> int:
+        return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
+
+    async def ping(self) -> bool:
+        with redis_errors():
+            return bool(await self.redis.ping())
+
+    async def create(self, session: UploadSession) -> UploadSession:
+        """Store a new session. With an alias, the first creator wins and everyone gets its session."""
+        with redis_errors():
+            # Indexed first: if the record is never written, the reaper still finds the id at
+            # expiry and removes whatever bytes the upload had already stored.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
+                pipe.set(self.keys.session(session.id), _session.encode(session), ex=self._ttl(session))
+                await pipe.execute()
+            if not session.alias:
+                return session
+            winner = await self._claim_alias(session)
+            if winner is not session:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(self.keys.session(session.id))
+                    pipe.zrem(self.keys.expiry, session.id)
+                    await pipe.execute()
+            return winner
+
+    async def _claim_alias(self, session: UploadSession) -> UploadSession:
+        """Point the alias at `session` unless it names a live session already; return the one it names.
+
+        Our own record is stored first, so an alias never points at a session not yet written."""
+        alias_key = self.keys.alias(session.owner, session.alias)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(alias_key)
+                    existing = await pipe.get(alias_key)
+                    if existing is not None:
+                        found = await self.get(text(existing))
+                        if found is not None and not found.expired():
+                            await pipe.reset()
+                            return found
+                    pipe.multi()
+                    pipe.set(alias_key, session.id, ex=self._ttl(session))
+                    await pipe.execute()
+                    return session
+                except WatchError:
+                    continue
+
+    async def get(self, upload_id: str) -> UploadSession | None:
+        with redis_errors():
+            blob = await self.redis.get(self.keys.session(upload_id))
+        return None if blob is None else _session.decode(_blob(blob))
+
+    async def load(self, upload_id: str, owner: str) -> UploadSession:
+        """The session, if `owner` owns it. A foreign id is indistinguishable from an unknown one."""
+        found = await self.get(upload_id)
+        if found is None or found.owner != owner:
+            if found is None and await self.gone_reason(upload_id, owner):
+                raise UploadGone("this upload expired or was abandoned; start a new one")
+            raise UploadNotFound("no such upload")
+        if found.expired():
+            raise UploadGone("this upload expired; start a new one")
+        return found
+
+    async def by_alias(self, owner: str, alias: str) -> UploadSession | None:
+        with redis_errors():
+            upload_id = await self.redis.get(self.keys.alias(owner, alias))
+        if upload_id is None:
+            return None
+        found = await self.get(text(upload_id))
+        if found is None or found.owner != owner or found.expired():
+            return None
+        return found
+
+    async def update(self, upload_id: str, change: Callable[[UploadSession], T]) -> tuple[UploadSession, T]:
+        """Apply `change` to the stored session atomically (WATCH/MULTI, retried on contention).
+
+        `change` mutates the session it is given and may raise to abort; it can run more than
+        once, so it must not have side effects outside the session."""
+        key = self.keys.session(upload_id)
+        with redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        blob = await pipe.get(key)
+                        if blob is None:
+                            await pipe.reset()
+                            raise UploadNotFound("no such upload")
+                        current = _session.decode(_blob(blob))
+                        outcome = change(current)
+                        pipe.multi()
+                        pipe.set(key, _session.encode(current), ex=self._ttl(current))
+                        await pipe.execute()
+                        break
+                    except WatchError:
+                        continue
+            # After the record: a lost index update leaves an older score, which the reaper
+            # corrects when it finds the session not yet expired.
+            await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
+        return current, outcome
+
+    async def delete(self, session: UploadSession, reason: str) -> None:
+        """Forget a session, leaving a tombstone that says why."""
+        with redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.keys.session(session.id))
+                pipe.set(self.keys.tombstone(session.id), f"{session.owner}\0{reason}", ex=TOMBSTONE_SECONDS)
+                await pipe.execute()
+            # After the record: an index entry without a session is dropped by the reaper.
+            await self.redis.zrem(self.keys.expiry, session.id)
+        if session.alias:
+            await self.forget_alias(session)
+
+    async def forget_alias(self, session: UploadSession) -> None:
+        """Drop the alias if it still points at this session, so the same name starts afresh."""
+        alias_key = self.keys.alias(session.owner, session.alias)
+        with redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(alias_key)
+                    if await pipe.get(alias_key) == session.id.encode():
+                        pipe.multi()
+                        pipe.delete(alias_key)
+                        await pipe.execute()
+                except WatchError:
+                    pass
+
+    async def gone_reason(self, upload_id: str, owner: str) -> str | None:
+        with redis_errors():
+            value = await self.redis.get(self.keys.tombstone(upload_id))
+        if value is None:
+            return None
+        stored_owner, _, reason = text(value).partition("\0")
+        return reason if stored_owner == owner else None
+
+    async def due(self, now: float, limit: int = 100) -> list[str]:
+        """Ids whose expiry time has passed, oldest first."""
+        with redis_errors():
+            ids = await self.redis.zrangebyscore(self.keys.expiry, "-inf", now, start=0, num=limit)
+        return [text(i) for i in cast("list[bytes | str]", ids)]
+
+    async def index_expiry(self, session: UploadSession) -> None:
+        """Put `session` back in the expiry index at its real expiry time."""
+        with redis_errors():
+            await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
+
+    async def forget_expiry(self, upload_id: str) -> None:
+        with redis_errors():
+            await self.redis.zrem(self.keys.expiry, upload_id)
