@@ -30,10 +30,13 @@ from avatars import (
     AvatarStore,
     AvatarVersion,
     ImageRejected,
+    ImageTooLarge,
+    InvalidImage,
     LocalAvatarStore,
     Pipeline,
     PipelineSettings,
     ProcessedAvatar,
+    UnsupportedFormat,
 )
 
 from . import (
@@ -50,7 +53,7 @@ from . import (
     user_image_api,
 )
 from .auth import Authenticator
-from .errors import json_error, problem_for
+from .errors import image_status, json_error, problem_for
 from .ratelimit import RateLimit
 from .redis_process import RedisProcess
 from .settings import Settings
@@ -70,6 +73,7 @@ class Services:
     redis: aioredis.Redis
     work_root: Path
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    completion: chunks.Completion = field(init=False)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run `work` in the background, tracked so shutdown cancels it."""
@@ -82,19 +86,19 @@ class Services:
         """Turn a fully received upload into the owner's avatar, exactly once.
 
         One request wins the claim and does the work; a concurrent one waits for its outcome.
-        A rejected image marks the upload failed and re-raises for the protocol to render."""
-        claim = await self.uploads.claim(upload.id)
-        if claim is None:
-            return await self.uploads.settled(upload.id, upload.owner, self.settings.uploads.completion_wait_seconds)
+        A rejected image marks the upload failed and raises for the protocol to render."""
+        settled = await self.completion.complete(upload)
+        if settled.state == chunks.UploadState.FAILED and upload.state != chunks.UploadState.FAILED:
+            raise _rejection(settled)
+        return settled
+
+    async def finish_upload(self, upload: chunks.UploadSession, source: Path) -> dict[str, Any]:
+        """The completion's finisher: the upload's bytes become its owner's avatar."""
         try:
-            version = await self.set_avatar(upload.owner, claim.path)
+            version = await self.set_avatar(upload.owner, source)
         except ImageRejected as exc:
-            await self.uploads.fail(claim, exc.code, exc.message)
-            raise
-        except BaseException:
-            await asyncio.shield(self.uploads.release(upload.id))
-            raise
-        return await self.uploads.finish(claim, version.describe())
+            raise chunks.UploadRejected(exc.message, code=exc.code) from exc
+        return version.describe()
 
     async def set_avatar_from_bytes(
         self, user_id: str, data: bytes, check: Callable[[ProcessedAvatar], None] | None = None
@@ -132,6 +136,13 @@ class Services:
         return version
 
 
+def _rejection(upload: chunks.UploadSession) -> ImageRejected:
+    """The image rejection a failed upload records, as the exception the protocols render."""
+    status = image_status(upload.error_code)
+    kind = UnsupportedFormat if status == 415 else ImageTooLarge if status == 413 else InvalidImage
+    return kind(upload.error_message, code=upload.error_code)
+
+
 def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
     # redis-py 8 defaults to long timeouts and many retries; a request must fail fast with a 503.
     return aioredis.from_url(
@@ -147,17 +158,19 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
     root = Path(settings.storage.root).resolve()
     limits = settings.limits
     sessions = chunks.SessionStore(redis, settings.redis.key_prefix)
-    quotas = chunks.Quotas(
-        redis,
-        sessions,
-        chunks.QuotaLimits(
-            max_open_uploads=limits.max_open_uploads,
-            max_bytes_in_flight=limits.max_bytes_in_flight,
-            retry_after_seconds=limits.quota_retry_after_seconds,
-            key_ttl_seconds=settings.uploads.expire_seconds + 3600,
-        ),
-        settings.redis.key_prefix,
-    )
+    quotas: chunks.Quotas = chunks.NoQuotas()
+    if limits.max_open_uploads > 0 or limits.max_bytes_in_flight > 0:
+        quotas = chunks.RedisQuotas(
+            redis,
+            sessions,
+            chunks.QuotaLimits(
+                max_open_uploads=limits.max_open_uploads,
+                max_bytes_in_flight=limits.max_bytes_in_flight,
+                retry_after_seconds=limits.quota_retry_after_seconds,
+                key_ttl_seconds=settings.uploads.expire_seconds + 3600,
+            ),
+            settings.redis.key_prefix,
+        )
     uploads = chunks.Uploads(
         sessions,
         chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
@@ -185,7 +198,7 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
     )
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
-    return Services(
+    services = Services(
         settings=settings,
         auth=Authenticator(settings.auth),
         uploads=uploads,
@@ -194,6 +207,10 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
         redis=redis,
         work_root=work_root,
     )
+    services.completion = chunks.Completion(
+        uploads, services.finish_upload, wait_seconds=settings.uploads.completion_wait_seconds
+    )
+    return services
 
 
 async def _reap_forever(services: Services) -> None:
