@@ -8,6 +8,7 @@ whatever the frame count.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -83,7 +84,7 @@ class _LazyFrames:
 
     mode = "RGBA"
 
-    def __init__(self, render, count: int):
+    def __init__(self, render: Callable[[int], Image.Image], count: int) -> None:
         self._render = render
         self.n_frames = count
         self._frame: Image.Image | None = None
@@ -92,6 +93,6 @@ class _LazyFrames:
         # Keep a reference while the encoder reads the frame's memory.
         self._frame = self._render(index + 1)
 
-    def getim(self):
+    def getim(self) -> object:
         assert self._frame is not None
         return self._frame.getim()

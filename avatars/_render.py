@@ -54,9 +54,9 @@ _SRGB = ImageCms.createProfile("sRGB")
 # lcms stamps the creation time into the header (bytes 24-35); pin it, or two pool workers
 # started a second apart would write different bytes for the same avatar. (The profile ID,
 # which would cover the date, is left unset by lcms.)
-_SRGB_ICC = bytearray(ImageCms.ImageCmsProfile(_SRGB).tobytes())
-_SRGB_ICC[24:36] = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
-_SRGB_ICC = bytes(_SRGB_ICC)
+_SRGB_PROFILE = bytearray(ImageCms.ImageCmsProfile(_SRGB).tobytes())
+_SRGB_PROFILE[24:36] = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+_SRGB_ICC = bytes(_SRGB_PROFILE)
 
 # Like Pillow's reducing_gap=2.0: box-reduce to at most twice the target, then Lanczos.
 _REDUCING_GAP = 2
@@ -119,7 +119,7 @@ def decoding() -> Iterator[None]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise errors.ImageTooLarge(
-            "too-many-pixels", f"The image has more than {Image.MAX_IMAGE_PIXELS} pixels."
+            f"The image has more than {Image.MAX_IMAGE_PIXELS} pixels.", code="too-many-pixels"
         ) from None
     except OSError as exc:
         if "truncated" in str(exc).lower():
@@ -168,8 +168,8 @@ def _decode_square(im: Image.Image, source: Path, target: int, source_format: st
             im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
             width, height = im.size
     side = min(width, height)
-    box = ((width - side) // 2, (height - side) // 2)
-    box = (*box, box[0] + side, box[1] + side)
+    left, top = (width - side) // 2, (height - side) // 2
+    box = (left, top, left + side, top + side)
     factor = side // (target * _REDUCING_GAP)
     if source_format == "HEIF" and factor >= 2:
         crop = _heif_bands(source, im.size)
@@ -203,7 +203,8 @@ def _heif_bands(source: Path, size: tuple[int, int]) -> Callable[[tuple[int, int
     def crop(box: tuple[int, int, int, int]) -> Image.Image:
         left, top, right, bottom = box
         rows = memoryview(data)[top * stride : bottom * stride]
-        band = Image.frombuffer(mode, (size[0], bottom - top), rows, "raw", mode, stride, 1)
+        # A memoryview is a buffer like the bytes Pillow's stubs name; slicing it copies nothing.
+        band = Image.frombuffer(mode, (size[0], bottom - top), rows, "raw", mode, stride, 1)  # type: ignore[arg-type]
         return band.crop((left, 0, right, bottom - top))
 
     return crop
@@ -271,9 +272,11 @@ def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
     if icc_profile:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-            return ImageCms.profileToProfile(
+            converted = ImageCms.profileToProfile(
                 im, source, _SRGB, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
             )
+            if converted is not None:  # None only when converting in place, which this is not
+                return converted
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
             pass  # a profile that does not fit the pixels: fall back to plain conversion
     return im.convert("RGB")

@@ -7,73 +7,74 @@ from __future__ import annotations
 
 
 class ImageRejected(Exception):
-    """An upload that will not become an avatar. `message` never names a path."""
+    """An upload that will not become an avatar. `message` never names a path.
 
-    code: str
-    message: str
+    Takes `(message, *, code=None)` like every error of the upload core; `code` is a stable
+    machine-readable string, the class's own when not given."""
 
-    def __init__(self, code: str, message: str):
+    code = "image-rejected"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
         self.message = message
+        if code is not None:
+            self.code = code
 
-    def __reduce__(self):
-        # Rejections cross the process-pool boundary; the default pickling
-        # would call cls(message) and lose the code.
-        return (type(self), (self.code, self.message))
+    # Rejections cross the process-pool boundary: the default pickling calls cls(message) and
+    # restores the instance's attributes (its code included) from __dict__.
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
 
 
 class UnsupportedFormat(ImageRejected):
     """Content is not one of the allowed image formats, whatever its name says."""
 
+    code = "unsupported-format"
+
 
 class InvalidImage(ImageRejected):
     """Content claims an allowed format but does not decode completely."""
+
+    code = "invalid-image"
 
 
 class ImageTooLarge(ImageRejected):
     """The image is over a pixel, side or frame limit (checked before decoding)."""
 
+    code = "image-too-large"
+
 
 def unsupported_format(what: str = "This file") -> UnsupportedFormat:
     return UnsupportedFormat(
-        "unsupported-format",
-        f"{what} is not a supported image; send JPEG, PNG, WebP, GIF, HEIC or AVIF.",
+        f"{what} is not a supported image; send JPEG, PNG, WebP, GIF, HEIC or AVIF.", code="unsupported-format"
     )
 
 
 def empty_file() -> InvalidImage:
-    return InvalidImage("empty-file", "The file is empty.")
+    return InvalidImage("The file is empty.", code="empty-file")
 
 
 def invalid_image(detail: str = "") -> InvalidImage:
     suffix = f" ({detail})" if detail else ""
-    return InvalidImage("invalid-image", f"The image could not be decoded{suffix}.")
+    return InvalidImage(f"The image could not be decoded{suffix}.", code="invalid-image")
 
 
 def truncated_image() -> InvalidImage:
-    return InvalidImage("truncated-image", "The image data ends early; the file is incomplete.")
+    return InvalidImage("The image data ends early; the file is incomplete.", code="truncated-image")
 
 
 def too_many_pixels(width: int, height: int, limit: int) -> ImageTooLarge:
     return ImageTooLarge(
-        "too-many-pixels",
-        f"The image is {width}x{height} pixels; at most {limit} pixels are allowed.",
+        f"The image is {width}x{height} pixels; at most {limit} pixels are allowed.", code="too-many-pixels"
     )
 
 
 def side_too_long(width: int, height: int, limit: int) -> ImageTooLarge:
     return ImageTooLarge(
-        "image-too-large",
-        f"The image is {width}x{height} pixels; each side may be at most {limit} pixels.",
+        f"The image is {width}x{height} pixels; each side may be at most {limit} pixels.", code="image-too-large"
     )
 
 
 def too_many_frames(frames: int, limit: int) -> ImageTooLarge:
-    return ImageTooLarge(
-        "too-many-frames",
-        f"The animation has {frames} frames; at most {limit} are allowed.",
-    )
+    return ImageTooLarge(f"The animation has {frames} frames; at most {limit} are allowed.", code="too-many-frames")

@@ -1,5 +1,6 @@
-"""The protocol-free upload core: sessions in Redis, chunk bytes on disk, assembly, expiry."""
+"""The protocol-free upload core: sessions in Redis, bytes in a ChunkStore, completion, expiry."""
 
+from .completion import Completion, Finisher
 from .errors import (
     ChecksumMismatch,
     ChunkConflict,
@@ -13,31 +14,40 @@ from .errors import (
     UploadError,
     UploadGone,
     UploadNotFound,
+    UploadRejected,
     UploadTooLarge,
 )
+from .keys import Keys
+from .limits import UploadLimits
+from .local_store import LocalChunkStore
 from .locks import UploadLocks
-from .quotas import QuotaLimits, Quotas
+from .quotas import NoQuotas, QuotaLimits, Quotas, RedisQuotas
 from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
-from .sessions import SessionStore
-from .storage import ChunkStore, LocalChunkStore
+from .session_store import SessionStore
+from .storage import ChunkStore, StoreFeature
 from .streams import Checksum
-from .uploads import Claim, UploadLimits, Uploads
+from .uploads import Uploads
 
 __all__ = [
     "Checksum",
     "ChecksumMismatch",
     "ChunkConflict",
     "ChunkStore",
-    "Claim",
+    "Completion",
+    "Finisher",
     "InvalidRequest",
+    "Keys",
     "LocalChunkStore",
+    "NoQuotas",
     "OffsetMismatch",
     "QuotaExceeded",
     "QuotaLimits",
     "Quotas",
+    "RedisQuotas",
     "SessionConflict",
     "SessionStore",
     "StorageFull",
+    "StoreFeature",
     "StoreUnavailable",
     "UploadBusy",
     "UploadError",
@@ -46,6 +56,7 @@ __all__ = [
     "UploadLimits",
     "UploadLocks",
     "UploadNotFound",
+    "UploadRejected",
     "UploadSession",
     "UploadState",
     "UploadTooLarge",

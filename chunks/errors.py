@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 class UploadError(Exception):
-    """Base class. `code` is a stable machine-readable string; the message names no path."""
+    """Base class. `code` is a stable machine-readable string; the message names no path.
+
+    Every subclass takes `(message, *, code=None)`, plus keyword data of its own after that."""
 
     code = "upload-error"
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -38,8 +40,8 @@ class ChunkConflict(UploadError):
 class OffsetMismatch(UploadError):
     code = "offset-mismatch"
 
-    def __init__(self, message: str, *, expected: int):
-        super().__init__(message)
+    def __init__(self, message: str, *, code: str | None = None, expected: int) -> None:
+        super().__init__(message, code=code)
         self.expected = expected
 
 
@@ -72,9 +74,15 @@ class QuotaExceeded(UploadError):
 
     code = "quota-exceeded"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 30):
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 30) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class UploadRejected(UploadError):
+    """A finisher refused the assembled bytes; the upload becomes FAILED with this message and code."""
+
+    code = "upload-rejected"
 
 
 class StoreUnavailable(UploadError):

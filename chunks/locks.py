@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .errors import StoreUnavailable, UploadBusy
+from .keys import Keys
 
 # KEYS[1] lock, KEYS[2] stop flag; ARGV[1] token, ARGV[2] lease ms.
 # Returns 1 while held, 2 when asked to stop, 0 when the lease was lost.
@@ -37,7 +38,7 @@ return 0
 class Lease:
     """A held lock. `stop_requested` is set when another request wants the upload."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str) -> None:
         self.token = token
         self.stop_requested = asyncio.Event()
         self.lost = False
@@ -46,21 +47,18 @@ class Lease:
 class UploadLocks:
     def __init__(
         self, redis: aioredis.Redis, prefix: str = "avs", lease_seconds: float = 5.0, renew_seconds: float = 0.25
-    ):
+    ) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.lease_ms = int(lease_seconds * 1000)
         self.renew_seconds = renew_seconds
         # register_script reloads the script on NOSCRIPT (after a Redis restart or failover).
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
-    def _keys(self, upload_id: str) -> tuple[str, str]:
-        return f"{self.prefix}:lock:{{{upload_id}}}", f"{self.prefix}:stop:{{{upload_id}}}"
-
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, wait_seconds: float = 3.0) -> AsyncIterator[Lease]:
-        lock_key, stop_key = self._keys(upload_id)
+        lock_key, stop_key = self.keys.lock(upload_id), self.keys.stop(upload_id)
         lease = Lease(secrets.token_hex(16))
         try:
             await self._acquire(lock_key, stop_key, lease.token, wait_seconds)

@@ -1,9 +1,10 @@
 """Per-user limits on unfinished uploads: how many at once, and how many bytes they hold.
 
-Counted in Redis so every server process sharing it enforces the same limits. Keys share the
-user's hash tag, so the scripts run under Redis Cluster too:
-    <p>:quota:{U}:open     sorted set upload id -> expires_at (expired members drop out)
-    <p>:quota:{U}:bytes    hash upload id -> bytes the upload holds (received, or declared)
+`Quotas` is what the core asks; `RedisQuotas` counts in Redis so every server process sharing
+it enforces the same limits, `NoQuotas` admits everything. RedisQuotas keeps two keys per user
+(keys.py), sharing the user's hash tag so its scripts run under Redis Cluster too: a sorted set
+of unfinished upload ids -> expires_at (expired members drop out) and a hash of upload id ->
+bytes the upload holds (received, or declared).
 
 The counts can only run high after a crash between settling an upload and releasing it; a
 user at the limit triggers a check of each counted upload against its session, which is the
@@ -12,15 +13,16 @@ truth, so a stale entry never locks anyone out.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 
 from . import session as s
 from .errors import QuotaExceeded
-from .sessions import SessionStore, redis_errors
+from .keys import Keys
+from .session_store import SessionStore, redis_errors, text
 
 # KEYS[1] open set, KEYS[2] bytes hash; ARGV: now, max open, id, expires_at, bytes, key ttl.
 _ADMIT = """
@@ -64,12 +66,41 @@ class QuotaLimits:
     key_ttl_seconds: int = 2 * 24 * 3600
 
 
-class Quotas:
-    def __init__(self, redis: aioredis.Redis, sessions: SessionStore, limits: QuotaLimits, prefix: str = "avs"):
+class Quotas(Protocol):
+    """Per-user limits the core checks before it stores bytes."""
+
+    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+        """Count a new upload of `owner` that starts out holding `held_bytes`, or raise QuotaExceeded."""
+        ...
+
+    async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
+        """Record that a counted upload will hold `held_bytes` in all, or raise QuotaExceeded."""
+        ...
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        """Stop counting an upload (settled, abandoned or expired)."""
+        ...
+
+
+class NoQuotas:
+    """No per-user limits."""
+
+    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+        return None
+
+    async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
+        return None
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        return None
+
+
+class RedisQuotas:
+    def __init__(self, redis: aioredis.Redis, sessions: SessionStore, limits: QuotaLimits, prefix: str = "avs") -> None:
         self.redis = redis
         self.sessions = sessions
         self.limits = limits
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         # register_script reloads the script on NOSCRIPT (after a Redis restart or failover).
         self._admit = redis.register_script(_ADMIT)
         self._reserve = redis.register_script(_RESERVE)
@@ -79,15 +110,14 @@ class Quotas:
         return self.limits.max_open_uploads > 0 or self.limits.max_bytes_in_flight > 0
 
     def _keys(self, owner: str) -> list[str]:
-        tag = hashlib.sha256(owner.encode()).hexdigest()[:32]
-        return [f"{self.prefix}:quota:{{{tag}}}:open", f"{self.prefix}:quota:{{{tag}}}:bytes"]
+        return [self.keys.quota_open(owner), self.keys.quota_bytes(owner)]
 
     async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
         """Count a new upload of `owner`, or raise QuotaExceeded if they have too many open."""
         if not self.enabled:
             return
         if held_bytes:
-            await self.reserve(owner, upload_id, held_bytes, counted=False)
+            await self._reserve_bytes(owner, upload_id, held_bytes, counted=False)
         if await self._try_admit(owner, upload_id, expires_at, held_bytes):
             return
         if await self._forget_settled(owner) and await self._try_admit(owner, upload_id, expires_at, held_bytes):
@@ -99,7 +129,7 @@ class Quotas:
         )
 
     async def _try_admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int) -> bool:
-        args = [
+        args: list[str | int | float] = [
             time.time(),
             self.limits.max_open_uploads,
             upload_id,
@@ -110,12 +140,15 @@ class Quotas:
         with redis_errors():
             return bool(await self._admit(keys=self._keys(owner), args=args))
 
-    async def reserve(self, owner: str, upload_id: str, held_bytes: int, *, counted: bool = True) -> None:
+    async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
         """Record that `upload_id` will hold `held_bytes`, or raise QuotaExceeded past the limit."""
+        await self._reserve_bytes(owner, upload_id, held_bytes, counted=True)
+
+    async def _reserve_bytes(self, owner: str, upload_id: str, held_bytes: int, *, counted: bool) -> None:
         if self.limits.max_bytes_in_flight <= 0:
             return
         # A new upload is not counted yet: check it against the others without recording it.
-        args = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight]
+        args: list[str | int] = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight]
         with redis_errors():
             allowed = await self._reserve(keys=self._keys(owner), args=args)
         if not allowed:
@@ -139,7 +172,7 @@ class Quotas:
         """Drop counted uploads whose session is gone or settled. True if any was dropped."""
         open_key, _ = self._keys(owner)
         with redis_errors():
-            members = [m.decode() for m in await self.redis.zrange(open_key, 0, -1)]
+            members = [text(m) for m in cast("list[bytes | str]", await self.redis.zrange(open_key, 0, -1))]
         dropped = False
         for upload_id in members:
             session = await self.sessions.get(upload_id)
@@ -147,16 +180,3 @@ class Quotas:
                 await self.release(owner, upload_id)
                 dropped = True
         return dropped
-
-
-class Unlimited:
-    """No per-user limits: what the core uses when none are configured."""
-
-    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
-        return None
-
-    async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
-        return None
-
-    async def release(self, owner: str, upload_id: str) -> None:
-        return None

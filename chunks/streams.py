@@ -6,10 +6,9 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import ChecksumMismatch, UploadBusy
 from .locks import Lease
-from .storage import ChunkStore
 
 
 @dataclass(frozen=True)
@@ -48,35 +47,19 @@ async def until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterat
         stop.cancel()
 
 
-async def write_verified(
-    store: ChunkStore,
-    upload_id: str,
-    offset: int,
-    body: AsyncIterator[bytes],
-    room: int,
-    checksum: Checksum,
-) -> tuple[int, BaseException | None]:
-    """Write without checkpoints (nothing counts before the digest is known), then verify.
+class VerifiedBody:
+    """`body`, hashed on the way through, so a store can tell whether it matched `checksum`."""
 
-    Returns the offset that now stands and what went wrong, if anything: on a mismatch or an
-    incomplete body the upload is cut back to `offset`."""
-    hasher = hashlib.new(checksum.algorithm)
+    def __init__(self, body: AsyncIterator[bytes], checksum: Checksum) -> None:
+        self._body = body
+        self._checksum = checksum
+        self._hasher: Any = hashlib.new(checksum.algorithm)
 
-    async def hashed() -> AsyncIterator[bytes]:
-        async for block in body:
-            hasher.update(block)
+    async def blocks(self) -> AsyncIterator[bytes]:
+        async for block in self._body:
+            self._hasher.update(block)
             yield block
 
-    async def no_checkpoint(_: int) -> None:
-        return None
-
-    written, interrupted = await store.append(upload_id, offset, hashed(), room, no_checkpoint, 1 << 62)
-    if interrupted is None and hasher.digest() == checksum.digest:
-        return written, None
-    # Unverifiable or wrong bytes are not stored bytes: cut back before anyone sees them.
-    await store.truncate(upload_id, offset)
-    if interrupted is None:
-        interrupted = ChecksumMismatch(f"the body does not match its {checksum.algorithm} checksum")
-    if isinstance(interrupted, Stopped):
-        interrupted = UploadBusy("another request took over this upload before the body was verified")
-    return offset, interrupted
+    def matches(self) -> bool:
+        """Whether the bytes that went through so far are exactly the ones the checksum names."""
+        return bool(self._hasher.digest() == self._checksum.digest)

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+import chunks
+
 from .services import Services, services_of
 
 
@@ -23,9 +25,8 @@ def routes() -> list[BaseRoute]:
 
 async def resources(request: Request) -> Response:
     services = services_of(request)
-    # The upload core's lock keys (chunks.UploadLocks): "<prefix>:lock:{<upload id>}".
-    prefix = services.settings.redis.key_prefix
-    locks = [key async for key in services.redis.scan_iter(match=f"{prefix}:lock:*", count=1000)]
+    pattern = chunks.Keys(services.settings.redis.key_prefix).lock_pattern
+    locks = [key async for key in services.redis.scan_iter(match=pattern, count=1000)]
     tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     return JSONResponse(
         {

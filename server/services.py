@@ -43,11 +43,6 @@ from .settings import Settings
 
 log = logging.getLogger("server")
 
-# What the chunk store can do beyond appending bytes, as tus advertises it in Tus-Extension.
-# Stands in for the store's own `features` until the chunk store reports them itself.
-STORE_FEATURES: frozenset[str] = frozenset({"checksum", "concatenation"})
-
-
 class BackgroundTasks:
     """Work that outlives its request, tracked so that shutdown cancels it and a crash is logged."""
 
@@ -119,12 +114,12 @@ class Services:
     pipeline: Pipeline
     avatars: AvatarStore
     avatar_setter: AvatarSetter
+    completion: chunks.Completion
     gravatar: GravatarChoices
     pending_fetches: PendingFetches
     rate: RequestRate
     body_pace: BodyPace
     work_root: Path
-    store_features: frozenset[str]
     # How long a client should wait after the session store did not answer.
     retry_after_seconds: int
     # The raw client, for test-only introspection (`server.debug`) and shutdown only.
@@ -141,19 +136,23 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
     gravatar = GravatarChoices(redis, prefix)
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
+    uploads = _uploads(settings, redis, root)
+    avatar_setter = AvatarSetter(pipeline, avatars, gravatar, work_root)
     return Services(
         settings=settings,
         auth=auth,
-        uploads=_uploads(settings, redis, root),
+        uploads=uploads,
         pipeline=pipeline,
         avatars=avatars,
-        avatar_setter=AvatarSetter(pipeline, avatars, gravatar, work_root),
+        avatar_setter=avatar_setter,
+        completion=chunks.Completion(
+            uploads, _avatar_finisher(avatar_setter), wait_seconds=settings.uploads.completion_wait_seconds
+        ),
         gravatar=gravatar,
         pending_fetches=PendingFetches(redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60),
         rate=RequestRate(redis, prefix, auth, settings.limits),
         body_pace=BodyPace.of(settings.limits),
         work_root=work_root,
-        store_features=STORE_FEATURES,
         retry_after_seconds=settings.redis.retry_after_seconds,
         redis=redis,
     )
@@ -162,17 +161,19 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
 def _uploads(settings: Settings, redis: aioredis.Redis, root: Path) -> chunks.Uploads:
     limits, prefix = settings.limits, settings.redis.key_prefix
     sessions = chunks.SessionStore(redis, prefix)
-    quotas = chunks.Quotas(
-        redis,
-        sessions,
-        chunks.QuotaLimits(
-            max_open_uploads=limits.max_open_uploads,
-            max_bytes_in_flight=limits.max_bytes_in_flight,
-            retry_after_seconds=limits.quota_retry_after_seconds,
-            key_ttl_seconds=settings.uploads.expire_seconds + 3600,
-        ),
-        prefix,
-    )
+    quotas: chunks.Quotas = chunks.NoQuotas()
+    if limits.max_open_uploads > 0 or limits.max_bytes_in_flight > 0:
+        quotas = chunks.RedisQuotas(
+            redis,
+            sessions,
+            chunks.QuotaLimits(
+                max_open_uploads=limits.max_open_uploads,
+                max_bytes_in_flight=limits.max_bytes_in_flight,
+                retry_after_seconds=limits.quota_retry_after_seconds,
+                key_ttl_seconds=settings.uploads.expire_seconds + 3600,
+            ),
+            prefix,
+        )
     return chunks.Uploads(
         sessions,
         chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
@@ -215,6 +216,19 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
+def _avatar_finisher(setter: AvatarSetter) -> chunks.Finisher:
+    """The upload core's finisher: a completed upload's bytes become its owner's avatar."""
+
+    async def finish(session: chunks.UploadSession, source: Path) -> dict[str, Any]:
+        try:
+            version = await setter.set_avatar(session.owner, source)
+        except ImageRejected as exc:
+            raise chunks.UploadRejected(exc.message, code=exc.code) from exc
+        return version.describe()
+
+    return finish
+
+
 async def complete_upload(services: Services, session: chunks.UploadSession) -> chunks.UploadSession:
     """Turn a fully received upload into its owner's avatar, exactly once; the upload as it ends.
 
@@ -222,18 +236,4 @@ async def complete_upload(services: Services, session: chunks.UploadSession) -> 
     own) and one already settled come back unchanged. One request wins the claim and does the
     work; a concurrent one waits for its outcome. A refused image does not raise: the upload
     comes back FAILED, with the refusal's code and message, for the protocol to render."""
-    open_states = (chunks.UploadState.OPEN, chunks.UploadState.ASSEMBLING)
-    if session.partial or not session.all_received or session.state not in open_states:
-        return session
-    uploads = services.uploads
-    claim = await uploads.claim(session.id)
-    if claim is None:
-        return await uploads.settled(session.id, session.owner, services.settings.uploads.completion_wait_seconds)
-    try:
-        version = await services.avatar_setter.set_avatar(session.owner, claim.path)
-    except ImageRejected as exc:
-        return await uploads.fail(claim, exc.code, exc.message)
-    except BaseException:
-        await asyncio.shield(uploads.release(session.id))
-        raise
-    return await uploads.finish(claim, version.describe())
+    return await services.completion.complete(session)

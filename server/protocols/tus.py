@@ -71,7 +71,7 @@ def _check_version(request: Request) -> None:
 async def options(request: Request, services: Services) -> Response:
     headers = {
         "Tus-Version": VERSION,
-        "Tus-Extension": extensions(services.store_features),
+        "Tus-Extension": extensions(services.uploads.store.features),
         "Tus-Max-Size": str(services.settings.limits.max_image_bytes),
         "Tus-Checksum-Algorithm": ",".join(CHECKSUM_SIZES),
     }

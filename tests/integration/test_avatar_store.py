@@ -1,4 +1,8 @@
-"""The local avatar store, on real files: atomic swaps, negotiation, hostile user ids."""
+"""The avatar store: atomic swaps, negotiation, hostile user ids.
+
+`store` runs every test against each backend in BACKENDS; tests that look at the local store's
+files on disk take `local_store` and are skipped for other backends.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from avatars import LocalAvatarStore, PipelineSettings, ProcessedAvatar
+from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar
 from avatars._render import init_worker, render_avatar
 from tests.support import images as img
 
@@ -33,9 +37,25 @@ def rendered(tmp_path_factory) -> dict[str, ProcessedAvatar]:
     return {name: render_avatar(path, root / name, PipelineSettings()) for name, path in sources.items()}
 
 
+BACKENDS = ["local"]
+
+
+def avatar_store(backend: str, root: Path) -> AvatarStore:
+    if backend == "local":
+        return LocalAvatarStore(root)
+    raise ValueError(f"no avatar store backend named {backend!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> AvatarStore:
+    return avatar_store(request.param, tmp_path / "store")
+
+
 @pytest.fixture()
-def store(tmp_path) -> LocalAvatarStore:
-    return LocalAvatarStore(tmp_path / "store")
+def local_store(store: AvatarStore) -> LocalAvatarStore:
+    if not isinstance(store, LocalAvatarStore):
+        pytest.skip("looks at the local store's files")
+    return store
 
 
 def version_dirs(store: LocalAvatarStore) -> list[Path]:
@@ -70,17 +90,17 @@ async def test_a_user_without_avatar_has_nothing(store):
     assert await store.remove("nobody") is False
 
 
-async def test_second_swap_switches_pointer_and_deletes_the_old_files(store, rendered):
-    first = await store.swap_in("alice", rendered["flat0"])
-    (old_dir,) = version_dirs(store)
-    second = await store.swap_in("alice", rendered["flat1"])
+async def test_second_swap_switches_pointer_and_deletes_the_old_files(local_store, rendered):
+    first = await local_store.swap_in("alice", rendered["flat0"])
+    (old_dir,) = version_dirs(local_store)
+    second = await local_store.swap_in("alice", rendered["flat1"])
 
     assert not old_dir.exists()
-    (new_dir,) = version_dirs(store)
-    assert pointer(store)["directory"] == new_dir.name
-    assert (await store.current("alice")).version == second.version != first.version
-    assert await store.rendition("alice", 64, None, version=first.version) is None
-    assert await store.rendition("alice", 64, None, version=second.version) is not None
+    (new_dir,) = version_dirs(local_store)
+    assert pointer(local_store)["directory"] == new_dir.name
+    assert (await local_store.current("alice")).version == second.version != first.version
+    assert await local_store.rendition("alice", 64, None, version=first.version) is None
+    assert await local_store.rendition("alice", 64, None, version=second.version) is not None
 
 
 async def test_stored_files_are_byte_identical_to_the_renditions(store, rendered):
@@ -135,42 +155,42 @@ async def test_size_picks_the_nearest_configured_one(store, rendered, wanted, se
 
 
 @pytest.mark.parametrize("user_id", ["../../etc/passwd", "a/b", "/abs", "..", "ünï 🙂", "x" * 500, ""])
-async def test_hostile_user_ids_stay_inside_the_root(store, rendered, user_id):
-    version = await store.swap_in(user_id, rendered["seed"])
+async def test_hostile_user_ids_stay_inside_the_root(local_store, rendered, user_id):
+    version = await local_store.swap_in(user_id, rendered["seed"])
 
-    found = await store.rendition(user_id, None, None)
-    assert found.path.resolve().is_relative_to(store.root.resolve())
-    assert (await store.current(user_id)).user_id == user_id
-    assert await store.current(user_id + "x") is None
+    found = await local_store.rendition(user_id, None, None)
+    assert found.path.resolve().is_relative_to(local_store.root.resolve())
+    assert (await local_store.current(user_id)).user_id == user_id
+    assert await local_store.current(user_id + "x") is None
     assert version.describe()["urls"]["64"].count("/") == 4
 
 
-async def test_remove_deletes_files_and_pointer(store, rendered):
-    await store.swap_in("alice", rendered["seed"])
-    await store.swap_in("bob", rendered["alpha"])
+async def test_remove_deletes_files_and_pointer(local_store, rendered):
+    await local_store.swap_in("alice", rendered["seed"])
+    await local_store.swap_in("bob", rendered["alpha"])
 
-    assert await store.remove("alice") is True
+    assert await local_store.remove("alice") is True
 
-    assert await store.current("alice") is None
-    assert await store.rendition("alice", None, None) is None
-    assert await store.remove("alice") is False
-    assert len(version_dirs(store)) == 1  # bob's
-    assert (await store.current("bob")).source_format == "PNG"
+    assert await local_store.current("alice") is None
+    assert await local_store.rendition("alice", None, None) is None
+    assert await local_store.remove("alice") is False
+    assert len(version_dirs(local_store)) == 1  # bob's
+    assert (await local_store.current("bob")).source_format == "PNG"
 
 
-async def test_concurrent_swaps_for_one_user_leave_exactly_one_version(store, rendered):
+async def test_concurrent_swaps_for_one_user_leave_exactly_one_version(local_store, rendered):
     avatars = [rendered[f"flat{i}"] for i in range(8)]
 
-    await asyncio.gather(*(store.swap_in("alice", a) for a in avatars))
+    await asyncio.gather(*(local_store.swap_in("alice", a) for a in avatars))
 
-    (only,) = version_dirs(store)
-    current = pointer(store)
+    (only,) = version_dirs(local_store)
+    current = pointer(local_store)
     assert current["directory"] == only.name
     assert current["version"] in {a.digest for a in avatars}
     assert sorted(p.name for p in only.iterdir()) == sorted(f["name"] for f in current["files"])
 
 
-async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(store, rendered):
+async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(local_store, rendered):
     script = (
         "import asyncio, pickle, sys\n"
         "from pathlib import Path\n"
@@ -185,17 +205,19 @@ async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(store
     import pickle
 
     payload = pickle.dumps([rendered[f"flat{i}"] for i in range(8)]).hex()
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(store.root), payload], cwd=REPO) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(local_store.root), payload], cwd=REPO) for _ in range(2)
+    ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
 
-    (only,) = version_dirs(store)
-    assert pointer(store)["directory"] == only.name
-    assert not list(store.root.rglob("*.tmp"))
+    (only,) = version_dirs(local_store)
+    assert pointer(local_store)["directory"] == only.name
+    assert not list(local_store.root.rglob("*.tmp"))
 
 
-async def test_readers_never_see_a_mix_of_versions_during_swaps(store, rendered):
+async def test_readers_never_see_a_mix_of_versions_during_swaps(local_store, rendered):
     avatars = [rendered[f"flat{i}"] for i in range(4)]
-    await store.swap_in("alice", avatars[0])
+    await local_store.swap_in("alice", avatars[0])
     known = {r.sha256: a.digest for a in avatars for r in a.renditions}
     done = threading.Event()
     mismatches: list[str] = []
@@ -203,7 +225,7 @@ async def test_readers_never_see_a_mix_of_versions_during_swaps(store, rendered)
     def read_forever() -> int:
         reads = 0
         while not done.is_set():
-            found = store._rendition("alice", 64, None, None, False)
+            found = local_store._rendition("alice", 64, None, None, False)
             try:
                 data = found.path.read_bytes()
             except FileNotFoundError:
@@ -216,25 +238,25 @@ async def test_readers_never_see_a_mix_of_versions_during_swaps(store, rendered)
 
     reader = asyncio.create_task(asyncio.to_thread(read_forever))
     for a in avatars * 5:
-        await store.swap_in("alice", a)
+        await local_store.swap_in("alice", a)
     done.set()
     assert await reader > 0
     assert mismatches == []
 
 
-async def test_a_crashed_swap_leftover_is_cleaned_by_the_next_swap(store, rendered):
-    await store.swap_in("alice", rendered["flat0"])
-    (user_dir,) = {p.parent for p in version_dirs(store)}
+async def test_a_crashed_swap_leftover_is_cleaned_by_the_next_swap(local_store, rendered):
+    await local_store.swap_in("alice", rendered["flat0"])
+    (user_dir,) = {p.parent for p in version_dirs(local_store)}
     (user_dir / "v-leftover-00000000").mkdir()
     (user_dir / ".current.json.dead.tmp").write_text("{")
 
-    await store.swap_in("alice", rendered["flat1"])
+    await local_store.swap_in("alice", rendered["flat1"])
 
-    assert [p.name for p in version_dirs(store)] == [pointer(store)["directory"]]
+    assert [p.name for p in version_dirs(local_store)] == [pointer(local_store)["directory"]]
     assert not list(user_dir.glob("*.tmp"))
 
 
-async def test_swap_refuses_a_rendition_changed_after_processing(store, rendered, tmp_path):
+async def test_swap_refuses_a_rendition_changed_after_processing(local_store, rendered, tmp_path):
     import dataclasses
 
     source = rendered["flat2"].renditions[0]
@@ -243,9 +265,9 @@ async def test_swap_refuses_a_rendition_changed_after_processing(store, rendered
     tampered = dataclasses.replace(rendered["flat2"], renditions=(dataclasses.replace(source, path=tampered_path),))
 
     with pytest.raises(ValueError):
-        await store.swap_in("alice", tampered)
-    assert await store.current("alice") is None
-    assert version_dirs(store) == []
+        await local_store.swap_in("alice", tampered)
+    assert await local_store.current("alice") is None
+    assert version_dirs(local_store) == []
 
 
 async def test_animated_renditions_are_served_only_when_asked_for(store, tmp_path):

@@ -9,13 +9,14 @@ clear ChunkConflict; nothing is silently replaced, lost or counted twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 
-import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chunks
+from tests.support.core import digest_of, open_core
 
 
 @st.composite
@@ -41,17 +42,11 @@ def _other(part: bytes) -> bytes:
 
 
 async def _run(redis_url: str, root, parts: list[bytes], sends: list[tuple[int, bool]]):
-    client = aioredis.from_url(redis_url)
-    prefix = f"p{secrets.token_hex(4)}"
-    core = chunks.Uploads(
-        chunks.SessionStore(client, prefix),
-        chunks.LocalChunkStore(root),
-        chunks.UploadLocks(client, prefix),
-        chunks.UploadLimits(max_upload_bytes=1_000_000, max_chunk_bytes=100_000, expire_seconds=3600),
-    )
-    try:
+    async with open_core(redis_url, root) as built:
+        core = built.uploads
+        alias = f"name:{secrets.token_hex(4)}"
         session = await core.open_chunked(
-            "prop", file_name="p.bin", content_type="image/png", total_chunks=len(parts), alias=f"name:{prefix}"
+            "prop", file_name="p.bin", content_type="image/png", total_chunks=len(parts), alias=alias
         )
         first: dict[int, bytes] = {}
         for index, corrupt in sends:
@@ -70,13 +65,9 @@ async def _run(redis_url: str, root, parts: list[bytes], sends: list[tuple[int, 
         session = await core.get(session.id, "prop")
         assert session.received_bytes == sum(len(b) for b in first.values())
         assert session.all_received
-        claim = await core.claim(session.id)
-        assert claim is not None
-        assembled = claim.path.read_bytes()
-        await core.finish(claim, {})
-        return first, assembled
-    finally:
-        await client.aclose()
+        done = await built.completion.complete(session)
+        assert done.state == chunks.UploadState.DONE
+        return first, done.result
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -84,24 +75,17 @@ async def _run(redis_url: str, root, parts: list[bytes], sends: list[tuple[int, 
 def test_any_split_order_and_repetition_assembles_the_acknowledged_bytes(redis_url, tmp_path, scenario):
     data, parts, sends = scenario
     first, assembled = asyncio.run(_run(redis_url, tmp_path, parts, sends))
-    assert assembled == b"".join(first[i] for i in range(len(parts)))
+    assert assembled == digest_of(b"".join(first[i] for i in range(len(parts))))
     if all(first[i] == parts[i] for i in range(len(parts))):
-        assert assembled == data
+        assert assembled["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=2000), index=st.one_of(st.integers(max_value=-1), st.integers(min_value=3)))
 def test_an_index_outside_the_upload_is_refused_clearly(redis_url, tmp_path, data, index):
     async def run() -> None:
-        client = aioredis.from_url(redis_url)
-        prefix = f"p{secrets.token_hex(4)}"
-        core = chunks.Uploads(
-            chunks.SessionStore(client, prefix),
-            chunks.LocalChunkStore(tmp_path),
-            chunks.UploadLocks(client, prefix),
-            chunks.UploadLimits(),
-        )
-        try:
+        async with open_core(redis_url, tmp_path, limits=chunks.UploadLimits()) as built:
+            core = built.uploads
             session = await core.open_chunked(
                 "prop", file_name="p", content_type="image/png", total_chunks=3, alias="x"
             )
@@ -112,7 +96,5 @@ def test_an_index_outside_the_upload_is_refused_clearly(redis_url, tmp_path, dat
             else:
                 raise AssertionError("an index outside the upload was accepted")
             assert (await core.get(session.id, "prop")).received_chunks == {}
-        finally:
-            await client.aclose()
 
     asyncio.run(run())

@@ -1,25 +1,25 @@
 """Upload sessions in Redis: msgpack records with a TTL, changed only by atomic transactions.
 
-Keys (all under one prefix; per-upload keys share the hash tag `{ID}` for Redis Cluster):
-    <p>:upload:{ID}          the session record (msgpack), TTL until it expires
-    <p>:gone:{ID}            a tombstone, so an expired or abandoned upload answers "gone", not "unknown"
-    <p>:alias:<hash>         a client's own key for an upload (user + file name, or its upload_id) -> ID
-    <p>:expiry               sorted set ID -> expires_at, walked by the reaper
+The key names are in keys.py. A transaction here only ever touches the keys of one upload
+(which share its hash tag), so it runs on Redis Cluster too. The reaper's expiry index is one
+key for every upload and therefore stays outside those transactions; its writes are ordered
+so that a crash between the two steps leaves only an entry the reaper knows how to handle (an
+id without a session, or a score older than the session's expiry).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from . import session as _session
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
+from .keys import Keys
 from .session import UploadSession
 
 T = TypeVar("T")
@@ -39,24 +39,21 @@ def redis_errors() -> Iterator[None]:
         raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the client answers bytes unless decode_responses is set)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _blob(value: bytes | str) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError("session records are binary: the Redis client must not decode responses")
+    return value
+
+
 class SessionStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "avs"):
+    def __init__(self, redis: aioredis.Redis, prefix: str = "avs") -> None:
         self.redis = redis
-        self.prefix = prefix
-
-    def key(self, upload_id: str) -> str:
-        return f"{self.prefix}:upload:{{{upload_id}}}"
-
-    def _gone_key(self, upload_id: str) -> str:
-        return f"{self.prefix}:gone:{{{upload_id}}}"
-
-    def _alias_key(self, owner: str, alias: str) -> str:
-        digest = hashlib.sha256(f"{owner}\0{alias}".encode()).hexdigest()
-        return f"{self.prefix}:alias:{digest}"
-
-    @property
-    def _expiry_key(self) -> str:
-        return f"{self.prefix}:expiry"
+        self.keys = Keys(prefix)
 
     def _ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -68,17 +65,19 @@ class SessionStore:
     async def create(self, session: UploadSession) -> UploadSession:
         """Store a new session. With an alias, the first creator wins and everyone gets its session."""
         with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.key(session.id), _session.encode(session), ex=self._ttl(session))
-                pipe.zadd(self._expiry_key, {session.id: session.expires_at})
+            # Indexed first: if the record is never written, the reaper still finds the id at
+            # expiry and removes whatever bytes the upload had already stored.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
+                pipe.set(self.keys.session(session.id), _session.encode(session), ex=self._ttl(session))
                 await pipe.execute()
             if not session.alias:
                 return session
             winner = await self._claim_alias(session)
             if winner is not session:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(self.key(session.id))
-                    pipe.zrem(self._expiry_key, session.id)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(self.keys.session(session.id))
+                    pipe.zrem(self.keys.expiry, session.id)
                     await pipe.execute()
             return winner
 
@@ -86,14 +85,14 @@ class SessionStore:
         """Point the alias at `session` unless it names a live session already; return the one it names.
 
         Our own record is stored first, so an alias never points at a session not yet written."""
-        alias_key = self._alias_key(session.owner, session.alias)
+        alias_key = self.keys.alias(session.owner, session.alias)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(alias_key)
                     existing = await pipe.get(alias_key)
                     if existing is not None:
-                        found = await self.get(existing.decode())
+                        found = await self.get(text(existing))
                         if found is not None and not found.expired():
                             await pipe.reset()
                             return found
@@ -106,8 +105,8 @@ class SessionStore:
 
     async def get(self, upload_id: str) -> UploadSession | None:
         with redis_errors():
-            blob = await self.redis.get(self.key(upload_id))
-        return None if blob is None else _session.decode(blob)
+            blob = await self.redis.get(self.keys.session(upload_id))
+        return None if blob is None else _session.decode(_blob(blob))
 
     async def load(self, upload_id: str, owner: str) -> UploadSession:
         """The session, if `owner` owns it. A foreign id is indistinguishable from an unknown one."""
@@ -122,10 +121,10 @@ class SessionStore:
 
     async def by_alias(self, owner: str, alias: str) -> UploadSession | None:
         with redis_errors():
-            upload_id = await self.redis.get(self._alias_key(owner, alias))
+            upload_id = await self.redis.get(self.keys.alias(owner, alias))
         if upload_id is None:
             return None
-        found = await self.get(upload_id.decode())
+        found = await self.get(text(upload_id))
         if found is None or found.owner != owner or found.expired():
             return None
         return found
@@ -135,7 +134,7 @@ class SessionStore:
 
         `change` mutates the session it is given and may raise to abort; it can run more than
         once, so it must not have side effects outside the session."""
-        key = self.key(upload_id)
+        key = self.keys.session(upload_id)
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
@@ -145,30 +144,34 @@ class SessionStore:
                         if blob is None:
                             await pipe.reset()
                             raise UploadNotFound("no such upload")
-                        current = _session.decode(blob)
+                        current = _session.decode(_blob(blob))
                         outcome = change(current)
                         pipe.multi()
                         pipe.set(key, _session.encode(current), ex=self._ttl(current))
-                        pipe.zadd(self._expiry_key, {upload_id: current.expires_at})
                         await pipe.execute()
-                        return current, outcome
+                        break
                     except WatchError:
                         continue
+            # After the record: a lost index update leaves an older score, which the reaper
+            # corrects when it finds the session not yet expired.
+            await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
+        return current, outcome
 
     async def delete(self, session: UploadSession, reason: str) -> None:
         """Forget a session, leaving a tombstone that says why."""
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key(session.id))
-                pipe.zrem(self._expiry_key, session.id)
-                pipe.set(self._gone_key(session.id), f"{session.owner}\0{reason}", ex=TOMBSTONE_SECONDS)
+                pipe.delete(self.keys.session(session.id))
+                pipe.set(self.keys.tombstone(session.id), f"{session.owner}\0{reason}", ex=TOMBSTONE_SECONDS)
                 await pipe.execute()
-            if session.alias:
-                await self.forget_alias(session)
+            # After the record: an index entry without a session is dropped by the reaper.
+            await self.redis.zrem(self.keys.expiry, session.id)
+        if session.alias:
+            await self.forget_alias(session)
 
     async def forget_alias(self, session: UploadSession) -> None:
         """Drop the alias if it still points at this session, so the same name starts afresh."""
-        alias_key = self._alias_key(session.owner, session.alias)
+        alias_key = self.keys.alias(session.owner, session.alias)
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -182,18 +185,23 @@ class SessionStore:
 
     async def gone_reason(self, upload_id: str, owner: str) -> str | None:
         with redis_errors():
-            value = await self.redis.get(self._gone_key(upload_id))
+            value = await self.redis.get(self.keys.tombstone(upload_id))
         if value is None:
             return None
-        stored_owner, _, reason = value.decode().partition("\0")
+        stored_owner, _, reason = text(value).partition("\0")
         return reason if stored_owner == owner else None
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
         """Ids whose expiry time has passed, oldest first."""
         with redis_errors():
-            ids = await self.redis.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit)
-        return [i.decode() for i in ids]
+            ids = await self.redis.zrangebyscore(self.keys.expiry, "-inf", now, start=0, num=limit)
+        return [text(i) for i in cast("list[bytes | str]", ids)]
+
+    async def index_expiry(self, session: UploadSession) -> None:
+        """Put `session` back in the expiry index at its real expiry time."""
+        with redis_errors():
+            await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
 
     async def forget_expiry(self, upload_id: str) -> None:
         with redis_errors():
-            await self.redis.zrem(self._expiry_key, upload_id)
+            await self.redis.zrem(self.keys.expiry, upload_id)

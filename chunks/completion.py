@@ -1,0 +1,137 @@
+"""Turning a fully received upload into its result, exactly once across every server process.
+
+One request claims the upload (claim -> finish | fail | release), hands the whole upload to an
+injected finisher (the image pipeline, for this server) and records the outcome on the session.
+A concurrent request for the same upload waits for that outcome instead of doing the work twice.
+A claim lasts `UploadLimits.claim_seconds`: a claimer that crashed is taken over after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import SessionConflict, UploadNotFound, UploadRejected
+from .session import UploadKind, UploadSession, UploadState
+from .uploads import Uploads
+
+Finisher = Callable[[UploadSession, Path], Awaitable[dict[str, Any]]]
+"""Turns the whole upload (a local file) into the result stored on the session; raises
+UploadRejected to refuse the bytes, anything else to leave the upload for a later attempt."""
+
+_SETTLED = (UploadState.DONE, UploadState.FAILED)
+_POLL_SECONDS = 0.05
+
+
+class Completion:
+    def __init__(self, uploads: Uploads, finisher: Finisher, *, wait_seconds: float) -> None:
+        self._uploads = uploads
+        self._finisher = finisher
+        self._wait_seconds = wait_seconds
+
+    async def complete(self, session: UploadSession) -> UploadSession:
+        """The upload's outcome: DONE with a result, or FAILED with the finisher's refusal.
+
+        Partial, not fully received and settled uploads come back unchanged. A request that
+        does not win the claim waits up to `wait_seconds` for the winner's outcome and returns
+        the session as it then stands. Any failure other than a refusal gives the claim back
+        and propagates, so a retry can complete the upload."""
+        if session.partial or not session.all_received or session.state in _SETTLED:
+            return session
+        claimed = await self._claim(session.id)
+        if claimed is None:
+            return await self._outcome(session)
+        try:
+            result = await self._finish(claimed)
+        except UploadRejected as exc:
+            return await self._settle(claimed, UploadState.FAILED, code=exc.code, message=exc.message)
+        except BaseException:
+            await asyncio.shield(self._release(claimed.id))
+            raise
+        return await self._settle(claimed, UploadState.DONE, result=result)
+
+    async def _claim(self, upload_id: str) -> UploadSession | None:
+        """Take the right to complete the upload; None if another request holds it or it settled."""
+        claim_seconds = self._uploads.limits.claim_seconds
+
+        def take(current: UploadSession) -> bool:
+            now = time.time()
+            if current.state in _SETTLED or not current.all_received or current.partial:
+                return False
+            if current.state == UploadState.ASSEMBLING and current.claimed_until > now:
+                return False
+            current.state = UploadState.ASSEMBLING
+            current.claimed_until = now + claim_seconds
+            return True
+
+        session, taken = await self._uploads.sessions.update(upload_id, take)
+        return session if taken else None
+
+    async def _finish(self, session: UploadSession) -> dict[str, Any]:
+        parts = None
+        if session.kind == UploadKind.CHUNKED:
+            parts = sorted((int(index), entry[1]) for index, entry in session.received_chunks.items())
+        async with self._uploads.store.local_copy(session.id, parts) as path:
+            size = (await asyncio.to_thread(path.stat)).st_size
+            if size != session.received_bytes:
+                raise SessionConflict(
+                    f"assembled {size} bytes but {session.received_bytes} were recorded", code="length-mismatch"
+                )
+            return await self._finisher(session, path)
+
+    async def _release(self, upload_id: str) -> None:
+        """Give a claim back without an outcome (the finisher crashed or hit a transient error)."""
+
+        def reopen(current: UploadSession) -> None:
+            if current.state == UploadState.ASSEMBLING:
+                current.state = UploadState.OPEN
+                current.claimed_until = 0.0
+
+        try:
+            await self._uploads.sessions.update(upload_id, reopen)
+        except UploadNotFound:
+            pass
+
+    async def _settle(
+        self,
+        session: UploadSession,
+        state: UploadState,
+        *,
+        result: dict[str, Any] | None = None,
+        code: str = "",
+        message: str = "",
+    ) -> UploadSession:
+        """Record the outcome; the bytes, the quota, the parts and the alias are no longer needed.
+
+        The record itself stays until expiry, so a client that lost the answer can still read it."""
+
+        def settle(current: UploadSession) -> None:
+            current.state = state
+            current.result = result
+            current.error_code = code
+            current.error_message = message
+            current.claimed_until = 0.0
+
+        uploads = self._uploads
+        updated, _ = await uploads.sessions.update(session.id, settle)
+        await uploads.quotas.release(updated.owner, updated.id)
+        await uploads.store.discard(session.id)
+        for part_id in updated.parts:
+            await uploads.forget(part_id, "concatenated")
+        if updated.alias:
+            await uploads.sessions.forget_alias(updated)
+        return updated
+
+    async def _outcome(self, session: UploadSession) -> UploadSession:
+        """Poll, with a deadline, for another request's completion of `session` to settle."""
+        deadline = time.monotonic() + self._wait_seconds
+        while True:
+            current = await self._uploads.get(session.id, session.owner)
+            if current.state in _SETTLED or time.monotonic() >= deadline:
+                return current
+            if current.state == UploadState.OPEN and not current.all_received:
+                return current
+            await asyncio.sleep(_POLL_SECONDS)

@@ -1,0 +1,284 @@
+"""Upload bytes on a local (or shared, POSIX) filesystem, written with aiofiles.
+
+Layout under the root, one directory per upload:
+    uploads/<id>/part-<index>-<sha256>   a numbered chunk, written to a temp name, fsynced, renamed
+    uploads/<id>/data                     the appended stream of a STREAM upload
+    uploads/<id>/assembled                the parts joined, while the image pipeline reads them
+
+A part's name carries its digest, so two different bodies for one index never overwrite each
+other: the session in Redis says which digest was acknowledged, and only that file counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import aiofiles.os
+
+from .errors import ChecksumMismatch, StorageFull
+from .storage import StoreFeature
+from .streams import Checksum, VerifiedBody
+
+# errno values that mean "the bytes were not stored": the write is rolled back and the client
+# told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
+_NOT_STORED = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+_COPY_BLOCK = 1024 * 1024
+# A checksummed body has no checkpoints: nothing counts before its digest is known.
+_NO_CHECKPOINTS = 1 << 62
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in _NOT_STORED:
+        return StorageFull("the server has no room to store this upload right now")
+    return exc
+
+
+async def _no_checkpoint(_: int) -> None:
+    return None
+
+
+class LocalChunkStore:
+    features = frozenset({StoreFeature.CHECKSUM, StoreFeature.CONCATENATION})
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, fault_enospc_flag: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.root = Path(root).resolve() / "uploads"
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Test-only (storage.fault_enospc_flag): while this file exists, writes fail with ENOSPC
+        # after their bytes went out, as a full disk reports it at write or fsync time.
+        self._fault_flag = Path(fault_enospc_flag) if fault_enospc_flag else None
+
+    def _injected_fault(self) -> None:
+        if self._fault_flag is not None and self._fault_flag.exists():
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+
+    def _dir(self, upload_id: str) -> Path:
+        # Ids are made by the core (urlsafe base64); refuse anything else rather than trust it in a path.
+        if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+            raise ValueError("malformed upload id")
+        return self.root / upload_id
+
+    def _part(self, upload_id: str, index: int, digest: str) -> Path:
+        return self._dir(upload_id) / f"part-{index:06d}-{digest}"
+
+    def _stream(self, upload_id: str) -> Path:
+        return self._dir(upload_id) / "data"
+
+    # -- numbered parts ------------------------------------------------------------------------
+
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> None:
+        directory = self._dir(upload_id)
+        final = self._part(upload_id, index, digest)
+        tmp = directory / f".tmp-{index:06d}-{secrets.token_hex(8)}"
+        try:
+            await aiofiles.os.makedirs(directory, exist_ok=True)
+            async with aiofiles.open(tmp, "wb") as f:
+                await f.write(data)
+                await f.flush()
+                self._injected_fault()
+                await asyncio.to_thread(os.fsync, f.fileno())
+            # The same bytes give the same name, so replacing an earlier copy changes nothing.
+            await aiofiles.os.replace(tmp, final)
+            await asyncio.to_thread(_fsync_dir, directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                await aiofiles.os.remove(tmp)
+            raise _storage_error(exc) from exc
+
+    async def drop_part(self, upload_id: str, index: int, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self._part(upload_id, index, digest))
+
+    async def _assemble(self, upload_id: str, parts: list[tuple[int, str]]) -> Path:
+        target = self._dir(upload_id) / "assembled"
+        tmp = target.with_name(f".assembling-{secrets.token_hex(8)}")
+        try:
+            async with aiofiles.open(tmp, "wb") as out:
+                for index, digest in parts:
+                    async with aiofiles.open(self._part(upload_id, index, digest), "rb") as part:
+                        while block := await part.read(_COPY_BLOCK):
+                            await out.write(block)
+                await out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
+            await aiofiles.os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                await aiofiles.os.remove(tmp)
+            raise _storage_error(exc) from exc
+        return target
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, upload_id: str, parts: list[tuple[int, str]] | None) -> AsyncIterator[Path]:
+        if parts is None:
+            stream = self._stream(upload_id)
+            if not await aiofiles.os.path.isfile(stream):
+                raise FileNotFoundError("the upload's stream is not stored")
+            yield stream  # already a local file: no copy
+            return
+        path = await self._assemble(upload_id, parts)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.remove, path)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    async def create_stream(self, upload_id: str) -> None:
+        path = self._stream(upload_id)
+        await aiofiles.os.makedirs(path.parent, exist_ok=True)
+
+        def create() -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(create)
+
+    async def reconcile(self, upload_id: str, recorded_offset: int) -> int:
+        path = self._stream(upload_id)
+
+        def reconcile() -> int:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except FileNotFoundError:
+                return 0
+            try:
+                size = os.fstat(fd).st_size
+                if size <= recorded_offset:
+                    return size
+                os.ftruncate(fd, recorded_offset)
+                os.fsync(fd)
+                return recorded_offset
+            finally:
+                os.close(fd)
+
+        return await asyncio.to_thread(reconcile)
+
+    async def append(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        limit: int,
+        checksum: Checksum | None,
+        checkpoint: Callable[[int], Awaitable[None]],
+        checkpoint_bytes: int,
+    ) -> tuple[int, BaseException | None]:
+        if checksum is None:
+            return await self._write(upload_id, offset, body, limit, checkpoint, checkpoint_bytes)
+        verified = VerifiedBody(body, checksum)
+        written, interrupted = await self._write(
+            upload_id, offset, verified.blocks(), limit, _no_checkpoint, _NO_CHECKPOINTS
+        )
+        if interrupted is None and verified.matches():
+            return written, None
+        # Unverifiable or wrong bytes are not stored bytes: cut back before anyone sees them.
+        await self.reconcile(upload_id, offset)
+        if interrupted is None:
+            raise ChecksumMismatch(f"the body does not match its {checksum.algorithm} checksum")
+        return offset, interrupted
+
+    async def _write(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        limit: int,
+        checkpoint: Callable[[int], Awaitable[None]],
+        checkpoint_bytes: int,
+    ) -> tuple[int, BaseException | None]:
+        """Write `body` at `offset`, fsyncing and calling `checkpoint` every `checkpoint_bytes`.
+
+        An interruption is handed back, not raised, once the bytes before it are fsynced; a
+        storage error truncates back to the last durable offset and raises StorageFull."""
+        path = self._stream(upload_id)
+        if not await aiofiles.os.path.exists(path):
+            await self.create_stream(upload_id)
+        durable = written = offset
+        interrupted: BaseException | None = None
+        async with aiofiles.open(path, "r+b") as f:
+            try:
+                await f.seek(offset)
+                blocks = body.__aiter__()
+                while True:
+                    try:
+                        block = await blocks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                        interrupted = exc
+                        break
+                    if written + len(block) - offset > limit:
+                        interrupted = OverflowError("body longer than allowed")
+                        break
+                    await f.write(block)
+                    self._injected_fault()
+                    written += len(block)
+                    if written - durable >= checkpoint_bytes:
+                        await _sync(f)
+                        durable = written
+                        await checkpoint(durable)
+                # Shielded: a cancelled request must still leave a consistent, durable file.
+                await asyncio.shield(_sync(f))
+            except OSError as exc:
+                await _rollback(f, durable)
+                raise _storage_error(exc) from exc
+        return written, interrupted
+
+    async def concatenate(self, upload_id: str, sources: list[str]) -> int:
+        path = self._stream(upload_id)
+        await aiofiles.os.makedirs(path.parent, exist_ok=True)
+        tmp = path.with_name(f".concat-{secrets.token_hex(8)}")
+        total = 0
+        try:
+            async with aiofiles.open(tmp, "wb") as out:
+                for source in sources:
+                    async with aiofiles.open(self._stream(source), "rb") as part:
+                        while block := await part.read(_COPY_BLOCK):
+                            await out.write(block)
+                            total += len(block)
+                await out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
+            await aiofiles.os.replace(tmp, path)
+            await asyncio.to_thread(_fsync_dir, path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                await aiofiles.os.remove(tmp)
+            raise _storage_error(exc) from exc
+        return total
+
+    async def discard(self, upload_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._dir(upload_id), True)
+
+
+async def _sync(f: Any) -> None:
+    await f.flush()
+    await asyncio.to_thread(os.fsync, f.fileno())
+
+
+async def _rollback(f: Any, durable: int) -> None:
+    with contextlib.suppress(OSError):
+        await f.truncate(durable)
+        await asyncio.to_thread(os.fsync, f.fileno())

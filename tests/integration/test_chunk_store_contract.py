@@ -1,0 +1,276 @@
+"""What every ChunkStore backend must do, run against each one in tests.support.core.BACKENDS.
+
+Only the ChunkStore interface is used here, so a new backend (an object store) passes or fails
+this same suite; what its bytes look like at rest is its own business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import chunks
+from chunks.session import new_upload_id
+from tests.support.core import BACKENDS, chunk_store
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> chunks.ChunkStore:
+    return chunk_store(request.param, tmp_path)
+
+
+@pytest.fixture()
+def upload_id() -> str:
+    return new_upload_id()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def blocks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def no_checkpoint(offset: int) -> None:
+    return None
+
+
+async def append(
+    store: chunks.ChunkStore,
+    upload_id: str,
+    offset: int,
+    body: AsyncIterator[bytes],
+    *,
+    limit: int = 1 << 30,
+    checksum: chunks.Checksum | None = None,
+) -> tuple[int, BaseException | None]:
+    return await store.append(
+        upload_id, offset, body, limit=limit, checksum=checksum, checkpoint=no_checkpoint, checkpoint_bytes=1 << 20
+    )
+
+
+async def copied(store: chunks.ChunkStore, upload_id: str, parts: list[tuple[int, str]] | None = None) -> bytes:
+    async with store.local_copy(upload_id, parts) as path:
+        return path.read_bytes()
+
+
+def sha1(data: bytes) -> chunks.Checksum:
+    return chunks.Checksum("sha1", hashlib.sha1(data).digest())
+
+
+# -- numbered parts ----------------------------------------------------------------------------
+
+
+async def test_parts_are_joined_in_the_order_given(store, upload_id):
+    parts = [os.urandom(3000) for _ in range(3)]
+    for index in (2, 0, 1):
+        await store.put_part(upload_id, index, parts[index], sha256(parts[index]))
+
+    joined = await copied(store, upload_id, [(i, sha256(p)) for i, p in enumerate(parts)])
+
+    assert sha256(joined) == sha256(b"".join(parts))
+
+
+async def test_a_part_with_another_digest_never_overwrites_the_first(store, upload_id):
+    first, other = b"acknowledged bytes", b"a conflicting resend"
+    await store.put_part(upload_id, 0, first, sha256(first))
+    await store.put_part(upload_id, 0, other, sha256(other))
+
+    assert await copied(store, upload_id, [(0, sha256(first))]) == first
+    assert await copied(store, upload_id, [(0, sha256(other))]) == other
+
+
+async def test_the_same_part_stored_twice_is_one_part(store, upload_id):
+    await store.put_part(upload_id, 0, b"same", sha256(b"same"))
+    await store.put_part(upload_id, 0, b"same", sha256(b"same"))
+
+    assert await copied(store, upload_id, [(0, sha256(b"same"))]) == b"same"
+
+
+async def test_a_dropped_part_is_gone_and_dropping_it_again_is_fine(store, upload_id):
+    await store.put_part(upload_id, 0, b"kept", sha256(b"kept"))
+    await store.put_part(upload_id, 1, b"dropped", sha256(b"dropped"))
+
+    await store.drop_part(upload_id, 1, sha256(b"dropped"))
+    await store.drop_part(upload_id, 1, sha256(b"dropped"))
+
+    with pytest.raises(FileNotFoundError):
+        await copied(store, upload_id, [(0, sha256(b"kept")), (1, sha256(b"dropped"))])
+    assert await copied(store, upload_id, [(0, sha256(b"kept"))]) == b"kept"
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+async def test_a_new_stream_is_empty(store, upload_id):
+    await store.create_stream(upload_id)
+
+    assert await store.reconcile(upload_id, 0) == 0
+    assert await copied(store, upload_id) == b""
+
+
+async def test_appends_at_the_offset_build_up_the_stream(store, upload_id):
+    data = os.urandom(50_000)
+    await store.create_stream(upload_id)
+
+    assert await append(store, upload_id, 0, blocks(data[:20_000])) == (20_000, None)
+    assert await append(store, upload_id, 20_000, blocks(data[20_000:30_000], data[30_000:])) == (50_000, None)
+
+    assert sha256(await copied(store, upload_id)) == sha256(data)
+
+
+async def test_checkpoints_report_durable_offsets_as_the_body_arrives(store, upload_id):
+    await store.create_stream(upload_id)
+    seen: list[int] = []
+
+    async def checkpoint(offset: int) -> None:
+        seen.append(offset)
+
+    written, _ = await store.append(
+        upload_id,
+        0,
+        blocks(*[b"x" * 1000] * 10),
+        limit=1 << 20,
+        checksum=None,
+        checkpoint=checkpoint,
+        checkpoint_bytes=3000,
+    )
+
+    assert written == 10_000
+    assert seen and seen == sorted(seen) and seen[-1] <= written
+    assert all(b - a >= 3000 for a, b in zip([0, *seen], seen))
+
+
+async def test_a_matching_checksum_appends(store, upload_id):
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"first "))
+
+    written, interrupted = await append(store, upload_id, 6, blocks(b"sec", b"ond"), checksum=sha1(b"second"))
+
+    assert (written, interrupted) == (12, None)
+    assert await copied(store, upload_id) == b"first second"
+
+
+async def test_a_wrong_checksum_keeps_nothing_of_the_body(store, upload_id):
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"first"))
+    body = os.urandom(3 << 20)  # longer than any checkpoint interval
+
+    with pytest.raises(chunks.ChecksumMismatch):
+        await append(store, upload_id, 5, blocks(body[: 1 << 20], body[1 << 20 :]), checksum=sha1(b"other"))
+
+    assert await store.reconcile(upload_id, 5) == 5
+    assert await copied(store, upload_id) == b"first"
+
+
+async def test_an_interrupted_body_keeps_what_arrived(store, upload_id):
+    await store.create_stream(upload_id)
+
+    async def dropped() -> AsyncIterator[bytes]:
+        yield b"arrived"
+        raise ConnectionResetError("client went away")
+
+    written, interrupted = await append(store, upload_id, 0, dropped())
+
+    assert written == 7 and isinstance(interrupted, ConnectionResetError)
+    assert await copied(store, upload_id) == b"arrived"
+
+
+async def test_an_interrupted_body_with_a_checksum_keeps_nothing(store, upload_id):
+    await store.create_stream(upload_id)
+
+    async def dropped() -> AsyncIterator[bytes]:
+        yield b"hel"
+        raise ConnectionResetError("client went away")
+
+    written, interrupted = await append(store, upload_id, 0, dropped(), checksum=sha1(b"hello"))
+
+    assert written == 0 and isinstance(interrupted, ConnectionResetError)
+    assert await copied(store, upload_id) == b""
+
+
+async def test_a_body_past_the_limit_stops_at_the_block_that_crosses_it(store, upload_id):
+    await store.create_stream(upload_id)
+
+    written, interrupted = await append(store, upload_id, 0, blocks(b"12345", b"67890"), limit=8)
+
+    assert written == 5 and isinstance(interrupted, OverflowError)
+    assert await copied(store, upload_id) == b"12345"
+
+
+async def test_reconcile_cuts_bytes_past_the_recorded_offset(store, upload_id):
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"0123456789"))
+
+    assert await store.reconcile(upload_id, 6) == 6  # the last 4 bytes were never acknowledged
+
+    assert await copied(store, upload_id) == b"012345"
+    assert await append(store, upload_id, 6, blocks(b"ab")) == (8, None)
+    assert await copied(store, upload_id) == b"012345ab"
+
+
+async def test_reconcile_reports_a_shortfall_without_inventing_bytes(store, upload_id):
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"short"))
+
+    assert await store.reconcile(upload_id, 100) == 5
+    assert await copied(store, upload_id) == b"short"
+
+
+async def test_an_unknown_stream_holds_nothing(store, upload_id):
+    assert await store.reconcile(upload_id, 10) == 0
+    with pytest.raises(FileNotFoundError):
+        await copied(store, upload_id)
+
+
+async def test_concatenation_joins_streams_in_the_order_given(store):
+    sources = {new_upload_id(): data for data in (b"one-", b"two-", b"three")}
+    for source, data in sources.items():
+        await store.create_stream(source)
+        await append(store, source, 0, blocks(data))
+    first, second, third = sources
+    final = new_upload_id()
+
+    assert await store.concatenate(final, [third, first, second]) == 13
+
+    assert await copied(store, final) == b"threeone-two-"
+    assert await copied(store, first) == b"one-"  # the sources stay until the final upload settles
+
+
+# -- the rest ----------------------------------------------------------------------------------
+
+
+async def test_discard_removes_every_byte_and_is_idempotent(store, upload_id):
+    await store.put_part(upload_id, 0, b"part", sha256(b"part"))
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"stream"))
+
+    await store.discard(upload_id)
+    await store.discard(upload_id)
+    await store.discard(new_upload_id())  # never stored anything
+
+    assert await store.reconcile(upload_id, 6) == 0
+    with pytest.raises(FileNotFoundError):
+        await copied(store, upload_id, [(0, sha256(b"part"))])
+
+
+async def test_discarding_one_upload_leaves_the_others(store, upload_id):
+    other = new_upload_id()
+    for each in (upload_id, other):
+        await store.create_stream(each)
+        await append(store, each, 0, blocks(each.encode()))
+
+    await store.discard(upload_id)
+
+    assert await copied(store, other) == other.encode()
+
+
+def test_features_are_store_features(store):
+    assert isinstance(store.features, frozenset)
+    assert all(isinstance(feature, chunks.StoreFeature) for feature in store.features)
