@@ -9,8 +9,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import b64
 from tests.support import images
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEY, b64
 from tests.support import images
+from tests.support.config import API_KEY
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import b64
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import StartServer
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 from tests.support.tus import TUS, create, eventually, head, patch, upload_id
 
 ORIGIN = "https://app.example"
