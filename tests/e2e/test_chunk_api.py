@@ -15,12 +15,7 @@ from tests.support.config import API_KEY
 from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
-
-
-@pytest.fixture()
-def client(server, auth):
-    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
-        yield c
+pytestmark = pytest.mark.client(auth=True)
 
 
 def split(data: bytes, n: int) -> list[bytes]:
