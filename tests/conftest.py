@@ -72,3 +72,19 @@ def user() -> str:
 @pytest.fixture()
 def auth(token: Callable[..., str], user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(user)}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A banner when tests were skipped: a missing tool must not pass for a green run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, list[str]] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons.setdefault(reason.removeprefix("Skipped: "), []).append(report.nodeid)
+    terminalreporter.section(f"{len(skipped)} TEST(S) SKIPPED: this run did not check everything", sep="!", red=True)
+    for reason, nodeids in reasons.items():
+        terminalreporter.write_line(f"{reason}:", red=True, bold=True)
+        for nodeid in nodeids:
+            terminalreporter.write_line(f"    {nodeid}")
