@@ -1,4 +1,5 @@
-"""Fixtures that start real processes: one redis-server per test session, server processes per module or test."""
+"""Fixtures that start real processes (one redis-server per test session, server processes per module or test),
+and the banner that lists skipped tests."""
 
 from __future__ import annotations
 
