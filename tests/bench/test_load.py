@@ -21,7 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import b64, server_config
+from tests.support.config import server_config
+from tests.support.encoding import b64
 from tests.support.server import ServerProcess
 from tests.support.uploaders import centre_colour, close, marked_png
 

@@ -9,16 +9,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import b64
 from tests.support import images
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
-
-
-@pytest.fixture()
-def client(server, auth):
-    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
-        yield c
+pytestmark = pytest.mark.client(auth=True)
 
 
 def upload(client: httpx.Client, data: bytes) -> dict:

@@ -10,16 +10,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEY, b64
 from tests.support import images
+from tests.support.config import API_KEY
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
-
-
-@pytest.fixture()
-def client(server, auth):
-    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
-        yield c
+pytestmark = pytest.mark.client(auth=True)
 
 
 def split(data: bytes, n: int) -> list[bytes]:

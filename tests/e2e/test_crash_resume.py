@@ -6,8 +6,8 @@ import hashlib
 
 import httpx
 
-from tests.conftest import b64
 from tests.support import images
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 

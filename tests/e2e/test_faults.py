@@ -22,14 +22,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import b64
 from tests.support import images
+from tests.support.encoding import b64
 from tests.support.server import ServerProcess
 from tests.support.uploaders import centre_colour, close, marked_png
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = "application/offset+octet-stream"
+pytestmark = pytest.mark.client(server="faulty", auth=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,6 @@ def faulty(tmp_path_factory, start_module_server):
         limits={"min_body_bytes_per_second": 20_000, "body_rate_grace_seconds": 1.0},
         uploads={"completion_wait_seconds": 20},
     )
-
-
-@pytest.fixture()
-def client(faulty, auth):
-    with httpx.Client(base_url=faulty.url, headers=auth, timeout=30) as c:
-        yield c
 
 
 def uploads_dir(server: ServerProcess) -> Path:

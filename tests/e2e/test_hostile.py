@@ -16,8 +16,9 @@ import jwt
 import psutil
 import pytest
 
-from tests.conftest import JWT_SECRET, b64
 from tests.support import images
+from tests.support.config import JWT_SECRET
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -14,12 +14,6 @@ INCONSISTENT = "https://iana.org/assignments/http-problem-types#inconsistent-upl
 COMPLETED = "https://iana.org/assignments/http-problem-types#completed-upload"
 
 
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
-
-
 @pytest.fixture(scope="module")
 def image() -> bytes:
     return images.jpeg(320, 240, colour=(200, 120, 20))

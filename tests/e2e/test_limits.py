@@ -7,10 +7,11 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import b64
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}
+pytestmark = pytest.mark.client(server="limited", auth=True)
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +25,6 @@ def limited(start_module_server):
             "quota_retry_after_seconds": 7,
         }
     )
-
-
-@pytest.fixture()
-def client(limited, auth):
-    with httpx.Client(base_url=limited.url, headers=auth, timeout=30) as c:
-        yield c
 
 
 def first_chunk(name: str, size: int = 100) -> dict:

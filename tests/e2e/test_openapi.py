@@ -12,8 +12,7 @@ from starlette.routing import Route
 
 from server import settings as settings_module
 from server.app import create_app
-from tests.conftest import StartServer
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 OPERATIONS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 SEED_PROTOCOLS = ("picture_api", "user_image_api", "profile_image_api", "setting_avatar_api")

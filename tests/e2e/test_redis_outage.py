@@ -7,8 +7,8 @@ import time
 import httpx
 
 from server.redis_process import RedisProcess, free_port
-from tests.conftest import b64
 from tests.support import images
+from tests.support.encoding import b64
 
 URL = "/accounts/profile-image"
 

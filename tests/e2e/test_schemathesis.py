@@ -36,7 +36,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from server.protocols import openapi_document
 from server.settings import Settings
-from tests.conftest import b64
+from tests.support.encoding import b64
 
 # The operations of a server with every protocol on (the `server` fixture's config), minus /files.
 PATHS = {path: item for path, item in openapi_document(Settings())["paths"].items() if not path.startswith("/files")}

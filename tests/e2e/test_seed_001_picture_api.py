@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from tests.conftest import jpeg_bytes
+from tests.support import images
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SAMPLE_DATA_URI = (FIXTURES / "seed001_data_uri.txt").read_text().strip()
@@ -57,7 +57,7 @@ def test_the_sample_decodes_to_the_fixture_jpeg():
 
 def test_a_new_picture_replaces_the_served_one(server, auth, user):
     first = httpx.post(f"{server.url}{PATH}", json=example_request(), headers=auth).json()
-    photo = jpeg_bytes(320, 240, color=(10, 10, 220))
+    photo = images.jpeg(320, 240, colour=(10, 10, 220))
     second = httpx.post(
         f"{server.url}{PATH}",
         headers=auth,
@@ -99,7 +99,7 @@ def test_bytes_of_another_format_than_declared_are_refused(server, auth):
         f"{server.url}{PATH}",
         headers=auth,
         json=example_request(
-            mime="image/png", width=200, height=200, dataUri=data_uri(jpeg_bytes(200, 200), "image/png")
+            mime="image/png", width=200, height=200, dataUri=data_uri(images.jpeg(200, 200), "image/png")
         ),
     )
     assert answer.status_code == 400

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import StartServer, jpeg_bytes
-from tests.support.server import ServerProcess
+from tests.support import images
+from tests.support.server import ServerProcess, StartServer
 
 PATH = "/users/image/upload"
 MAX_IMAGE_BYTES = 300_000
@@ -36,7 +36,7 @@ def test_the_documents_example_request_gets_the_documented_answer(server, token,
     answer = httpx.patch(
         f"{server.url}{PATH}",
         headers={"Authorization": f"Bearer {bearer}"},
-        files={"file": ("image.jpg", jpeg_bytes(), "image/jpeg")},
+        files={"file": ("image.jpg", images.jpeg(), "image/jpeg")},
     )
     assert answer.status_code == 200, answer.text
     data = answer.json()["data"]
@@ -53,7 +53,7 @@ def test_the_documents_example_request_gets_the_documented_answer(server, token,
 
 
 def test_user_fields_missing_from_the_token_are_null(server, auth, user):
-    answer = httpx.patch(f"{server.url}{PATH}", headers=auth, files={"file": ("a.jpg", jpeg_bytes())})
+    answer = httpx.patch(f"{server.url}{PATH}", headers=auth, files={"file": ("a.jpg", images.jpeg())})
     assert answer.status_code == 200, answer.text
     data = answer.json()["data"]
     assert data["id"] == user
@@ -62,10 +62,10 @@ def test_user_fields_missing_from_the_token_are_null(server, auth, user):
 
 def test_the_previous_image_is_deleted(server, auth, user):
     first = httpx.patch(
-        f"{server.url}{PATH}", headers=auth, files={"file": ("a.jpg", jpeg_bytes(color=(250, 0, 0)))}
+        f"{server.url}{PATH}", headers=auth, files={"file": ("a.jpg", images.jpeg(colour=(250, 0, 0)))}
     ).json()["data"]
     second = httpx.patch(
-        f"{server.url}{PATH}", headers=auth, files={"file": ("b.jpg", jpeg_bytes(color=(0, 0, 250)))}
+        f"{server.url}{PATH}", headers=auth, files={"file": ("b.jpg", images.jpeg(colour=(0, 0, 250)))}
     ).json()["data"]
     assert first["profile_image"] != second["profile_image"]
     assert httpx.get(first["profile_image"]).status_code == 404
@@ -74,14 +74,14 @@ def test_the_previous_image_is_deleted(server, auth, user):
 
 def test_other_form_fields_are_ignored(server, auth):
     answer = httpx.patch(
-        f"{server.url}{PATH}", headers=auth, data={"caption": "me"}, files={"file": ("a.jpg", jpeg_bytes())}
+        f"{server.url}{PATH}", headers=auth, data={"caption": "me"}, files={"file": ("a.jpg", images.jpeg())}
     )
     assert answer.status_code == 200, answer.text
 
 
 def test_a_form_without_file_is_a_400(server, auth, user):
     answer = httpx.patch(
-        f"{server.url}{PATH}", headers=auth, data={"image": "nope"}, files={"picture": ("a.jpg", jpeg_bytes())}
+        f"{server.url}{PATH}", headers=auth, data={"image": "nope"}, files={"picture": ("a.jpg", images.jpeg())}
     )
     assert (answer.status_code, answer.json()["code"]) == (400, "missing-file")
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 404
@@ -95,7 +95,7 @@ def test_a_body_that_is_not_multipart_is_a_400(server, auth):
 def test_a_truncated_multipart_body_is_a_400_and_leaves_no_file(server, auth):
     body = (
         b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-        b"Content-Type: image/jpeg\r\n\r\n" + jpeg_bytes()[:500]
+        b"Content-Type: image/jpeg\r\n\r\n" + images.jpeg()[:500]
     )
     answer = httpx.patch(
         f"{server.url}{PATH}", content=body, headers={**auth, "Content-Type": "multipart/form-data; boundary=XyZ"}
@@ -118,5 +118,5 @@ def test_a_file_that_is_not_an_image_is_refused(server, auth):
 
 
 def test_without_a_token_the_answer_is_401(server):
-    answer = httpx.patch(f"{server.url}{PATH}", files={"file": ("a.jpg", jpeg_bytes())})
+    answer = httpx.patch(f"{server.url}{PATH}", files={"file": ("a.jpg", images.jpeg())})
     assert answer.status_code == 401

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import StartServer, jpeg_bytes
+from tests.support import images
 from tests.support.image_host import ImageHost
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 MAX_IMAGE_BYTES = 300_000
 FETCH_TIMEOUT = 1.5
@@ -41,7 +41,7 @@ def strict_server(start_module_server: StartServer) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[ImageHost]:
-    image_host = ImageHost(jpeg_bytes(400, 300, color=(20, 160, 90)), big_bytes=MAX_IMAGE_BYTES).start()
+    image_host = ImageHost(images.jpeg(400, 300, colour=(20, 160, 90)), big_bytes=MAX_IMAGE_BYTES).start()
     yield image_host
     image_host.stop()
 
@@ -76,7 +76,7 @@ def field_errors(answer: httpx.Response) -> list[dict[str, str]]:
 
 
 def test_a_multipart_post_sets_the_image(server, auth, user):
-    answer = httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", jpeg_bytes())})
+    answer = httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", images.jpeg())})
     assert answer.status_code == 200, answer.text
     image = answer.json()
     assert image["status"] == "ready"
@@ -102,7 +102,7 @@ def test_another_users_profile_image_is_403(server, auth):
 
 
 def test_delete_removes_the_image(server, auth, user):
-    httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", jpeg_bytes())})
+    httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", images.jpeg())})
     assert httpx.delete(resource(server, user), headers=auth).status_code == 204
     assert httpx.get(resource(server, user), headers=auth).status_code == 404
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 404
@@ -110,7 +110,7 @@ def test_delete_removes_the_image(server, auth, user):
 
 
 def test_a_form_without_file_is_field_missing(server, auth, user):
-    answer = httpx.post(resource(server, user), headers=auth, files={"photo": ("me.jpg", jpeg_bytes())})
+    answer = httpx.post(resource(server, user), headers=auth, files={"photo": ("me.jpg", images.jpeg())})
     assert field_errors(answer) == [{"field": "file", "code": "field-missing"}]
 
 
@@ -185,7 +185,7 @@ def test_a_failed_download_reports_why(server, host, auth, user, path, reason):
 
 
 def test_a_failed_download_keeps_the_previous_image(server, host, auth, user):
-    before = httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", jpeg_bytes())}).json()
+    before = httpx.post(resource(server, user), headers=auth, files={"file": ("me.jpg", images.jpeg())}).json()
     fetch(server, user, auth, f"{host.url}/not-an-image")
     assert httpx.get(before["url"]).status_code == 200
 

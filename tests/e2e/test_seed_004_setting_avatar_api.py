@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import StartServer, jpeg_bytes
-from tests.support.server import ServerProcess
+from tests.support import images
+from tests.support.server import ServerProcess, StartServer
 
 PATH = "/user/setting/avatar"
 MAX_IMAGE_BYTES = 300_000
@@ -54,7 +54,7 @@ def assert_failure(answer: httpx.Response, status: int) -> str:
 
 
 def test_an_image_body_becomes_the_avatar(server, auth, user):
-    answer = put(server, auth, jpeg_bytes(300, 300, color=(0, 90, 250)))
+    answer = put(server, auth, images.jpeg(300, 300, colour=(0, 90, 250)))
     assert answer.status_code == 200
     assert answer.json() == {"code": 0, "msg": ""}
     served = httpx.get(f"{server.url}/avatars/{user}")
@@ -63,7 +63,7 @@ def test_an_image_body_becomes_the_avatar(server, auth, user):
 
 
 def test_an_empty_body_switches_to_gravatar(server, with_email, user):
-    assert put(server, with_email, jpeg_bytes()).status_code == 200
+    assert put(server, with_email, images.jpeg()).status_code == 200
     answer = put(server, with_email, b"")
     assert answer.status_code == 200
     assert answer.json() == {"code": 0, "msg": ""}
@@ -78,7 +78,7 @@ def test_an_empty_body_switches_to_gravatar(server, with_email, user):
 def test_a_new_image_ends_the_gravatar_choice(server, with_email, user):
     put(server, with_email, b"")
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 302
-    assert put(server, with_email, jpeg_bytes()).status_code == 200
+    assert put(server, with_email, images.jpeg()).status_code == 200
     served = httpx.get(f"{server.url}/avatars/{user}")
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("image/")
@@ -87,7 +87,7 @@ def test_a_new_image_ends_the_gravatar_choice(server, with_email, user):
 def test_an_image_from_another_api_also_ends_the_gravatar_choice(server, with_email, user):
     put(server, with_email, b"")
     answer = httpx.patch(
-        f"{server.url}/users/image/upload", headers=with_email, files={"file": ("a.jpg", jpeg_bytes())}
+        f"{server.url}/users/image/upload", headers=with_email, files={"file": ("a.jpg", images.jpeg())}
     )
     assert answer.status_code == 200, answer.text
     assert httpx.get(f"{server.url}/avatars/{user}").status_code == 200
@@ -122,7 +122,7 @@ def test_a_body_over_the_limit_fails_and_leaves_no_file(server, auth, user):
 
 
 def test_without_a_token_the_failure_has_this_apis_shape(server):
-    assert_failure(put(server, {}, jpeg_bytes()), 401)
+    assert_failure(put(server, {}, images.jpeg()), 401)
 
 
 def test_debug_mode_adds_the_internal_error(debug_server, auth):

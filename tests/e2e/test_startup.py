@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from tests.conftest import server_config
+from tests.support.config import server_config
 from tests.support.server import ServerProcess
 
 

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import StartServer
 from tests.support import images
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 from tests.support.tus import TUS, create, eventually, head, patch, stored_bytes
 
 

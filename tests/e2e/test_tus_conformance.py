@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import httpx
 import pytest
 
 from tests.support import images
@@ -19,12 +18,6 @@ EXTENSIONS = {
     "checksum",
     "concatenation",
 }
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

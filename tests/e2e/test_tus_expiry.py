@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import StartServer
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 from tests.support.tus import TUS, create, eventually, head, patch, upload_id
 
 ORIGIN = "https://app.example"
+pytestmark = pytest.mark.client(server="short_lived")
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +18,6 @@ def short_lived(start_module_server: StartServer) -> ServerProcess:
     return start_module_server(
         uploads={"expire_seconds": 2, "reap_interval_seconds": 0.2}, server={"cors_origins": [ORIGIN]}
     )
-
-
-@pytest.fixture()
-def client(short_lived) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=short_lived.url, timeout=30) as c:
-        yield c
 
 
 def test_an_expired_upload_answers_410(client, auth):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import yaml
 
 from server.redis_process import free_port
+from tests.support.config import server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +82,37 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.process = None
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+def server_starter(make_root: Callable[[], Path], shared_redis_url: str) -> Iterator[StartServer]:
+    """Yield `start`, which starts a real server process (`python -m server`); stop them all after.
+
+    start(root=, redis_url=, port=, config=, **sections): `root` is the server's work directory
+    (a fresh one from `make_root` by default), `sections` override `server_config`'s, `redis_url`
+    replaces the shared Redis (say "embedded" or a test's own RedisProcess). A restart passes the
+    earlier server's `root`, `config` and `port`. Servers a test stopped or SIGKILLed itself are fine.
+    """
+    started: list[ServerProcess] = []
+
+    def start(
+        *,
+        root: Path | None = None,
+        redis_url: str | None = None,
+        port: int | None = None,
+        config: dict[str, Any] | None = None,
+        **sections: dict[str, Any],
+    ) -> ServerProcess:
+        assert config is None or not (sections or redis_url), "config= is the whole config"
+        root = root or make_root()
+        if config is None:
+            config = server_config(root, redis_url or shared_redis_url, **sections)
+        process = ServerProcess(root, config, port=port)
+        started.append(process)  # before start(): a server that fails to start is still stopped
+        return process.start()
+
+    yield start
+    for process in reversed(started):
+        process.stop()

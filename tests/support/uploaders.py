@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 from PIL import Image
 
-from tests.conftest import b64
+from tests.support.encoding import b64
 
 CHUNK_URL = "/accounts/profile-image"
 TUS = {"Tus-Resumable": "1.0.0"}

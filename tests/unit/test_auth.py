@@ -8,13 +8,9 @@ from starlette.requests import Request
 
 from server.auth import Authenticator, AuthError, issue_token
 from server.settings import AuthSettings
+from tests.support.asgi import request_with
 
 SECRET = "s" * 40
-
-
-def request_with(**headers: str) -> Request:
-    raw = [(k.replace("_", "-").lower().encode(), v.encode()) for k, v in headers.items()]
-    return Request({"type": "http", "headers": raw, "method": "GET", "path": "/"})
 
 
 def bearer(token: str) -> Request:
