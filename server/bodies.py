@@ -44,7 +44,7 @@ def declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise BodyError("Content-Length is not a valid number")
     return int(value)
 

@@ -156,7 +156,7 @@ async def _follow(
 
 async def _save(response: httpx.Response, destination: Path, max_bytes: int) -> None:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise FetchFailed(f"the image is larger than {max_bytes} bytes", code="file-too-large")
     received = 0
     async with aiofiles.open(destination, "wb") as out:

@@ -43,6 +43,7 @@ from .settings import Settings
 
 log = logging.getLogger("server")
 
+
 class BackgroundTasks:
     """Work that outlives its request, tracked so that shutdown cancels it and a crash is logged."""
 

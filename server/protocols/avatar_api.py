@@ -80,7 +80,7 @@ async def _gravatar(services: Services, user_id: str, size: int | None) -> Respo
 async def versioned_avatar(request: Request, services: Services) -> Response:
     stem, _, extension = request.path_params["file_name"].partition(".")
     media_type = _EXTENSIONS.get(extension.lower())
-    if not stem.isdigit() or len(stem) > 5 or media_type is None:
+    if not (stem.isascii() and stem.isdigit()) or len(stem) > 5 or media_type is None:
         raise _no_avatar("no such avatar file")
     rendition = await services.avatars.rendition(
         request.path_params["user_id"], int(stem), media_type, version=request.path_params["version"]

@@ -41,7 +41,7 @@ _FILENAME = re.compile(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.I
 
 def version_of(request: Request) -> int:
     value = request.headers.get(INTEROP_HEADER, "").strip()
-    if not value.isdigit() or int(value) not in VERSIONS:
+    if not (value.isascii() and value.isdigit()) or int(value) not in VERSIONS:
         supported = ", ".join(map(str, VERSIONS))
         raise BadRequest(f"Upload-Draft-Interop-Version must be one of {supported}", code="unsupported-interop-version")
     return int(value)
@@ -50,7 +50,7 @@ def version_of(request: Request) -> int:
 def _version_or_latest(request: Request) -> int:
     """The version to answer a failure in: the request's, or the latest when it named none we speak."""
     value = request.headers.get(INTEROP_HEADER, "").strip()
-    return int(value) if value.isdigit() and int(value) in VERSIONS else LATEST
+    return int(value) if value.isascii() and value.isdigit() and int(value) in VERSIONS else LATEST
 
 
 async def _render(request: Request, services: Services, problem: Problem, exc: Exception) -> Response:

@@ -12,16 +12,17 @@ import chunks
 from avatars import ImageRejected, ImageTooLarge, InvalidImage, UnsupportedFormat
 from server.auth import AuthError
 from server.bodies import BodyError, BodyTimeout, BodyTooLarge, Disconnected, InvalidJson
-from server.chunk_api import _base64 as chunk_base64
-from server.chunk_api import _check_file_name as check_chunk_file_name
-from server.errors import BadRequest, Problem, problem_for
-from server.ietf import _completeness as ietf_completeness
-from server.ietf import _file_name as ietf_file_name
-from server.ietf import sf_boolean, sf_length, version_of
-from server.tus import _concat as tus_concat
-from server.tus import _described_file as tus_described_file
-from server.tus import parse_metadata as tus_metadata
-from server.upload_resource import upload_id_from_url
+from server.errors import BadRequest, MethodNotAllowed, Problem
+from server.errors import problem_for as _problem_for
+from server.protocols.chunk_api import _base64 as chunk_base64
+from server.protocols.chunk_api import _check_file_name as check_chunk_file_name
+from server.protocols.ietf_draft import _completeness as ietf_completeness
+from server.protocols.ietf_draft import _file_name as ietf_file_name
+from server.protocols.ietf_draft import sf_boolean, sf_length, version_of
+from server.protocols.tus import described_file as tus_described_file
+from server.protocols.tus import parse_concat as tus_concat
+from server.protocols.tus import parse_metadata as tus_metadata
+from server.resumable import upload_id_from_url
 
 __all__ = [
     "AuthError",
@@ -34,6 +35,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidImage",
     "InvalidJson",
+    "MethodNotAllowed",
     "Problem",
     "RedisError",
     "UnsupportedFormat",
@@ -54,21 +56,18 @@ __all__ = [
 ]
 
 
-def error(
-    kind: type[BaseException], message: str = "it failed", code: str = "some-code", *, status: int = 400
-) -> BaseException:
-    """An instance of `kind` with this message and, where the class takes them, this code and status.
+def error(kind: type[BaseException], message: str = "it failed", code: str = "some-code") -> BaseException:
+    """An instance of `kind` with this message and, where the class takes one, this code.
 
-    The error bases take their arguments in different orders today; this is the one place that knows them.
+    Every error base takes `(message, *, code)`; the ones with extra data get a neutral value here.
     """
-    if issubclass(kind, BadRequest):
-        return kind(message, code, status)
-    if issubclass(kind, ImageRejected):
-        return kind(code, message)
-    if issubclass(kind, AuthError):
-        return kind(message, code)
     if issubclass(kind, chunks.OffsetMismatch):
-        return kind(message, expected=0)
-    if issubclass(kind, chunks.UploadError):
+        return kind(message, code=code, expected=0)
+    if issubclass(kind, BadRequest | ImageRejected | AuthError | BodyError | chunks.UploadError):
         return kind(message, code=code)
     return kind(message)
+
+
+def problem_for(exc: BaseException, retry_after: int = 2) -> Problem | None:
+    """`server.errors.problem_for` with the configured wait of the default config."""
+    return _problem_for(exc, retry_after)

@@ -7,13 +7,13 @@ import base64
 
 import pytest
 
-from tests.unit._targets import BadRequest, check_chunk_file_name, chunk_base64
+from tests.unit._targets import BadRequest, check_chunk_file_name, chunk_base64, problem_for
 
 
 def refused(check, value: str, code: str) -> BadRequest:
     with pytest.raises(BadRequest) as caught:
         check(value)
-    assert (caught.value.status, caught.value.code) == (400, code)
+    assert (problem_for(caught.value).status, caught.value.code) == (400, code)
     return caught.value
 
 

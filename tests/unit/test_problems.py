@@ -14,6 +14,7 @@ from tests.unit._targets import (
     ImageTooLarge,
     InvalidImage,
     InvalidJson,
+    MethodNotAllowed,
     RedisError,
     UnsupportedFormat,
     chunks,
@@ -77,7 +78,7 @@ def test_a_core_failure_carries_the_code_it_was_given():
 
 def test_a_protocol_rejection_has_the_status_it_names():
     assert problem_for(error(BadRequest, code="invalid-concat")).status == 400
-    assert problem_for(error(BadRequest, code="method-not-allowed", status=405)).status == 405
+    assert problem_for(error(MethodNotAllowed, code="method-not-allowed")).status == 405
 
 
 def test_a_redis_failure_is_a_retryable_503_that_names_no_redis_detail():

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from tests.unit._targets import BadRequest, tus_concat, tus_described_file, tus_metadata
+from tests.unit._targets import BadRequest, problem_for, tus_concat, tus_described_file, tus_metadata
 
 ID_A = "a" * 32
 ID_B = "B-_" + "b" * 29
@@ -21,7 +21,7 @@ def refused(parse, header: str | None, code: str) -> BadRequest:
     with pytest.raises(BadRequest) as caught:
         parse(header)
     assert caught.value.code == code
-    assert caught.value.status == 400
+    assert problem_for(caught.value).status == 400
     return caught.value
 
 
