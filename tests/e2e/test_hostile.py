@@ -320,6 +320,8 @@ OTHER_CASES = [
     ("avatar size not a number", "GET", "/avatars/nobody?size=abc", {}, None, 400, None),
     ("versioned avatar path trick", "GET", "/avatars/x/..%2F..%2F..%2Fetc/passwd.webp", {}, None, 404, None),
     ("versioned avatar bad extension", "GET", "/avatars/x/v1/64.exe", {}, None, 404, None),
+    # "²" is a digit to str.isdigit() but not to int(): it must not reach int().
+    ("versioned avatar superscript size", "GET", "/avatars/x/v1/%C2%B2.webp", {}, None, 404, None),
     (
         "seed 001 not json",
         "POST",
