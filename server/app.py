@@ -48,6 +48,7 @@ from . import (
     tus,
     upload_resource,
     user_image_api,
+    web_page,
 )
 from .auth import Authenticator
 from .errors import json_error, problem_for
@@ -269,6 +270,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.protocol_enabled("tus") or settings.protocol_enabled("ietf"):
         routes += upload_resource.routes(settings)  # /files/: tus 1.0.0 and the IETF draft
     routes += avatar_api.routes()
+    routes += web_page.routes(settings)  # GET /, /web/..., /docs when server.web_page is on
     if settings.server.debug_endpoints:
         routes += debug.routes()
     middleware = []

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from . import web_page
 from .openapi_schemas import SCHEMAS
 from .settings import Settings
 
@@ -411,6 +412,8 @@ def document(settings: Settings) -> Doc:
             paths.update(fragment())
     if settings.protocol_enabled("tus") or settings.protocol_enabled("ietf"):
         paths.update(_files())
+    if settings.server.web_page:
+        paths.update(web_page.openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {
