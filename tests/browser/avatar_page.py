@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-import itertools
-from collections.abc import Callable, Iterator
 from typing import Any
 
 # The state Golden Retriever keeps for after a reload: how many file blobs are in IndexedDB,
@@ -130,9 +130,7 @@ class AvatarPage:
         image = self.page.locator("#avatar")
         image.wait_for()
         if not_version is not None:
-            self.page.wait_for_function(
-                "v => document.getElementById('avatar').dataset.version !== v", arg=not_version
-            )
+            self.page.wait_for_function("v => document.getElementById('avatar').dataset.version !== v", arg=not_version)
         return str(image.get_attribute("src"))
 
     def stored_state(self) -> dict[str, Any]:

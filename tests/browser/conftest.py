@@ -8,6 +8,7 @@ browser fails them instead.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -48,12 +49,9 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """A headless Chromium (Playwright Browser), launched once per test module.
-
-    Per module rather than per session: Playwright's sync API runs its own event loop, which
-    must not stay alive while other modules' asyncio tests run."""
+@contextlib.contextmanager
+def launch_chromium(*extra_args: str) -> Iterator[Any]:
+    """A headless Chromium (Playwright Browser) with CHROMIUM_ARGS and `extra_args`; skips without one."""
     executable = find_chromium()
     if executable is None:
         reason = "no Chromium found (install it: apt-get install chromium, or set CHROMIUM=/path)"
@@ -63,11 +61,23 @@ def chromium() -> Iterator[Any]:
         pytest.skip(f"browser tests skipped: {reason}")
     from playwright.sync_api import sync_playwright
 
-    # launch() gives every run a fresh, throw-away user data dir; each test gets its own context.
+    # launch() gives every browser a fresh, throw-away user data dir; each test gets its own context.
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
+        )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium, launched once per test module.
+
+    Per module rather than per session: Playwright's sync API runs its own event loop, which
+    must not stay alive while other modules' asyncio tests run."""
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
