@@ -89,7 +89,7 @@ def _resolve(path: str) -> Path | None:
     if not all(c.isalnum() or c in "._-" for c in name):
         return None
     target = WEB_ROOT / folder / name
-    if target.suffix not in _MEDIA_TYPES or name in ("package.json", "package-lock.json"):
+    if target.suffix not in _MEDIA_TYPES:
         return None
     return target if target.is_file() else None
 
