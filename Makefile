@@ -6,10 +6,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # tus-js-client for the end-to-end tests, run by the machine's Node.js (18+).
 JS_STAMP := tests/js/node_modules/.installed
+# Uppy and Swagger UI for the web page (GET /, /docs), copied from npm into web/vendor/: served by
+# the server itself, never from a CDN.
+WEB_STAMP  := web/vendor/.installed
 
 .PHONY: install run test lint format bench bench-images clean
 
-install: $(STAMP) $(JS_STAMP)
+install: $(STAMP) $(JS_STAMP) $(WEB_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { echo "need Python 3.11+ (set PYTHON=...)"; exit 1; }
@@ -22,6 +25,17 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "need Node.js 18+ with npm on PATH (tus-js-client tests)"; exit 1; }
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
+
+# --ignore-scripts: no package's install script runs (one would phone home for statistics).
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "need Node.js 18+ with npm on PATH (the web page's Uppy)"; exit 1; }
+	npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error
+	rm -rf web/vendor && mkdir -p web/vendor
+	cp web/node_modules/uppy/dist/uppy.min.mjs web/node_modules/uppy/dist/uppy.min.css web/vendor/
+	cp web/node_modules/uppy/LICENSE web/vendor/uppy-LICENSE.txt
+	cp web/node_modules/swagger-ui-dist/swagger-ui-bundle.js web/node_modules/swagger-ui-dist/swagger-ui.css web/vendor/
+	cp web/node_modules/swagger-ui-dist/LICENSE web/vendor/swagger-ui-LICENSE.txt
+	touch $(WEB_STAMP)
 
 run: install
 	$(PY) -m server --config config.yaml

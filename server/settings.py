@@ -33,6 +33,8 @@ class ServerSettings:
     shutdown_grace_seconds: float = 10.0
     # Test-only: GET /debug/resources (tasks, open files, locks). Never enable in production.
     debug_endpoints: bool = False
+    # GET / (the avatar page), /web/... (its files) and /docs (the interactive API reference).
+    web_page: bool = True
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from . import (
     setting_avatar_api,
     tus,
     user_image_api,
+    web_page,
 )
 
 
@@ -36,8 +37,12 @@ class Protocol:
     routes: Callable[[Settings], list[BaseRoute]]
     openapi_paths: Callable[[], openapi.Doc]
     switches: tuple[str, ...] = ()
+    # For a part switched by another setting than `protocols:` (the page: `server.web_page`).
+    when: Callable[[Settings], bool] | None = None
 
     def enabled(self, settings: Settings) -> bool:
+        if self.when is not None:
+            return self.when(settings)
         return not self.switches or any(settings.protocol_enabled(switch) for switch in self.switches)
 
 
@@ -61,6 +66,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
     ),
     Protocol("files", _files_routes, files.openapi_paths, ("tus", "ietf")),
     Protocol("avatar_api", avatar_api.routes, avatar_api.openapi_paths),
+    Protocol("web_page", web_page.routes, web_page.openapi_paths, when=lambda settings: settings.server.web_page),
 )
 
 
