@@ -82,7 +82,7 @@ def document(paths: Doc) -> Doc:
             "title": "Avatar upload server",
             "version": "0.1.0",
             "description": "Resumable profile-image uploads: the chunk JSON API, tus 1.0.0, the IETF "
-            "resumable-upload draft and the profile-image dialects of seeds 001-004.",
+            "resumable-upload draft and four other profile-image APIs.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

@@ -121,7 +121,7 @@ _IMAGE = {
     "content": {"image/webp": {}, "image/jpeg": {}, "image/png": {}},
 }
 _CHOSE_GRAVATAR = {
-    "description": "The user chose Gravatar (seed 004): redirect to it",
+    "description": "The user chose Gravatar (PUT /user/setting/avatar with an empty body): redirect to it",
     "headers": oa.header_schemas("Location"),
 }
 

@@ -64,8 +64,8 @@ def openapi_paths() -> oa.Doc:
     return {
         "/api/{version}/user/profile-picture": {
             "post": oa.operation(
-                "Seed 001: upload a profile picture as a data URI",
-                "Seed 001",
+                "Upload a profile picture as a data URI",
+                "Profile picture",
                 {
                     "201": oa.json_response(oa.ref("Picture"), "The stored picture"),
                     "400": oa.error("Invalid body; mime-mismatch, dimension-mismatch or content-mismatch"),

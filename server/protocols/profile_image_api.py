@@ -196,7 +196,7 @@ def _ready_image(version: AvatarVersion, base: str) -> dict[str, Any]:
 
 
 def openapi_paths() -> oa.Doc:
-    tag = "Seed 003"
+    tag = "Profile-image resource"
     user = oa.path_param("userId", "The caller's own user id")
     refused = {**oa.AUTH_ERRORS, "403": oa.error("Another user's profile image", "CodedError")}
     form = {"type": "object", "required": ["file"], "properties": {"file": oa.BINARY["schema"]}}

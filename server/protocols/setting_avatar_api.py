@@ -93,8 +93,8 @@ def openapi_paths() -> oa.Doc:
     return {
         "/user/setting/avatar": {
             "put": oa.operation(
-                "Seed 004: set the avatar from the body; an empty body switches to Gravatar",
-                "Seed 004",
+                "Set the avatar from the body; an empty body switches to Gravatar",
+                "Avatar setting",
                 {
                     "200": oa.json_response(oa.ref("SettingResponse"), 'Success: {"code": 0, "msg": ""}'),
                     "400": failure,

@@ -60,8 +60,8 @@ def openapi_paths() -> oa.Doc:
     return {
         "/users/image/upload": {
             "patch": oa.operation(
-                "Seed 002: upload or replace the user's image (multipart field `file`)",
-                "Seed 002",
+                "Upload or replace the user's image (multipart field `file`)",
+                "User image",
                 {
                     "200": oa.json_response(oa.ref("UserData"), "The user, with the new image's URL"),
                     "400": oa.error("No `file` field, or not multipart"),
