@@ -199,6 +199,20 @@ async def _concatenate(
         raise BadRequest(exc.message, code=exc.code) from None
 
 
+async def _parts_length(services: Services, final: chunks.UploadSession) -> int | None:
+    """The length a final upload will have once joined, if every part's length is known."""
+    total = 0
+    for part_id in final.parts:
+        try:
+            part = await services.uploads.get(part_id, final.owner)
+        except chunks.UploadError:
+            return None
+        if part.length is None:
+            return None
+        total += part.length
+    return total
+
+
 def _waiting_for_parts(session: chunks.UploadSession) -> bool:
     """A final upload whose partial uploads are not all finished yet (concatenation-unfinished)."""
     return bool(session.parts) and session.length is None
@@ -215,8 +229,9 @@ async def head(request: Request, services: Services, owner: str, upload_id: str)
     # contain the Upload-Offset header unless the concatenation has been successfully finished."
     if not _waiting_for_parts(session):
         headers["Upload-Offset"] = str(session.offset)
-    if session.length is not None:
-        headers["Upload-Length"] = str(session.length)
+    length = session.length if not _waiting_for_parts(session) else await _parts_length(services, session)
+    if length is not None:
+        headers["Upload-Length"] = str(length)
     elif not session.parts:
         headers["Upload-Defer-Length"] = "1"
     if session.metadata:
