@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from . import concatenation
 from .errors import SessionConflict, UploadNotFound, UploadRejected
 from .session import UploadKind, UploadSession, UploadState
 from .uploads import Uploads
@@ -39,7 +40,11 @@ class Completion:
         does not win the claim waits up to `wait_seconds` for the winner's outcome and returns
         the session as it then stands. Any failure other than a refusal gives the claim back
         and propagates, so a retry can complete the upload."""
-        if session.partial or not session.all_received or session.state in _SETTLED:
+        if session.partial:
+            if session.final_id and session.all_received:
+                await self._complete_final(session)
+            return session
+        if not session.all_received or session.state in _SETTLED:
             return session
         claimed = await self._claim(session.id)
         if claimed is None:
@@ -52,6 +57,15 @@ class Completion:
             await asyncio.shield(self._release(claimed.id))
             raise
         return await self._settle(claimed, UploadState.DONE, result=result)
+
+    async def _complete_final(self, part: UploadSession) -> None:
+        """A finished partial upload: join its final upload if it was the last part, and complete that.
+
+        Whichever partial finishes last, on whichever process, gets here with every part recorded
+        finished; the join and the claim below make both steps happen once."""
+        final = await concatenation.join(self._uploads, part.final_id)
+        if final is not None and final.owner == part.owner:
+            await self.complete(final)
 
     async def _claim(self, upload_id: str) -> UploadSession | None:
         """Take the right to complete the upload; None if another request holds it or it settled."""

@@ -56,6 +56,8 @@ class UploadSession:
     metadata: dict[str, str] = field(default_factory=dict)
     partial: bool = False
     parts: list[str] = field(default_factory=list)
+    # A partial upload that a final upload was created from before it finished: that final's id.
+    final_id: str = ""
     # Set while an assembler holds the upload, so a crashed one can be taken over.
     claimed_until: float = 0.0
     alias: str = ""

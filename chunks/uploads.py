@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import concatenation
 from . import session as s
 from .errors import (
     ChecksumMismatch,
@@ -329,22 +330,8 @@ class Uploads:
         *,
         metadata: dict[str, str] | None = None,
     ) -> s.UploadSession:
-        """A final upload made of finished partial uploads, in order (tus concatenation)."""
-        if StoreFeature.CONCATENATION not in self.store.features:
-            raise InvalidRequest("this server cannot concatenate uploads", code="concatenation-unsupported")
-        parts = [await self.get(part_id, owner) for part_id in part_ids]
-        for part in parts:
-            if not part.partial:
-                raise SessionConflict("only partial uploads can be concatenated", code="not-partial")
-            if part.length is None or part.offset != part.length:
-                raise SessionConflict("a partial upload is not finished yet", code="partial-incomplete")
-        total = sum(part.offset for part in parts)
-        self.limits.check_length(total)
-        final = self._new(owner, s.UploadKind.STREAM, length=total, metadata=dict(metadata or {}), parts=list(part_ids))
-        await self.quotas.admit(owner, final.id, final.expires_at, total)
-        await self.store.concatenate(final.id, part_ids)
-        final.offset = total
-        return await self.sessions.create(final)
+        """A final upload made of partial uploads, in order (tus concatenation); see concatenation.py."""
+        return await concatenation.create_final(self, owner, part_ids, metadata)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -363,6 +350,9 @@ class Uploads:
             await self.sessions.delete(session, reason)
             await self.quotas.release(session.owner, upload_id)
         await self.store.discard(upload_id)
+        if session is not None and session.final_id and reason != "concatenated":
+            # The final upload waiting for this part can never be joined now: say so on it.
+            await concatenation.fail_final(self, session.final_id, f"a partial upload of it was {reason}")
 
     async def reap(self, now: float | None = None, batch: int = 100) -> int:
         """Remove expired uploads, bytes and keys. Returns how many were removed."""

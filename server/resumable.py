@@ -43,8 +43,9 @@ EXPOSED_HEADERS = (
     "Accept-Patch",
     "Retry-After",
 )
-# Methods a client may tunnel through POST with X-HTTP-Method-Override (tus: for proxies
-# and browsers that cannot send PATCH or DELETE).
+# Methods a client may name in X-HTTP-Method-Override, whatever method carries the request:
+# proxies and browsers that only pass GET and POST (or strip PATCH, DELETE, OPTIONS) are why
+# tus servers honour it, so `/files/` honours it on every request, not only on POST.
 _OVERRIDABLE = {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -64,7 +65,7 @@ class Dialect:
 
 def effective_method(request: Request) -> str:
     override = request.headers.get("x-http-method-override", "").strip().upper()
-    if request.method == "POST" and override in _OVERRIDABLE:
+    if override in _OVERRIDABLE:
         return override
     return request.method
 

@@ -26,6 +26,7 @@ import chunks
 
 from .. import bodies, file_names, media_types
 from ..auth import Principal
+from ..digest_fields import INVALID, MISMATCHED, InvalidDigest, content_digest
 from ..endpoint import Endpoints
 from ..errors import KNOWN, BadRequest, MethodNotAllowed, Problem, UnsupportedMediaType, failed_upload, problem_for
 from ..resumable import INTEROP_HEADER, Dialect, body, effective_method, has_body, load, location
@@ -254,7 +255,11 @@ async def _transfer(
     request: Request, services: Services, session: chunks.UploadSession, offset: int, complete: bool, length: int | None
 ) -> chunks.UploadSession:
     """Append the body; when the request completes the upload, fix its length and complete it."""
-    session = await services.uploads.append(session.id, session.owner, offset, body(request, services), length=length)
+    # RFC 9530 Content-Digest: checked while the body streams; on a mismatch nothing is appended.
+    checksum = content_digest(request.headers.get("content-digest"))
+    session = await services.uploads.append(
+        session.id, session.owner, offset, body(request, services), length=length, checksum=checksum
+    )
     if not complete:
         return session
     if session.length is None:
@@ -337,6 +342,12 @@ def problem_response(
         return _problem_json(
             400, "inconsistent-upload-length", exc.message, problem_type=PROBLEM_TYPES + "inconsistent-upload-length"
         )
+    if isinstance(exc, chunks.ChecksumMismatch):
+        return _problem_json(
+            400, "digest-mismatch", exc.message, problem_type=MISMATCHED, title="mismatched digest values"
+        )
+    if isinstance(exc, InvalidDigest):
+        return _problem_json(400, exc.code, exc.message, problem_type=INVALID, title="invalid digest values")
     if isinstance(exc, BadRequest) and exc.code == "completed-upload":
         return _problem_json(400, exc.code, exc.message, problem_type=PROBLEM_TYPES + "completed-upload")
     return _problem(problem, services, version, session)

@@ -9,8 +9,6 @@ HEAD, `Upload-Expires` on POST and PATCH, 410 for expired uploads. Every answer 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Collection
 
 from starlette.requests import Request
@@ -18,7 +16,7 @@ from starlette.responses import Response
 
 import chunks
 
-from .. import bodies, file_names
+from .. import bodies
 from ..auth import Principal, verified_principal
 from ..endpoint import Endpoints, json_problem
 from ..errors import (
@@ -29,27 +27,39 @@ from ..errors import (
     MethodNotAllowed,
     PreconditionFailed,
     Problem,
-    UnsupportedMediaType,
     failed_upload,
     problem_for,
 )
-from ..resumable import Dialect, body, effective_method, has_body, http_date, load, location, upload_id_from_url
+from ..resumable import Dialect, body, effective_method, has_body, http_date, load, location
 from ..services import Services, complete_upload
+from ..tus_headers import (
+    CHECKSUM_SIZES,
+    VERSION,
+    creation_length,
+    described_file,
+    integer_header,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    require_offset_stream,
+)
 
-VERSION = "1.0.0"
 # Always offered: they need nothing of the chunk store beyond appending bytes.
 _BASE_EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "termination", "expiration")
 # Offered when the chunk store can do them (its features). checksum-trailer is never offered:
 # ASGI passes no request trailers (see docs/tus.md).
-_STORE_EXTENSIONS = ("checksum", "concatenation")
-CHECKSUM_SIZES = {"sha1": 20, "md5": 16, "sha256": 32}
-OFFSET_STREAM = "application/offset+octet-stream"
-_MAX_METADATA = 8192
+_STORE_EXTENSIONS = {
+    "checksum": ("checksum",),
+    # A final upload may name partial uploads that are still receiving bytes: the parts are
+    # joined when the last one finishes (chunks/concatenation.py).
+    "concatenation": ("concatenation", "concatenation-unfinished"),
+}
 
 
 def extensions(features: Collection[str]) -> str:
     """`Tus-Extension` for a chunk store with `features` (its StoreFeature values)."""
-    return ",".join([*_BASE_EXTENSIONS, *(name for name in _STORE_EXTENSIONS if name in features)])
+    offered = [name for feature, names in _STORE_EXTENSIONS.items() if feature in features for name in names]
+    return ",".join([*_BASE_EXTENSIONS, *offered])
 
 
 async def _render(request: Request, services: Services, problem: Problem, exc: Exception) -> Response:
@@ -126,10 +136,10 @@ async def create(request: Request, services: Services, owner: str) -> Response:
             raise BadRequest("a final upload takes its length from its parts", code="final-with-length")
         session = await _concatenate(services, owner, part_ids, metadata)
         return await _after_creation(request, services, session, complete_upload(services, session))
-    length = _creation_length(request)
+    length = creation_length(request)
     with_upload = has_body(request)
     if with_upload:
-        _require_offset_stream(request)
+        require_offset_stream(request)
     checksum = parse_checksum(request.headers.get("upload-checksum"))
     file_name, content_type = described_file(metadata)
     session = await services.uploads.open_stream(
@@ -170,8 +180,11 @@ async def _after_creation(
 
 def _created(request: Request, services: Services, session: chunks.UploadSession, *, with_offset: bool) -> Response:
     headers = {"Location": location(request, services, session.id), "Upload-Expires": http_date(session.expires_at)}
-    if with_offset:
+    if with_offset and not _waiting_for_parts(session):
         headers["Upload-Offset"] = str(session.offset)
+    if session.length is None and not session.parts:
+        # Echoed so a client can tell its deferred length was understood (and not taken as 0).
+        headers["Upload-Defer-Length"] = "1"
     return Response(status_code=201, headers=headers)
 
 
@@ -186,70 +199,23 @@ async def _concatenate(
         raise BadRequest(exc.message, code=exc.code) from None
 
 
-def _creation_length(request: Request) -> int | None:
-    length = integer_header(request, "upload-length")
-    deferred = request.headers.get("upload-defer-length")
-    if deferred is not None and deferred != "1":
-        raise BadRequest("Upload-Defer-Length must be 1", code="invalid-defer-length")
-    if (length is None) == (deferred is None):
-        raise BadRequest("send exactly one of Upload-Length and Upload-Defer-Length: 1", code="invalid-length")
-    return length
-
-
-def parse_concat(header: str | None) -> tuple[str | None, list[str]]:
-    if header is None:
-        return None, []
-    value = header.strip()
-    if value == "partial":
-        return "partial", []
-    kind, _, urls = value.partition(";")
-    if kind != "final" or not urls.split():
-        raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'", code="invalid-concat")
-    part_ids = []
-    for url in urls.split():
-        upload_id = upload_id_from_url(url)
-        if upload_id is None:
-            raise BadRequest(f"{url[:100]!r} is not an upload of this server", code="invalid-concat")
-        part_ids.append(upload_id)
-    if len(set(part_ids)) != len(part_ids) or len(part_ids) > 1000:
-        raise BadRequest("a final upload names each part once, at most 1000 parts", code="invalid-concat")
-    return "final", part_ids
-
-
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """`Upload-Metadata` as key -> base64 value (kept as sent, so HEAD can echo it)."""
-    if header is None or not header.strip():
-        return {}
-    if len(header) > _MAX_METADATA:
-        raise BadRequest(f"Upload-Metadata is limited to {_MAX_METADATA} characters", code="invalid-metadata")
-    metadata: dict[str, str] = {}
-    for pair in header.split(","):
-        key, _, value = pair.strip().partition(" ")
-        value = value.strip()
-        if not key or not key.isascii() or not key.isprintable() or key in metadata:
-            raise BadRequest("Upload-Metadata keys must be unique, non-empty ASCII words", code="invalid-metadata")
+async def _parts_length(services: Services, final: chunks.UploadSession) -> int | None:
+    """The length a final upload will have once joined, if every part's length is known."""
+    total = 0
+    for part_id in final.parts:
         try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"the Upload-Metadata value of {key!r} is not base64", code="invalid-metadata") from None
-        metadata[key] = value
-    return metadata
+            part = await services.uploads.get(part_id, final.owner)
+        except chunks.UploadError:
+            return None
+        if part.length is None:
+            return None
+        total += part.length
+    return total
 
 
-def described_file(metadata: dict[str, str]) -> tuple[str, str]:
-    """The `filename` and `filetype` the client sent, made safe to record (never used as a path)."""
-    name = file_names.cleaned(_decoded(metadata.get("filename", "")))
-    file_type = _decoded(metadata.get("filetype", "")).strip().lower()
-    if len(file_type) > 100 or not file_type.isascii() or not file_type.isprintable():
-        file_type = ""
-    return name, file_type
-
-
-def _decoded(value: str) -> str:
-    try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return ""
+def _waiting_for_parts(session: chunks.UploadSession) -> bool:
+    """A final upload whose partial uploads are not all finished yet (concatenation-unfinished)."""
+    return bool(session.parts) and session.length is None
 
 
 # -- an upload --------------------------------------------------------------------------------
@@ -258,14 +224,15 @@ def _decoded(value: str) -> str:
 async def head(request: Request, services: Services, owner: str, upload_id: str) -> Response:
     await load(services, upload_id, owner)
     session = await services.uploads.current(upload_id, owner)
-    headers = {
-        "Cache-Control": "no-store",
-        "Upload-Offset": str(session.offset),
-        "Upload-Expires": http_date(session.expires_at),
-    }
-    if session.length is not None:
-        headers["Upload-Length"] = str(session.length)
-    else:
+    headers = {"Cache-Control": "no-store", "Upload-Expires": http_date(session.expires_at)}
+    # tus 1.0.0, concatenation: "The response to a HEAD request for a final upload SHOULD NOT
+    # contain the Upload-Offset header unless the concatenation has been successfully finished."
+    if not _waiting_for_parts(session):
+        headers["Upload-Offset"] = str(session.offset)
+    length = session.length if not _waiting_for_parts(session) else await _parts_length(services, session)
+    if length is not None:
+        headers["Upload-Length"] = str(length)
+    elif not session.parts:
         headers["Upload-Defer-Length"] = "1"
     if session.metadata:
         headers["Upload-Metadata"] = ",".join(f"{k} {v}".rstrip() for k, v in session.metadata.items())
@@ -278,7 +245,7 @@ async def head(request: Request, services: Services, owner: str, upload_id: str)
 
 
 async def patch(request: Request, services: Services, owner: str, upload_id: str) -> Response:
-    _require_offset_stream(request)
+    require_offset_stream(request)
     offset = integer_header(request, "upload-offset")
     if offset is None:
         raise BadRequest("Upload-Offset is required", code="missing-offset")
@@ -286,6 +253,8 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
     checksum = parse_checksum(request.headers.get("upload-checksum"))
     session = await load(services, upload_id, owner)
     if session.parts:
+        # tus 1.0.0, concatenation: "The Server MUST respond with the 403 Forbidden status to
+        # PATCH requests against a final upload URL", finished or still waiting for its parts.
         raise Forbidden("a final upload is made of its parts and takes no PATCH", code="final-upload")
     declared = bodies.declared_length(request)
     known = length if length is not None else session.length
@@ -305,42 +274,6 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
         status_code=204,
         headers={"Upload-Offset": str(session.offset), "Upload-Expires": http_date(session.expires_at)},
     )
-
-
-def _require_offset_stream(request: Request) -> None:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != OFFSET_STREAM:
-        raise UnsupportedMediaType(
-            f"upload bodies must be sent as Content-Type: {OFFSET_STREAM}", code="unsupported-media-type"
-        )
-
-
-def integer_header(request: Request, name: str) -> int | None:
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit() or not value.isascii() or len(value) > 15:
-        raise BadRequest(f"{name.title()} must be a non-negative integer", code="invalid-header")
-    return int(value)
-
-
-def parse_checksum(header: str | None) -> chunks.Checksum | None:
-    if header is None:
-        return None
-    algorithm, _, encoded = header.strip().partition(" ")
-    if algorithm not in CHECKSUM_SIZES:
-        raise BadRequest(
-            f"checksum algorithm {algorithm[:20]!r} is not supported; use one of {', '.join(CHECKSUM_SIZES)}",
-            code="unsupported-checksum-algorithm",
-        )
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        digest = b""
-    if len(digest) != CHECKSUM_SIZES[algorithm]:
-        raise BadRequest(f"the {algorithm} checksum must be a base64 {algorithm} digest", code="invalid-checksum")
-    return chunks.Checksum(algorithm, digest)
 
 
 # -- failures ---------------------------------------------------------------------------------

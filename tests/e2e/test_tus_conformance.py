@@ -17,6 +17,7 @@ EXTENSIONS = {
     "expiration",
     "checksum",
     "concatenation",
+    "concatenation-unfinished",
 }
 
 
@@ -348,11 +349,12 @@ def test_partial_uploads_concatenate_into_the_avatar(client, auth, image):
     assert patch(client, final, auth, len(image), b"x").status_code == 403
 
 
-def test_final_upload_of_an_unfinished_part_is_400(client, auth):
+def test_final_upload_of_an_unfinished_part_waits_for_it(client, auth):
     url = create(client, auth, 10, **{"Upload-Concat": "partial"})
     patch(client, url, auth, 0, b"hello")
     r = client.post("/files/", headers={**auth, **TUS, "Upload-Concat": f"final;{url}"})
-    assert r.status_code == 400
+    assert r.status_code == 201 and "upload-offset" not in r.headers
+    assert "upload-offset" not in head(client, r.headers["location"], auth).headers
 
 
 @pytest.mark.parametrize("value", ["final;", "final;/elsewhere/abc", "whole", "final;{u} {u}"])

@@ -19,10 +19,10 @@ from server.protocols.chunk_api import _check_file_name as check_chunk_file_name
 from server.protocols.ietf_draft import _completeness as ietf_completeness
 from server.protocols.ietf_draft import _file_name as ietf_file_name
 from server.protocols.ietf_draft import sf_boolean, sf_length, version_of
-from server.protocols.tus import described_file as tus_described_file
-from server.protocols.tus import parse_concat as tus_concat
-from server.protocols.tus import parse_metadata as tus_metadata
 from server.resumable import upload_id_from_url
+from server.tus_headers import described_file as tus_described_file
+from server.tus_headers import parse_concat as tus_concat
+from server.tus_headers import parse_metadata as tus_metadata
 
 __all__ = [
     "AuthError",
