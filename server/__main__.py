@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
-
     from .request_log import configure
 
     # One handler for every logger, uvicorn's too (log_config=None): JSON or readable lines, and

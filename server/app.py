@@ -24,10 +24,10 @@ import chunks
 
 from . import debug, errors, protocols
 from . import metrics as metrics_module
-from .request_log import SCOPE_PROBLEM, RequestObserver, note
 from .endpoint import json_problem
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
+from .request_log import SCOPE_PROBLEM, RequestObserver, note
 from .resumable import EXPOSED_HEADERS
 from .services import Services, build_services, services_of
 from .settings import Settings

@@ -90,7 +90,7 @@ class Delivery:
 
     async def _read_new(self) -> None:
         block_ms = int(min(1.0, self.settings.first_retry_seconds) * 1000)
-        replies = await self.redis.xreadgroup(
+        replies: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.keys.events: ">"}, count=_BATCH, block=block_ms
         )
         for _stream, entries in replies or []:
@@ -108,7 +108,7 @@ class Delivery:
             wait_ms = int(self._backoff(attempts) * 1000)
             if int(item["time_since_delivered"]) < wait_ms:
                 continue
-            claimed = await self.redis.xclaim(
+            claimed: Any = await self.redis.xclaim(
                 self.keys.events, self.group, self.consumer, min_idle_time=wait_ms, message_ids=[item["message_id"]]
             )
             for entry_id, fields in claimed:

@@ -49,11 +49,12 @@ class RequestObserver:
             return
         request_id = _request_id(scope)
         timer, state = Timer(), {"status": 500, "bytes": 0, "location": ""}
+        received = [0]
 
         async def counted_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
-                state["bytes"] += len(message.get("body", b""))
+                received[0] += len(message.get("body", b""))
             return message
 
         async def tagged_send(message: Message) -> None:
@@ -72,6 +73,7 @@ class RequestObserver:
             await self.app(scope, counted_receive, tagged_send)
         finally:
             self.metrics.in_flight.dec()
+            state["bytes"] = received[0]
             self._record(scope, request_id, timer.seconds, state)
 
     def _record(self, scope: Scope, request_id: str, seconds: float, state: dict[str, Any]) -> None:
