@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from . import session as s
@@ -34,6 +34,10 @@ from .streams import Checksum, Stopped, until_stopped
 
 log = logging.getLogger(__name__)
 
+# Asked about every new upload before anything is stored for it; raises to refuse it (the
+# server's blocking pre-create hook). It must not change the session it is shown.
+AdmitGate = Callable[[s.UploadSession], Awaitable[None]]
+
 
 class Uploads:
     def __init__(
@@ -43,12 +47,20 @@ class Uploads:
         locks: UploadLocks,
         limits: UploadLimits,
         quotas: Quotas,
+        gate: AdmitGate | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.locks = locks
         self.limits = limits
         self.quotas = quotas
+        self.gate = gate
+
+    async def _admit(self, session: s.UploadSession, held_bytes: int) -> None:
+        """Let the gate refuse a new upload, then count it against its owner's quotas."""
+        if self.gate is not None:
+            await self.gate(session)
+        await self.quotas.admit(session.owner, session.id, session.expires_at, held_bytes)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -94,7 +106,7 @@ class Uploads:
                     total_chunks=total_chunks,
                     alias=alias,
                 )
-                await self.quotas.admit(owner, fresh.id, fresh.expires_at, first_bytes)
+                await self._admit(fresh, first_bytes)
                 found = await self.sessions.create(fresh)
                 if found.id != fresh.id:  # a concurrent first chunk under the same name won
                     await self.quotas.release(owner, fresh.id)
@@ -138,7 +150,7 @@ class Uploads:
             content_type=content_type,
             partial=partial,
         )
-        await self.quotas.admit(owner, session.id, session.expires_at, length or 0)
+        await self._admit(session, length or 0)
         await self.store.create_stream(session.id)
         return await self.sessions.create(session)
 
@@ -341,7 +353,7 @@ class Uploads:
         total = sum(part.offset for part in parts)
         self.limits.check_length(total)
         final = self._new(owner, s.UploadKind.STREAM, length=total, metadata=dict(metadata or {}), parts=list(part_ids))
-        await self.quotas.admit(owner, final.id, final.expires_at, total)
+        await self._admit(final, total)
         await self.store.concatenate(final.id, part_ids)
         final.offset = total
         return await self.sessions.create(final)

@@ -78,6 +78,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services
         reaper = asyncio.create_task(_reap_forever(services))
         stack.push_async_callback(lambda: _cancel([reaper, *services.tasks.running()]))
+        if services.pre_create is not None:
+            stack.push_async_callback(services.pre_create.aclose)
         if services.events is not None:
             stack.push_async_callback(services.events.aclose)
             deliveries = await services.events.start()

@@ -38,6 +38,7 @@ from .auth import Authenticator
 from .bodies import BodyPace
 from .events import AnnouncingAvatarStore, Events
 from .gravatar import GravatarChoices
+from .hooks import PreCreateHook
 from .metrics import Metrics, Timer
 from .pending_fetches import PendingFetches
 from .ratelimit import RequestRate
@@ -152,6 +153,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     # The webhook delivery loops (None without `events:`); started and stopped by the app's lifespan.
     events: Events | None = None
+    # The blocking pre-create hook (None without hooks.pre_create_url); the app closes its client.
+    pre_create: PreCreateHook | None = None
 
 
 def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics | None = None) -> Services:
@@ -168,7 +171,9 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
     gravatar = GravatarChoices(redis, prefix)
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
+    pre_create = PreCreateHook(settings.hooks, metrics) if settings.hooks.pre_create_url else None
     uploads = _uploads(settings, redis, root, outbox, metrics)
+    uploads.gate = pre_create
     avatar_setter = AvatarSetter(pipeline, avatars, gravatar, work_root, metrics)
     events = None
     if settings.events:
@@ -192,6 +197,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         redis=redis,
         metrics=metrics,
         events=events,
+        pre_create=pre_create,
     )
 
 

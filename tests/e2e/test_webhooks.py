@@ -12,7 +12,7 @@ import pytest
 from tests.support import images
 from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess, StartServer
-from tests.support.tus import create, eventually, patch, upload_id
+from tests.support.tus import TUS, create, eventually, patch, upload_id
 from tests.support.webhooks import Receiver, verify
 
 SECRET = "whsec-" + "5" * 32
@@ -115,3 +115,34 @@ def test_an_event_never_accepted_is_parked_and_counted(start_server, auth, redis
         assert len(refusing.received) >= 3
     finally:
         refusing.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "reply", "expected"),
+    [(200, b"", 201), (403, b'{"message": "uploads are closed for maintenance"}', 403), (400, b"oops", 400)],
+)
+def test_the_pre_create_hook_accepts_or_refuses_a_new_upload(start_server, auth, user, status, reply, expected):
+    hook = Receiver(status=status, body=reply).start()
+    try:
+        server = start_server(hooks={"pre_create_url": hook.url})
+        response = httpx.post(f"{server.url}/files/", headers={**auth, **TUS, "Upload-Length": "10"})
+        assert response.status_code == expected
+        if status == 403:
+            assert "uploads are closed for maintenance" in response.text
+        (asked,) = hook.events()
+        assert asked["type"] == "pre-create" and asked["upload"]["user"] == user
+        assert asked["upload"]["length"] == 10
+    finally:
+        hook.stop()
+
+
+@pytest.mark.parametrize(("fail_open", "expected"), [(False, 503), (True, 201)])
+def test_an_unreachable_pre_create_hook_fails_closed_or_open(start_server, auth, fail_open, expected):
+    down = Receiver()  # never started: connection refused
+    server = start_server(hooks={"pre_create_url": down.url, "pre_create_fail_open": fail_open})
+    response = httpx.post(f"{server.url}/files/", headers={**auth, **TUS, "Upload-Length": "10"})
+    assert response.status_code == expected
+    samples = scrape(server.url)
+    assert value(samples, "tusd_hook_errors_total", hooktype="pre-create") == 1
+    if expected == 503:
+        assert "retry-after" in response.headers

@@ -40,9 +40,9 @@ def verify(secret: str, header: str, body: bytes, tolerance: float = 300.0) -> b
 
 
 class Receiver:
-    def __init__(self, status: int = 204) -> None:
+    def __init__(self, status: int = 204, body: bytes = b"") -> None:
         self.port = free_port()
-        self.status = status
+        self.status, self.body = status, body
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -60,8 +60,10 @@ class Receiver:
                 with receiver._lock:
                     receiver.received.append(Received(body, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
+                self.wfile.write(receiver.body)
 
             def log_message(self, *args: Any) -> None:
                 pass
