@@ -39,6 +39,7 @@ AVATAR_CHANGED = "avatar.changed"
 AVATAR_DELETED = "avatar.deleted"
 _BATCH = 20
 _TRIM_EVERY_SECONDS = 10.0
+_CONSUMER_IDLE_MS = 3600 * 1000
 
 
 def signature(secret: str, body: bytes, timestamp: int) -> str:
@@ -207,6 +208,7 @@ class Events:
         keep_from: list[bytes] = []
         for delivery in self.deliveries:
             summary = await self.redis.xpending(self.keys.events, delivery.group)
+            await self._forget_idle_consumers(delivery.group)
             if summary["pending"]:
                 keep_from.append(summary["min"])
                 continue
@@ -215,7 +217,14 @@ class Events:
             keep_from.append(last)
         if keep_from:
             oldest = min(keep_from, key=lambda i: tuple(int(p) for p in i.decode().split("-")))
-            await self.redis.xtrim(self.keys.events, minid=oldest)
+            await self.redis.xtrim(self.keys.events, minid=oldest, approximate=False)
+
+    async def _forget_idle_consumers(self, group: str) -> None:
+        """Every process start adds a consumer name to each group; drop those long idle with
+        nothing pending (a pending entry is claimed by a live process before it is dropped)."""
+        for consumer in await self.redis.xinfo_consumers(self.keys.events, group):
+            if not consumer["pending"] and consumer["idle"] > _CONSUMER_IDLE_MS:
+                await self.redis.xgroup_delconsumer(self.keys.events, group, consumer["name"])
 
 
 class AnnouncingAvatarStore:

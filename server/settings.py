@@ -206,6 +206,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     unknown = set(raw) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise SettingsError(f"unknown settings sections: {sorted(unknown)}")
+    if sections["server"].log_format not in ("text", "json"):
+        raise SettingsError("server.log_format: expected text or json")
     return Settings(**sections)
 
 
