@@ -88,6 +88,11 @@ class Delivery:
             except (RedisError, OSError):
                 log.warning("event delivery to %s paused: Redis did not answer", self.name)
                 await asyncio.sleep(self.settings.first_retry_seconds)
+            except Exception:
+                # A bug here must not end this webhook's deliveries for the life of the process:
+                # the event stays pending and is retried once its backoff is over.
+                log.exception("event delivery to %s failed; retrying", self.name)
+                await asyncio.sleep(self.settings.first_retry_seconds)
 
     async def _read_new(self) -> None:
         block_ms = int(min(1.0, self.settings.first_retry_seconds) * 1000)
