@@ -47,24 +47,20 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        timer, state = Timer(), {"status": 500, "bytes": 0, "location": ""}
-        received = [0]
+        seen = _Seen(_request_id(scope))
 
         async def counted_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
-                received[0] += len(message.get("body", b""))
+                seen.received += len(message.get("body", b""))
             return message
 
         async def tagged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
+                seen.status = message["status"]
                 headers = list(message.get("headers", []))
-                for name, value in headers:
-                    if name.lower() == b"location":
-                        state["location"] = value.decode("latin-1")
-                headers.append((b"x-request-id", request_id.encode()))
+                seen.location = next((v.decode("latin-1") for n, v in headers if n.lower() == b"location"), "")
+                headers.append((b"x-request-id", seen.request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -73,35 +69,43 @@ class RequestObserver:
             await self.app(scope, counted_receive, tagged_send)
         finally:
             self.metrics.in_flight.dec()
-            state["bytes"] = received[0]
-            self._record(scope, request_id, timer.seconds, state)
+            self._record(scope, seen)
 
-    def _record(self, scope: Scope, request_id: str, seconds: float, state: dict[str, Any]) -> None:
+    def _record(self, scope: Scope, seen: _Seen) -> None:
         route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-        status, received = int(state["status"]), int(state["bytes"])
         code = scope.get(SCOPE_PROBLEM)
-        self.metrics.bytes_received.inc(received)
-        self.metrics.answered(scope["method"], route, status, seconds, code)
+        seconds = seen.timer.seconds
+        self.metrics.bytes_received.inc(seen.received)
+        self.metrics.answered(scope["method"], route, seen.status, seconds, code)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d",
                 scope["method"],
                 route,
-                status,
+                seen.status,
                 extra={
                     "request": {
                         "method": scope["method"],
                         "route": route,
-                        "status": status,
+                        "status": seen.status,
                         "duration_ms": round(seconds * 1000, 2),
                         "user": scope.get(SCOPE_USER),
-                        "upload_id": _upload_id(scope, str(state["location"])),
-                        "bytes": received,
-                        "request_id": request_id,
+                        "upload_id": _upload_id(scope, seen.location),
+                        "bytes": seen.received,
+                        "request_id": seen.request_id,
                         "code": code,
                     }
                 },
             )
+
+
+class _Seen:
+    """What the middleware saw of one request. A request that raised is a 500 until an answer
+    says otherwise (the app's error handler sends that 500 outside this middleware)."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id, self.timer = request_id, Timer()
+        self.status, self.received, self.location = 500, 0, ""
 
 
 def _request_id(scope: Scope) -> str:
