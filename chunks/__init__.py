@@ -20,7 +20,8 @@ from .errors import (
 from .keys import Keys
 from .limits import UploadLimits
 from .local_store import LocalChunkStore
-from .locks import UploadLocks
+from .locks import LockObserver, UploadLocks
+from .outbox import Outbox
 from .quotas import NoQuotas, QuotaLimits, Quotas, RedisQuotas
 from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
 from .session_store import SessionStore
@@ -38,8 +39,10 @@ __all__ = [
     "InvalidRequest",
     "Keys",
     "LocalChunkStore",
+    "LockObserver",
     "NoQuotas",
     "OffsetMismatch",
+    "Outbox",
     "QuotaExceeded",
     "QuotaLimits",
     "Quotas",

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import concatenation
 from .errors import SessionConflict, UploadNotFound, UploadRejected
+from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
 from .uploads import Uploads
 
@@ -130,7 +131,7 @@ class Completion:
             current.claimed_until = 0.0
 
         uploads = self._uploads
-        updated, _ = await uploads.sessions.update(session.id, settle)
+        updated, _ = await uploads.sessions.update(session.id, settle, settled_event)
         await uploads.quotas.release(updated.owner, updated.id)
         await uploads.store.discard(session.id)
         for part_id in updated.parts:

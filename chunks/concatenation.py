@@ -63,7 +63,7 @@ async def create_final(
         metadata=dict(metadata or {}),
         parts=list(part_ids),
     )
-    await uploads.quotas.admit(owner, final.id, final.expires_at, known)
+    await uploads.admit(final, known)
     final = await uploads.sessions.create(final)
     try:
         for part in parts:

@@ -14,6 +14,10 @@ one transaction or script touches together share a tag, so they land in the same
                                so it is never part of a per-upload transaction (see SessionStore)
     <p>:quota:{U}:open         sorted set of a user's unfinished uploads -> expires_at
     <p>:quota:{U}:bytes        hash of a user's unfinished uploads -> bytes they hold
+    <p>:events                 stream of events (chunks/outbox.py) awaiting delivery to webhooks; XADDed
+                               inside per-upload transactions when webhooks are configured, so on Redis
+                               Cluster those transactions would span two slots: use one Redis for events
+    <p>:events:dead            stream of events whose delivery was given up (the dead letters)
 
 `ID` is an upload id, `U` the first 32 hex digits of the sha256 of the owner's id (owner ids
 are arbitrary strings and may contain braces). These strings are what running deployments
@@ -54,6 +58,14 @@ class Keys:
     @property
     def expiry(self) -> str:
         return f"{self.prefix}:expiry"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def dead_events(self) -> str:
+        return f"{self.prefix}:events:dead"
 
     def quota_open(self, owner: str) -> str:
         return f"{self.prefix}:quota:{{{_owner_tag(owner)}}}:open"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -44,11 +44,26 @@ class Lease:
         self.lost = False
 
 
+# Told how long each acquisition waited and whether it had to ask a holder to let go ("wait"),
+# and of each lease given up because another request asked for it ("yield"): the server's metrics.
+LockObserver = Callable[[str, float, bool], None]
+
+
+def _ignore(what: str, seconds: float, contended: bool) -> None:
+    pass
+
+
 class UploadLocks:
     def __init__(
-        self, redis: aioredis.Redis, prefix: str = "avs", lease_seconds: float = 5.0, renew_seconds: float = 0.25
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "avs",
+        lease_seconds: float = 5.0,
+        renew_seconds: float = 0.25,
+        observe: LockObserver = _ignore,
     ) -> None:
         self.redis = redis
+        self.observe = observe
         self.keys = Keys(prefix)
         self.lease_ms = int(lease_seconds * 1000)
         self.renew_seconds = renew_seconds
@@ -60,10 +75,15 @@ class UploadLocks:
     async def hold(self, upload_id: str, wait_seconds: float = 3.0) -> AsyncIterator[Lease]:
         lock_key, stop_key = self.keys.lock(upload_id), self.keys.stop(upload_id)
         lease = Lease(secrets.token_hex(16))
+        started = time.monotonic()
         try:
-            await self._acquire(lock_key, stop_key, lease.token, wait_seconds)
+            contended = await self._acquire(lock_key, stop_key, lease.token, wait_seconds)
         except RedisError as exc:
             raise StoreUnavailable("the lock store is unavailable; try again shortly") from exc
+        except UploadBusy:
+            self.observe("wait", time.monotonic() - started, True)
+            raise
+        self.observe("wait", time.monotonic() - started, contended)
         renewer = asyncio.create_task(self._keep(lock_key, stop_key, lease))
         try:
             yield lease
@@ -73,14 +93,17 @@ class UploadLocks:
                 await renewer
             with contextlib.suppress(RedisError):
                 await asyncio.shield(self._release(keys=[lock_key], args=[lease.token]))
+            if lease.stop_requested.is_set() and not lease.lost:
+                self.observe("yield", 0.0, True)
 
-    async def _acquire(self, lock_key: str, stop_key: str, token: str, wait_seconds: float) -> None:
+    async def _acquire(self, lock_key: str, stop_key: str, token: str, wait_seconds: float) -> bool:
+        """Take the lock; whether another request held it first."""
         deadline = time.monotonic() + wait_seconds
         asked = False
         while True:
             if await self.redis.set(lock_key, token, nx=True, px=self.lease_ms):
                 await self.redis.delete(stop_key)
-                return
+                return asked
             if not asked:
                 await self.redis.set(stop_key, b"1", px=self.lease_ms)
                 asked = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, WatchError
 from . import session as _session
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
 from .keys import Keys
+from .outbox import DELETION_EVENTS, UPLOAD_CREATED, EventOf, Outbox, upload_data
 from .session import UploadSession
 
 T = TypeVar("T")
@@ -51,9 +52,11 @@ def _blob(value: bytes | str) -> bytes:
 
 
 class SessionStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "avs") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "avs", outbox: Outbox | None = None) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        # Events are staged inside the transactions below (see outbox.py).
+        self.outbox = outbox or Outbox()
 
     def _ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -70,10 +73,15 @@ class SessionStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
                 pipe.set(self.keys.session(session.id), _session.encode(session), ex=self._ttl(session))
+                if not session.alias:
+                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                 await pipe.execute()
             if not session.alias:
+                self.outbox.committed(UPLOAD_CREATED, upload_data(session))
                 return session
             winner = await self._claim_alias(session)
+            if winner is session:
+                self.outbox.committed(UPLOAD_CREATED, upload_data(session))
             if winner is not session:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.delete(self.keys.session(session.id))
@@ -98,6 +106,8 @@ class SessionStore:
                             return found
                     pipe.multi()
                     pipe.set(alias_key, session.id, ex=self._ttl(session))
+                    # Only the creator that wins the name has created an upload.
+                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                     await pipe.execute()
                     return session
                 except WatchError:
@@ -129,12 +139,16 @@ class SessionStore:
             return None
         return found
 
-    async def update(self, upload_id: str, change: Callable[[UploadSession], T]) -> tuple[UploadSession, T]:
+    async def update(
+        self, upload_id: str, change: Callable[[UploadSession], T], event: EventOf | None = None
+    ) -> tuple[UploadSession, T]:
         """Apply `change` to the stored session atomically (WATCH/MULTI, retried on contention).
 
         `change` mutates the session it is given and may raise to abort; it can run more than
-        once, so it must not have side effects outside the session."""
+        once, so it must not have side effects outside the session. `event`, given the changed
+        session and the outcome, names the event to record in the same transaction (or None)."""
         key = self.keys.session(upload_id)
+        happened: tuple[str, dict[str, Any]] | None = None
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
@@ -146,24 +160,34 @@ class SessionStore:
                             raise UploadNotFound("no such upload")
                         current = _session.decode(_blob(blob))
                         outcome = change(current)
+                        happened = event(current, outcome) if event is not None else None
                         pipe.multi()
                         pipe.set(key, _session.encode(current), ex=self._ttl(current))
+                        if happened is not None:
+                            self.outbox.stage(pipe, *happened)
                         await pipe.execute()
                         break
                     except WatchError:
                         continue
             # After the record: a lost index update leaves an older score, which the reaper
             # corrects when it finds the session not yet expired.
+            if happened is not None:
+                self.outbox.committed(*happened)
             await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
         return current, outcome
 
     async def delete(self, session: UploadSession, reason: str) -> None:
         """Forget a session, leaving a tombstone that says why."""
+        event_type = DELETION_EVENTS.get(reason)
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.session(session.id))
                 pipe.set(self.keys.tombstone(session.id), f"{session.owner}\0{reason}", ex=TOMBSTONE_SECONDS)
+                if event_type is not None:
+                    self.outbox.stage(pipe, event_type, upload_data(session))
                 await pipe.execute()
+            if event_type is not None:
+                self.outbox.committed(event_type, upload_data(session))
             # After the record: an index entry without a session is dropped by the reaper.
             await self.redis.zrem(self.keys.expiry, session.id)
         if session.alias:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from . import concatenation
@@ -35,6 +35,10 @@ from .streams import Checksum, Stopped, until_stopped
 
 log = logging.getLogger(__name__)
 
+# Asked about every new upload before anything is stored for it; raises to refuse it (the
+# server's blocking pre-create hook). It must not change the session it is shown.
+AdmitGate = Callable[[s.UploadSession], Awaitable[None]]
+
 
 class Uploads:
     def __init__(
@@ -44,12 +48,20 @@ class Uploads:
         locks: UploadLocks,
         limits: UploadLimits,
         quotas: Quotas,
+        gate: AdmitGate | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.locks = locks
         self.limits = limits
         self.quotas = quotas
+        self.gate = gate
+
+    async def admit(self, session: s.UploadSession, held_bytes: int) -> None:
+        """Let the gate refuse a new upload, then count it against its owner's quotas."""
+        if self.gate is not None:
+            await self.gate(session)
+        await self.quotas.admit(session.owner, session.id, session.expires_at, held_bytes)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -95,7 +107,7 @@ class Uploads:
                     total_chunks=total_chunks,
                     alias=alias,
                 )
-                await self.quotas.admit(owner, fresh.id, fresh.expires_at, first_bytes)
+                await self.admit(fresh, first_bytes)
                 found = await self.sessions.create(fresh)
                 if found.id != fresh.id:  # a concurrent first chunk under the same name won
                     await self.quotas.release(owner, fresh.id)
@@ -139,7 +151,7 @@ class Uploads:
             content_type=content_type,
             partial=partial,
         )
-        await self.quotas.admit(owner, session.id, session.expires_at, length or 0)
+        await self.admit(session, length or 0)
         await self.store.create_stream(session.id)
         return await self.sessions.create(session)
 

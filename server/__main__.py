@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import sys
 
@@ -45,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .request_log import configure
 
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    # One handler for every logger, uvicorn's too (log_config=None): JSON or readable lines, and
+    # one access line per request from server.request_log instead of uvicorn's.
+    configure(settings.server.log_format, settings.server.log_level)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         loop="uvloop",
         http="httptools",
         log_level=settings.server.log_level,
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
     )

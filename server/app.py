@@ -23,9 +23,11 @@ from starlette.routing import BaseRoute, Route
 import chunks
 
 from . import debug, errors, protocols
+from . import metrics as metrics_module
 from .endpoint import json_problem
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
+from .request_log import SCOPE_PROBLEM, RequestObserver, note
 from .resumable import EXPOSED_HEADERS
 from .services import Services, build_services, services_of
 from .settings import Settings
@@ -71,11 +73,17 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             stack.push_async_callback(_cancel, [asyncio.create_task(embedded.watch())])
         redis = _redis_client(url, settings)
         stack.push_async_callback(redis.aclose)
-        services = build_services(settings, redis)
+        services = build_services(settings, redis, app.state.metrics)
         stack.push_async_callback(services.pipeline.aclose)
         app.state.services = services
         reaper = asyncio.create_task(_reap_forever(services))
         stack.push_async_callback(lambda: _cancel([reaper, *services.tasks.running()]))
+        if services.pre_create is not None:
+            stack.push_async_callback(services.pre_create.aclose)
+        if services.events is not None:
+            stack.push_async_callback(services.events.aclose)
+            deliveries = await services.events.start()
+            stack.push_async_callback(_cancel, deliveries)
         yield
 
 
@@ -103,6 +111,7 @@ async def _known_failure(request: Request, exc: Exception) -> Response:
     settings: Settings = request.app.state.settings
     problem = errors.problem_for(exc, settings.redis.retry_after_seconds)
     assert problem is not None
+    note(request.scope, SCOPE_PROBLEM, problem.code)
     return json_problem(problem)
 
 
@@ -114,6 +123,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def _rate_of(conn: HTTPConnection) -> RequestRate:
     return services_of(conn).rate
+
+
+def _metrics_redis(conn: HTTPConnection) -> tuple[Any, str] | None:
+    services = getattr(conn.app.state, "services", None)
+    return None if services is None else (services.redis, services.settings.redis.key_prefix)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -129,7 +143,12 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.server.debug_endpoints:
         routes += debug.routes()
-    middleware = []
+    # Observability (docs/operations.md): /metrics, and the outermost middleware that counts,
+    # times and logs every request and gives it an X-Request-Id.
+    metrics = metrics_module.Metrics()
+    scrape = metrics_module.endpoint(metrics, settings.server.metrics_token, _metrics_redis)
+    routes.append(Route("/metrics", scrape, methods=["GET"]))
+    middleware = [Middleware(RequestObserver, metrics=metrics)]
     if settings.server.cors_origins:
         middleware.append(
             Middleware(
@@ -149,4 +168,5 @@ def create_app(settings: Settings) -> Starlette:
     handlers[Exception] = _internal_error
     app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan, exception_handlers=handlers)
     app.state.settings = settings
+    app.state.metrics = metrics
     return app

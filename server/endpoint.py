@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from . import errors
 from .auth import Principal
 from .errors import Problem
+from .request_log import SCOPE_PROBLEM, SCOPE_USER, note
 from .services import Services, services_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -52,7 +53,9 @@ class Endpoints:
         async def call(request: Request, services: Services) -> Response:
             if check is not None:
                 check(request)
-            return await handler(request, services, services.auth.authenticate(request))
+            principal = services.auth.authenticate(request)
+            note(request.scope, SCOPE_USER, principal.user_id)
+            return await handler(request, services, principal)
 
         return self._wrap(call)
 
@@ -72,6 +75,7 @@ class Endpoints:
             except errors.KNOWN as exc:
                 problem = errors.problem_for(exc, services.retry_after_seconds)
                 assert problem is not None
+                note(request.scope, SCOPE_PROBLEM, problem.code)
                 response = await self.render(request, services, problem, exc)
             except Exception as exc:
                 if not self.renders_bugs:

@@ -51,6 +51,10 @@ class UnsupportedMediaType(BadRequest):
     """The body's media type is not one this endpoint takes (415)."""
 
 
+class HookUnavailable(BadRequest):
+    """The blocking pre-create hook did not answer and may not be skipped (503; server/hooks.py)."""
+
+
 @dataclass(frozen=True)
 class Meaning:
     """The HTTP meaning of an error class. `retry_after`: answer `Retry-After` (the error's own
@@ -72,6 +76,7 @@ STATUS: dict[type[Exception], Meaning] = {
     PreconditionFailed: Meaning(412),
     ContentTooLarge: Meaning(413),
     UnsupportedMediaType: Meaning(415),
+    HookUnavailable: Meaning(503, retry_after=True),
     AuthError: Meaning(401, {"WWW-Authenticate": 'Bearer realm="avatars"'}),
     BodyError: Meaning(400),
     BodyTooLarge: Meaning(413),

@@ -72,6 +72,21 @@ def server_paths() -> Doc:
         "/openapi.json": {
             "get": operation("This document", "Server", {"200": json_response({"type": "object"})}, auth=False)
         },
+        # Its own bearer token (server.metrics_token), not a user's: see docs/operations.md.
+        "/metrics": {
+            "get": operation(
+                "Prometheus metrics (docs/operations.md)",
+                "Server",
+                {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": error("server.metrics_token is set and was not given"),
+                },
+                auth=False,
+            )
+        },
     }
 
 

@@ -88,6 +88,7 @@ class RateLimit:
 
 async def _too_many(scope: Scope, send: Send, retry_after: int) -> None:
     body = json.dumps({"error": "too many requests; slow down", "code": "rate-limited"}).encode()
+    scope["avs.problem_code"] = "rate-limited"  # for the request's metrics and log line (request_log.py)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -36,7 +36,10 @@ from avatars import (
 
 from .auth import Authenticator
 from .bodies import BodyPace
+from .events import AnnouncingAvatarStore, Events
 from .gravatar import GravatarChoices
+from .hooks import PreCreateHook
+from .metrics import Metrics, Timer
 from .pending_fetches import PendingFetches
 from .ratelimit import RequestRate
 from .settings import Settings
@@ -68,8 +71,16 @@ class BackgroundTasks:
 class AvatarSetter:
     """Validate and process an image, then swap it in as the user's avatar."""
 
-    def __init__(self, pipeline: Pipeline, avatars: AvatarStore, gravatar: GravatarChoices, work_root: Path):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        avatars: AvatarStore,
+        gravatar: GravatarChoices,
+        work_root: Path,
+        metrics: Metrics | None = None,
+    ):
         self._pipeline, self._avatars, self._gravatar, self._work_root = pipeline, avatars, gravatar, work_root
+        self._metrics = metrics or Metrics()
 
     async def set_avatar(
         self, user_id: str, source: Path, check: Callable[[ProcessedAvatar], None] | None = None
@@ -78,7 +89,7 @@ class AvatarSetter:
         picture API compares the declared format and size with the real ones)."""
         workdir = self._work_root / secrets.token_hex(12)
         try:
-            processed = await self._pipeline.process(source, workdir)
+            processed = await self._process(source, workdir)
             if check is not None:
                 check(processed)
             version = await self._avatars.swap_in(user_id, processed)
@@ -90,6 +101,19 @@ class AvatarSetter:
         except RedisError:
             log.warning("could not clear the Gravatar choice of a user", exc_info=True)
         return version
+
+    async def _process(self, source: Path, workdir: Path) -> ProcessedAvatar:
+        """The pipeline's work, timed by the source's format ("refused" when it was not an image
+        the pipeline takes), with the number of images waiting for or in the pool."""
+        metrics, timer, label = self._metrics, Timer(), "refused"
+        metrics.image_queue.inc()
+        try:
+            processed = await self._pipeline.process(source, workdir)
+            label = processed.source_format.lower()
+            return processed
+        finally:
+            metrics.image_queue.dec()
+            metrics.image_seconds.labels(label).observe(timer.seconds)
 
     async def set_avatar_from_bytes(
         self, user_id: str, data: bytes, check: Callable[[ProcessedAvatar], None] | None = None
@@ -126,19 +150,34 @@ class Services:
     # The raw client, for test-only introspection (`server.debug`) and shutdown only.
     redis: aioredis.Redis
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    metrics: Metrics = field(default_factory=Metrics)
+    # The webhook delivery loops (None without `events:`); started and stopped by the app's lifespan.
+    events: Events | None = None
+    # The blocking pre-create hook (None without hooks.pre_create_url); the app closes its client.
+    pre_create: PreCreateHook | None = None
 
 
-def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
+def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics | None = None) -> Services:
     root = Path(settings.storage.root).resolve()
     prefix = settings.redis.key_prefix
+    metrics = metrics or Metrics()
+    # Events go to the stream only when someone is configured to receive them.
+    outbox = chunks.Outbox(chunks.Keys(prefix).events if settings.events else None, metrics.upload_event)
     auth = Authenticator(settings.auth)
     pipeline = _pipeline(settings)
-    avatars = LocalAvatarStore(root)
+    avatars: AvatarStore = LocalAvatarStore(root)
+    if settings.events:
+        avatars = AnnouncingAvatarStore(avatars, outbox, redis, settings.server.base_url)
     gravatar = GravatarChoices(redis, prefix)
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
-    uploads = _uploads(settings, redis, root)
-    avatar_setter = AvatarSetter(pipeline, avatars, gravatar, work_root)
+    pre_create = PreCreateHook(settings.hooks, metrics) if settings.hooks.pre_create_url else None
+    uploads = _uploads(settings, redis, root, outbox, metrics)
+    uploads.gate = pre_create
+    avatar_setter = AvatarSetter(pipeline, avatars, gravatar, work_root, metrics)
+    events = None
+    if settings.events:
+        events = Events(redis, prefix, settings.events, settings.event_delivery, metrics)
     return Services(
         settings=settings,
         auth=auth,
@@ -156,12 +195,17 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
         work_root=work_root,
         retry_after_seconds=settings.redis.retry_after_seconds,
         redis=redis,
+        metrics=metrics,
+        events=events,
+        pre_create=pre_create,
     )
 
 
-def _uploads(settings: Settings, redis: aioredis.Redis, root: Path) -> chunks.Uploads:
+def _uploads(
+    settings: Settings, redis: aioredis.Redis, root: Path, outbox: chunks.Outbox, metrics: Metrics
+) -> chunks.Uploads:
     limits, prefix = settings.limits, settings.redis.key_prefix
-    sessions = chunks.SessionStore(redis, prefix)
+    sessions = chunks.SessionStore(redis, prefix, outbox)
     quotas: chunks.Quotas = chunks.NoQuotas()
     if limits.max_open_uploads > 0 or limits.max_bytes_in_flight > 0:
         quotas = chunks.RedisQuotas(
@@ -178,7 +222,7 @@ def _uploads(settings: Settings, redis: aioredis.Redis, root: Path) -> chunks.Up
     return chunks.Uploads(
         sessions,
         chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
-        chunks.UploadLocks(redis, prefix),
+        chunks.UploadLocks(redis, prefix, observe=metrics.lock),
         chunks.UploadLimits(
             max_upload_bytes=limits.max_image_bytes,
             max_chunk_bytes=limits.max_chunk_bytes,

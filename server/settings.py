@@ -35,6 +35,9 @@ class ServerSettings:
     debug_endpoints: bool = False
     # GET / (the avatar page), /web/... (its files) and /docs (the interactive API reference).
     web_page: bool = True
+    # Observability (docs/operations.md): "text" or "json" log lines; a bearer token GET /metrics requires.
+    log_format: str = "text"
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,45 @@ class FetchSettings:
     allowed_private_networks: tuple[str, ...] = ()
 
 
+EVENT_TYPES = (
+    "upload.created",
+    "upload.finished",
+    "upload.failed",
+    "upload.terminated",
+    "upload.expired",
+    "avatar.changed",
+    "avatar.deleted",
+)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """One entry of `events:`: where to POST which events, signed with `secret`."""
+
+    url: str = ""
+    secret: str = ""
+    types: tuple[str, ...] = ()  # empty: every type
+    name: str = ""  # the metrics label; "webhook-<index>" when empty (a URL may hold credentials)
+
+
+@dataclass(frozen=True)
+class EventDeliverySettings:
+    timeout_seconds: float = 10.0
+    first_retry_seconds: float = 1.0  # doubled after each failed attempt...
+    max_retry_seconds: float = 600.0  # ...up to this
+    retry_for_seconds: float = 3 * 24 * 3600.0  # then the event is parked in the dead-letter stream
+    dead_letter_max: int = 10_000
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """The blocking pre-create hook: asked before an upload is accepted."""
+
+    pre_create_url: str = ""
+    pre_create_timeout_seconds: float = 5.0
+    pre_create_fail_open: bool = False  # when the hook cannot be reached: accept (true) or refuse with 503
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -123,6 +165,9 @@ class Settings:
     avatars: AvatarSettings = field(default_factory=AvatarSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     protocols: Mapping[str, bool] = field(default_factory=dict)
+    event_delivery: EventDeliverySettings = field(default_factory=EventDeliverySettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
+    events: tuple[WebhookSettings, ...] = ()
 
     def protocol_enabled(self, name: str) -> bool:
         return bool(self.protocols.get(name, True))
@@ -144,6 +189,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Settings)
     for section in dataclasses.fields(Settings):
+        if section.name == "events":
+            sections["events"] = _webhooks(raw.get("events"), env)
+            continue
         given = raw.get(section.name) or {}
         if not isinstance(given, dict):
             raise SettingsError(f"{section.name}: must be a mapping")
@@ -160,7 +208,31 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     unknown = set(raw) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise SettingsError(f"unknown settings sections: {sorted(unknown)}")
+    if sections["server"].log_format not in ("text", "json"):
+        raise SettingsError("server.log_format: expected text or json")
     return Settings(**sections)
+
+
+def _webhooks(given: Any, env: Mapping[str, str]) -> tuple[WebhookSettings, ...]:
+    """`events:`, a list of webhook endpoints (AVS_EVENTS replaces the whole list, as YAML)."""
+    if f"{ENV_PREFIX}EVENTS" in env:
+        given = yaml.safe_load(env[f"{ENV_PREFIX}EVENTS"])
+    if given is None:
+        return ()
+    if not isinstance(given, list):
+        raise SettingsError("events: must be a list of {url, secret, types}")
+    hooks = []
+    for i, entry in enumerate(given):
+        if not isinstance(entry, dict):
+            raise SettingsError(f"events[{i}]: must be a mapping")
+        hook = _build_section(f"events[{i}]", WebhookSettings, entry, {})
+        if not hook.url.startswith(("http://", "https://")) or not hook.secret:
+            raise SettingsError(f"events[{i}]: needs an http(s) url and a secret")
+        unknown = set(hook.types) - set(EVENT_TYPES)
+        if unknown:
+            raise SettingsError(f"events[{i}]: unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+        hooks.append(hook)
+    return tuple(hooks)
 
 
 def _build_section(name: str, cls: type, given: Mapping[str, Any], env: Mapping[str, str]) -> Any:

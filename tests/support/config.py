@@ -10,7 +10,7 @@ JWT_SECRET = "test-secret-" + "0123456789abcdef" * 2
 API_KEY = "test-api-key-" + "f" * 32
 
 
-def server_config(root: Path, redis_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
+def server_config(root: Path, redis_url: str, **sections: Any) -> dict[str, Any]:
     """A config for a test server: its own storage root and key prefix on the shared Redis."""
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "log_level": "warning"},
@@ -21,5 +21,8 @@ def server_config(root: Path, redis_url: str, **sections: dict[str, Any]) -> dic
         "uploads": {"reap_interval_seconds": 0.5},
     }
     for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
+        if isinstance(values, list):  # a list section (`events:`) is given whole
+            config[name] = values
+        else:
+            config.setdefault(name, {}).update(values)
     return config

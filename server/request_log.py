@@ -1,0 +1,175 @@
+"""One log line and one set of metrics per request, and the request id every answer carries.
+
+The middleware sees only the request's method, route template, status, timing, byte count and
+what the endpoint wrapper left in the ASGI scope (who the caller was, which problem code the
+answer carried). It never sees a header's value other than X-Request-Id, never a query string
+and never a body byte, so no token, key or image can reach a log line through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics, Timer
+
+access_log = logging.getLogger("server.access")
+
+# Keys the endpoint wrapper and the rate limiter write into the ASGI scope for this middleware.
+SCOPE_USER = "avs.user"
+SCOPE_PROBLEM = "avs.problem_code"
+SCOPE_UPLOAD = "avs.upload_id"
+
+# A client's own request id is kept only if it is short and plain, so it cannot forge log lines.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def note(scope: Scope, key: str, value: str) -> None:
+    """Record a fact about the request for its log line (user, problem code, upload id)."""
+    scope[key] = value
+
+
+class RequestObserver:
+    """ASGI middleware, outermost: times every request, counts it, logs it, tags it with an id."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = _Seen(_request_id(scope))
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen.received += len(message.get("body", b""))
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen.status = message["status"]
+                headers = list(message.get("headers", []))
+                seen.location = next((v.decode("latin-1") for n, v in headers if n.lower() == b"location"), "")
+                headers.append((b"x-request-id", seen.request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, counted_receive, tagged_send)
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(scope, seen)
+
+    def _record(self, scope: Scope, seen: _Seen) -> None:
+        route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+        code = scope.get(SCOPE_PROBLEM)
+        seconds = seen.timer.seconds
+        self.metrics.bytes_received.inc(seen.received)
+        self.metrics.answered(scope["method"], route, seen.status, seconds, code)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                route,
+                seen.status,
+                extra={
+                    "request": {
+                        "method": scope["method"],
+                        "route": route,
+                        "status": seen.status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "user": scope.get(SCOPE_USER),
+                        "upload_id": _upload_id(scope, seen.location),
+                        "bytes": seen.received,
+                        "request_id": seen.request_id,
+                        "code": code,
+                    }
+                },
+            )
+
+
+class _Seen:
+    """What the middleware saw of one request. A request that raised is a 500 until an answer
+    says otherwise (the app's error handler sends that 500 outside this middleware)."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id, self.timer = request_id, Timer()
+        self.status, self.received, self.location = 500, 0, ""
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            if _CLIENT_ID.fullmatch(given):
+                return given
+    return secrets.token_hex(8)
+
+
+def _upload_id(scope: Scope, location: str) -> str | None:
+    noted = scope.get(SCOPE_UPLOAD)
+    if noted:
+        return str(noted)
+    for value in (scope.get("path_params") or {}).values():
+        if isinstance(value, str) and _UPLOAD_ID.fullmatch(value):
+            return value
+    tail = location.rstrip("/").rpartition("/")[2]
+    return tail if _UPLOAD_ID.fullmatch(tail) else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. A request's fields come from RequestObserver; other records
+    carry their message (and traceback), which the code writes without secrets."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            line.update({k: v for k, v in fields.items() if v is not None})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines; a request's line ends with its fields as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            extra = " ".join(
+                f"{k}={v}" for k, v in fields.items() if v is not None and k not in ("method", "route", "status")
+            )
+            text = f"{text} {extra}"
+        return text
+
+
+def configure(log_format: str, level: str) -> None:
+    """Every logger (uvicorn's too, started with log_config=None) writes through one handler in
+    the chosen format: "json" or readable text."""
+    handler = logging.StreamHandler()
+    formatter: Callable[[], logging.Formatter] = JsonFormatter if log_format == "json" else TextFormatter
+    handler.setFormatter(formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
