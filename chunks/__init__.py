@@ -4,6 +4,7 @@ from .completion import Completion, Finisher
 from .errors import (
     ChecksumMismatch,
     ChunkConflict,
+    DigestUnavailable,
     InvalidRequest,
     OffsetMismatch,
     QuotaExceeded,
@@ -22,6 +23,8 @@ from .limits import UploadLimits
 from .local_store import LocalChunkStore
 from .locks import UploadLocks
 from .quotas import NoQuotas, QuotaLimits, Quotas, RedisQuotas
+from .running_digest import NAMES as RUNNING_DIGESTS
+from .running_digest import digests_of as stored_digests
 from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
 from .session_store import SessionStore
 from .storage import ChunkStore, StoreFeature
@@ -29,11 +32,13 @@ from .streams import Checksum
 from .uploads import Uploads
 
 __all__ = [
+    "RUNNING_DIGESTS",
     "Checksum",
     "ChecksumMismatch",
     "ChunkConflict",
     "ChunkStore",
     "Completion",
+    "DigestUnavailable",
     "Finisher",
     "InvalidRequest",
     "Keys",
@@ -62,4 +67,5 @@ __all__ = [
     "UploadTooLarge",
     "Uploads",
     "looks_like_upload_id",
+    "stored_digests",
 ]
