@@ -4,6 +4,7 @@ saved as bytes after any prefix and resumed gives exactly hashlib's digest of th
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def test_a_state_saved_at_any_split_and_resumed_equals_hashlib_of_the_whole(name
 def test_many_saves_and_the_running_digest_of_each_prefix(name):
     state = running_digest.initial_states()[name]
     cuts = [0, 3, 700, 701, 2048, 4096, len(DATA)]
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         running = running_digest.RunningDigest(name, state)
         running.update(DATA[start:end])
         # Asking for the digest so far does not disturb the running state.
