@@ -4,6 +4,7 @@ from .completion import Completion, Finisher
 from .errors import (
     ChecksumMismatch,
     ChunkConflict,
+    DigestUnavailable,
     InvalidRequest,
     OffsetMismatch,
     QuotaExceeded,
@@ -23,6 +24,8 @@ from .local_store import LocalChunkStore
 from .locks import LockObserver, UploadLocks
 from .outbox import Outbox
 from .quotas import NoQuotas, QuotaLimits, Quotas, RedisQuotas
+from .running_digest import NAMES as RUNNING_DIGESTS
+from .running_digest import digests_of as stored_digests
 from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
 from .session_store import SessionStore
 from .storage import ChunkStore, StoreFeature
@@ -30,11 +33,13 @@ from .streams import Checksum
 from .uploads import Uploads
 
 __all__ = [
+    "RUNNING_DIGESTS",
     "Checksum",
     "ChecksumMismatch",
     "ChunkConflict",
     "ChunkStore",
     "Completion",
+    "DigestUnavailable",
     "Finisher",
     "InvalidRequest",
     "Keys",
@@ -65,4 +70,5 @@ __all__ = [
     "UploadTooLarge",
     "Uploads",
     "looks_like_upload_id",
+    "stored_digests",
 ]

@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import concatenation
+from . import concatenation, running_digest
 from .errors import SessionConflict, UploadNotFound, UploadRejected
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
+from .streams import Checksum
 from .uploads import Uploads
 
 Finisher = Callable[[UploadSession, Path], Awaitable[dict[str, Any]]]
@@ -34,13 +35,18 @@ class Completion:
         self._finisher = finisher
         self._wait_seconds = wait_seconds
 
-    async def complete(self, session: UploadSession) -> UploadSession:
+    async def complete(self, session: UploadSession, expected: Checksum | None = None) -> UploadSession:
         """The upload's outcome: DONE with a result, or FAILED with the finisher's refusal.
 
         Partial, not fully received and settled uploads come back unchanged. A request that
         does not win the claim waits up to `wait_seconds` for the winner's outcome and returns
         the session as it then stands. Any failure other than a refusal gives the claim back
-        and propagates, so a retry can complete the upload."""
+        and propagates, so a retry can complete the upload.
+
+        `expected` (else the digest the upload was created with) is checked against the running
+        digest of the stored bytes before the finisher sees them: a mismatch makes the upload
+        FAILED (repr-digest-mismatch); a digest the server cannot check raises DigestUnavailable
+        and leaves the upload open."""
         if session.partial:
             if session.final_id and session.all_received:
                 await self._complete_final(session)
@@ -50,7 +56,11 @@ class Completion:
         claimed = await self._claim(session.id)
         if claimed is None:
             return await self._outcome(session)
+        if expected is None and claimed.expected_digest:
+            expected = Checksum(*claimed.expected_digest)
         try:
+            if expected is not None:
+                running_digest.check_representation(claimed, expected)
             result = await self._finish(claimed)
         except UploadRejected as exc:
             return await self._settle(claimed, UploadState.FAILED, code=exc.code, message=exc.message)

@@ -51,6 +51,12 @@ class ChecksumMismatch(UploadError):
     code = "checksum-mismatch"
 
 
+class DigestUnavailable(UploadError):
+    """The server keeps no digest of the upload's bytes to check a client's against (see running_digest.py)."""
+
+    code = "digest-unavailable"
+
+
 class UploadTooLarge(UploadError):
     code = "upload-too-large"
 

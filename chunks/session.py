@@ -54,6 +54,12 @@ class UploadSession:
     offset: int = 0
     length: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # STREAM: running digest states (hashlib name -> libcrypto struct bytes, running_digest.py)
+    # over the first `digest_offset` bytes; they count only while digest_offset == offset.
+    digest_offset: int = -1
+    digest_states: dict[str, bytes] = field(default_factory=dict)
+    # A digest of the whole upload the client sent when creating it ([hashlib name, digest]).
+    expected_digest: list[Any] = field(default_factory=list)
     partial: bool = False
     parts: list[str] = field(default_factory=list)
     # A partial upload that a final upload was created from before it finished: that final's id.

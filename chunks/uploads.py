@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from . import concatenation
+from . import concatenation, running_digest
 from . import session as s
 from .errors import (
     ChecksumMismatch,
@@ -139,7 +139,10 @@ class Uploads:
         file_name: str = "",
         content_type: str = "",
         partial: bool = False,
+        expected_digest: Checksum | None = None,
     ) -> s.UploadSession:
+        """A new stream upload; `expected_digest` is the client's digest of the whole upload,
+        kept for Completion to check (running_digest.check_representation)."""
         if length is not None:
             self.limits.check_length(length)
         session = self._new(
@@ -150,7 +153,10 @@ class Uploads:
             file_name=file_name,
             content_type=content_type,
             partial=partial,
+            expected_digest=[expected_digest.algorithm, expected_digest.digest] if expected_digest else [],
         )
+        session.digest_states = running_digest.initial_states()
+        session.digest_offset = 0 if session.digest_states else -1
         await self.admit(session, length or 0)
         await self.store.create_stream(session.id)
         return await self.sessions.create(session)
@@ -249,15 +255,18 @@ class Uploads:
         async with self.locks.hold(upload_id, lock_wait) as lease:
             session = await self._appendable(upload_id, owner, offset, length)
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
+            # Hashed as the store takes the blocks, saved with each offset: never a second read.
+            digests = running_digest.AppendDigests.for_session(session)
+            blocks = until_stopped(body, lease)
 
             async def checkpoint(durable: int) -> None:
-                await self._record_offset(upload_id, durable)
+                await self._record_offset(upload_id, durable, digests=digests)
 
             try:
                 written, interrupted = await self.store.append(
                     upload_id,
                     offset,
-                    until_stopped(body, lease),
+                    digests.through(blocks) if digests else blocks,
                     limit=room,
                     checksum=checksum,
                     checkpoint=checkpoint,
@@ -266,7 +275,7 @@ class Uploads:
             except ChecksumMismatch:
                 await self._record_offset(upload_id, offset)
                 raise
-            session = await self._record_offset(upload_id, written)
+            session = await self._record_offset(upload_id, written, digests=digests)
             self._raise_interruption(session, interrupted, verified=checksum is not None)
             return session
 
@@ -326,10 +335,24 @@ class Uploads:
             session = await self._record_offset(upload_id, held, allow_backwards=True)
         return session
 
-    async def _record_offset(self, upload_id: str, offset: int, allow_backwards: bool = False) -> s.UploadSession:
+    async def _record_offset(
+        self,
+        upload_id: str,
+        offset: int,
+        allow_backwards: bool = False,
+        digests: running_digest.AppendDigests | None = None,
+    ) -> s.UploadSession:
+        """Move the offset, and the running digest states with it in the same update, so a
+        crash can never leave states that cover another offset than the recorded one."""
+
         def advance(current: s.UploadSession) -> None:
             if offset > current.offset or allow_backwards:
                 current.offset = offset
+            states = digests.states_at(current.offset) if digests is not None else None
+            if states is not None:
+                current.digest_offset, current.digest_states = current.offset, states
+            elif current.digest_offset != current.offset:
+                current.digest_offset, current.digest_states = -1, {}  # unknown from here on
             current.expires_at = time.time() + self.limits.expire_seconds
 
         updated, _ = await self.sessions.update(upload_id, advance)

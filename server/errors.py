@@ -94,6 +94,9 @@ STATUS: dict[type[Exception], Meaning] = {
     chunks.SessionConflict: Meaning(409),
     chunks.UploadTooLarge: Meaning(413),
     chunks.InvalidRequest: Meaning(400),
+    # The server cannot check a Repr-Digest (no running digest of the upload): the request is
+    # understood but cannot be carried out; the upload stays open for a completion without one.
+    chunks.DigestUnavailable: Meaning(422),
     chunks.UploadBusy: Meaning(423, retry_after=True),
     chunks.QuotaExceeded: Meaning(429, retry_after=True),
     chunks.StorageFull: Meaning(507),
@@ -115,6 +118,8 @@ _REFUSAL_OF_CODE: dict[str, type[Exception]] = {
     "too-many-pixels": ImageTooLarge,
     "image-too-large": ImageTooLarge,
     "too-many-frames": ImageTooLarge,
+    # The whole upload did not match the client's RFC 9530 Repr-Digest (chunks/running_digest.py).
+    "repr-digest-mismatch": BadRequest,
 }
 
 

@@ -274,11 +274,14 @@ def _avatar_finisher(setter: AvatarSetter) -> chunks.Finisher:
     return finish
 
 
-async def complete_upload(services: Services, session: chunks.UploadSession) -> chunks.UploadSession:
+async def complete_upload(
+    services: Services, session: chunks.UploadSession, expected: chunks.Checksum | None = None
+) -> chunks.UploadSession:
     """Turn a fully received upload into its owner's avatar, exactly once; the upload as it ends.
 
     An upload still missing bytes, a partial upload (tus concatenation: never completed on its
     own) and one already settled come back unchanged. One request wins the claim and does the
     work; a concurrent one waits for its outcome. A refused image does not raise: the upload
-    comes back FAILED, with the refusal's code and message, for the protocol to render."""
-    return await services.completion.complete(session)
+    comes back FAILED, with the refusal's code and message, for the protocol to render.
+    `expected` is a digest of the whole upload to check first (RFC 9530 `Repr-Digest`)."""
+    return await services.completion.complete(session, expected)

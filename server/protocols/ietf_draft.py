@@ -26,7 +26,15 @@ import chunks
 
 from .. import bodies, file_names, media_types
 from ..auth import Principal
-from ..digest_fields import INVALID, MISMATCHED, InvalidDigest, content_digest
+from ..digest_fields import (
+    INVALID,
+    MISMATCHED,
+    InvalidDigest,
+    content_digest,
+    repr_digest,
+    repr_digest_field,
+    wanted_digest,
+)
 from ..endpoint import Endpoints
 from ..errors import KNOWN, BadRequest, MethodNotAllowed, Problem, UnsupportedMediaType, failed_upload, problem_for
 from ..resumable import INTEROP_HEADER, Dialect, body, effective_method, has_body, load, location
@@ -77,7 +85,7 @@ async def _on_upload(request: Request, services: Services, principal: Principal)
     method, upload_id, owner = effective_method(request), request.path_params["upload_id"], principal.user_id
     version = version_of(request)
     if method == "HEAD":
-        return await head(services, owner, upload_id, version)
+        return await head(request, services, owner, upload_id, version)
     if method == "PATCH":
         return await append(request, services, owner, upload_id, version)
     if method == "DELETE":
@@ -164,8 +172,11 @@ def discovery_headers(
     return headers
 
 
-def _state_headers(services: Services, session: chunks.UploadSession, version: int) -> dict[str, str]:
+def _state_headers(
+    services: Services, session: chunks.UploadSession, version: int, request: Request | None = None
+) -> dict[str, str]:
     headers = {
+        **_repr_digest(request, session),
         "Upload-Offset": str(session.offset),
         "Upload-Draft-Interop-Version": str(version),
         **completeness_header(version, _is_complete(session)),
@@ -175,6 +186,17 @@ def _state_headers(services: Services, session: chunks.UploadSession, version: i
     if session.length is not None and version >= 5:
         headers["Upload-Length"] = str(session.length)
     return headers
+
+
+def _repr_digest(request: Request | None, session: chunks.UploadSession) -> dict[str, str]:
+    """`Repr-Digest` of the bytes stored so far, in the algorithm a `Want-Repr-Digest` prefers.
+
+    Omitted when the server keeps no running digest of this upload (see running_digest.py)."""
+    wanted = wanted_digest(None if request is None else request.headers.get("want-repr-digest"), chunks.RUNNING_DIGESTS)
+    digests = chunks.stored_digests(session) if wanted is not None else None
+    if wanted is None or digests is None or wanted[1] not in digests:
+        return {}
+    return {"Repr-Digest": repr_digest_field(wanted[0], digests[wanted[1]])}
 
 
 def _is_complete(session: chunks.UploadSession) -> bool:
@@ -202,9 +224,12 @@ async def create(request: Request, services: Services, owner: str, version: int)
     complete = _completeness(request, version)
     content_length = bodies.declared_length(request)
     length = _consistent(sf_length(request, "upload-length"), content_length if complete else None)
+    # A Repr-Digest on creation names the whole upload: kept on it, checked when it completes.
+    expected = repr_digest(request.headers.get("repr-digest"))
     session = await services.uploads.open_stream(
         owner,
         length=length,
+        expected_digest=expected,
         file_name=_file_name(request),
         content_type=media_types.plain(request.headers.get("content-type", ""))[:100],
     )
@@ -218,15 +243,15 @@ async def create(request: Request, services: Services, owner: str, version: int)
         response.headers.update(where)
         return response
     if complete:
-        return _outcome(services, session, version, where)
-    return Response(status_code=201, headers={**where, **_state_headers(services, session, version)})
+        return _outcome(services, session, version, where, request)
+    return Response(status_code=201, headers={**where, **_state_headers(services, session, version, request)})
 
 
-async def head(services: Services, owner: str, upload_id: str, version: int) -> Response:
+async def head(request: Request, services: Services, owner: str, upload_id: str, version: int) -> Response:
     await load(services, upload_id, owner)
     session = await services.uploads.current(upload_id, owner)
     return Response(
-        status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version)}
+        status_code=204, headers={"Cache-Control": "no-store", **_state_headers(services, session, version, request)}
     )
 
 
@@ -247,8 +272,8 @@ async def append(request: Request, services: Services, owner: str, upload_id: st
     length = _consistent(sf_length(request, "upload-length"), implied)
     session = await _transfer(request, services, session, offset, complete, length)
     if complete:
-        return _outcome(services, session, version, {})
-    return Response(status_code=204, headers=_state_headers(services, session, version))
+        return _outcome(services, session, version, {}, request)
+    return Response(status_code=204, headers=_state_headers(services, session, version, request))
 
 
 async def _transfer(
@@ -257,6 +282,8 @@ async def _transfer(
     """Append the body; when the request completes the upload, fix its length and complete it."""
     # RFC 9530 Content-Digest: checked while the body streams; on a mismatch nothing is appended.
     checksum = content_digest(request.headers.get("content-digest"))
+    # RFC 9530 Repr-Digest: the whole upload, checked by the core before the avatar is made.
+    expected = repr_digest(request.headers.get("repr-digest")) if complete else None
     session = await services.uploads.append(
         session.id, session.owner, offset, body(request, services), length=length, checksum=checksum
     )
@@ -269,12 +296,25 @@ async def _transfer(
             f"the upload was declared complete at {session.offset} bytes, but its length is {session.length}",
             code="length-mismatch",
         )
-    return await complete_upload(services, session)
+    return await complete_upload(services, session, expected)
 
 
-def _outcome(services: Services, session: chunks.UploadSession, version: int, extra: dict[str, str]) -> Response:
+def _outcome(
+    services: Services, session: chunks.UploadSession, version: int, extra: dict[str, str], request: Request
+) -> Response:
     """The response of the resource that processed the whole image, marked `Upload-Complete: ?1`."""
-    headers = {**extra, **completeness_header(version, True), "Upload-Offset": str(session.offset)}
+    headers = {
+        **extra,
+        **completeness_header(version, True),
+        "Upload-Offset": str(session.offset),
+        **_repr_digest(request, session),
+    }
+    if session.error_code == "repr-digest-mismatch":
+        response = _problem_json(
+            400, session.error_code, session.error_message, problem_type=MISMATCHED, title="mismatched digest values"
+        )
+        response.headers.update(headers)
+        return response
     if session.state == chunks.UploadState.FAILED:
         response = _problem(failed_upload(session), services, version, session)
         response.headers.update(headers)
