@@ -14,6 +14,7 @@ truth, so a stale entry never locks anyone out.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -208,3 +209,29 @@ class RedisQuotas:
                 await self.release(owner, upload_id)
                 dropped = True
         return dropped
+
+
+async def counted_as_it_arrives(
+    quotas: Quotas, session: s.UploadSession, offset: int, body: AsyncIterator[bytes], *, step: int, cap: int
+) -> AsyncIterator[bytes]:
+    """`body` of an upload with no declared length, its bytes counted before they are stored.
+
+    Counted ahead `step` bytes at a time (one Redis call per step, not per block), else exactly
+    what the next block needs; past the user's limit the body ends with QuotaExceeded, which
+    the appender re-raises once the bytes stored before it are recorded. Blocks past `cap` are
+    not counted: the store refuses them as too large."""
+    reserved = position = offset
+    async for block in body:
+        needed = position + len(block)
+        if reserved < needed <= cap:
+            ahead = min(max(needed, reserved + step), cap)
+            try:
+                await quotas.reserve(session.owner, session.id, ahead)
+            except QuotaExceeded:
+                if ahead == needed:
+                    raise
+                await quotas.reserve(session.owner, session.id, needed)
+                ahead = needed
+            reserved = ahead
+        position = needed
+        yield block

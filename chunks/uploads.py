@@ -21,7 +21,6 @@ from .errors import (
     ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
-    QuotaExceeded,
     SessionConflict,
     UploadBusy,
     UploadError,
@@ -30,7 +29,7 @@ from .errors import (
 )
 from .limits import UploadLimits
 from .locks import UploadLocks
-from .quotas import Quotas
+from .quotas import Quotas, counted_as_it_arrives
 from .session_store import SessionStore
 from .storage import ChunkStore, StoreFeature
 from .streams import Checksum, Stopped, until_stopped
@@ -256,7 +255,10 @@ class Uploads:
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
             blocks = until_stopped(body, lease)
             if deferred:
-                blocks = self._reserving(session, offset, blocks)
+                limits = self.limits
+                blocks = counted_as_it_arrives(
+                    self.quotas, session, offset, blocks, step=limits.checkpoint_bytes, cap=limits.max_upload_bytes
+                )
 
             async def checkpoint(durable: int) -> None:
                 await self._record_offset(upload_id, durable)
@@ -280,31 +282,6 @@ class Uploads:
                 await self.quotas.reserve(owner, upload_id, session.offset)
             self._raise_interruption(session, interrupted, verified=checksum is not None)
             return session
-
-    async def _reserving(
-        self, session: s.UploadSession, offset: int, body: AsyncIterator[bytes]
-    ) -> AsyncIterator[bytes]:
-        """`body`, with the bytes of an upload of no declared length counted before they are stored.
-
-        Counted ahead a checkpoint's worth at a time (one Redis call per checkpoint, not per
-        block), else exactly; past the user's limit the body ends with QuotaExceeded, which
-        `append` re-raises once the bytes stored before it are recorded."""
-        reserved = position = offset
-        step, cap = self.limits.checkpoint_bytes, self.limits.max_upload_bytes
-        async for block in body:
-            needed = position + len(block)
-            if reserved < needed <= cap:
-                ahead = min(max(needed, reserved + step), cap)
-                try:
-                    await self.quotas.reserve(session.owner, session.id, ahead)
-                except QuotaExceeded:
-                    if ahead == needed:
-                        raise
-                    await self.quotas.reserve(session.owner, session.id, needed)
-                    ahead = needed
-                reserved = ahead
-            position = needed
-            yield block
 
     def _raise_interruption(
         self, session: s.UploadSession, interrupted: BaseException | None, *, verified: bool
