@@ -3,19 +3,28 @@
 One request claims the upload (claim -> finish | fail | release), hands the whole upload to an
 injected finisher (the image pipeline, for this server) and records the outcome on the session.
 A concurrent request for the same upload waits for that outcome instead of doing the work twice.
-A claim lasts `UploadLimits.claim_seconds`: a claimer that crashed is taken over after that.
+
+A claim is a lease of `UploadLimits.claim_seconds` that its holder renews every third of that
+while the finisher runs: a completer that died (SIGKILL, power cut) is noticed within seconds,
+however long a live one takes. Completing is the server's job, not the client's: an upload
+whose last byte was acknowledged is listed (SessionStore.completable) until it settles, and
+`sweep` finishes those nobody holds, so a client that saw its last byte acknowledged and
+stopped still gets its avatar.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from . import concatenation, running_digest
-from .errors import SessionConflict, UploadNotFound, UploadRejected
+from .errors import SessionConflict, UploadError, UploadNotFound, UploadRejected
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
 from .streams import Checksum
@@ -27,6 +36,8 @@ UploadRejected to refuse the bytes, anything else to leave the upload for a late
 
 _SETTLED = (UploadState.DONE, UploadState.FAILED)
 _POLL_SECONDS = 0.05
+
+log = logging.getLogger(__name__)
 
 
 class Completion:
@@ -51,23 +62,39 @@ class Completion:
             if session.final_id and session.all_received:
                 await self._complete_final(session)
             return session
-        if not session.all_received or session.state in _SETTLED:
+        if not session.awaiting_completion:
             return session
         claimed = await self._claim(session.id)
         if claimed is None:
             return await self._outcome(session)
+        return await self._run(claimed, expected)
+
+    async def complete_if_free(self, session: UploadSession) -> UploadSession | None:
+        """`complete`, unless another completer holds a live claim: then None at once, no waiting."""
+        if not session.awaiting_completion:
+            return session
+        claimed = await self._claim(session.id)
+        return None if claimed is None else await self._run(claimed)
+
+    async def _run(self, claimed: UploadSession, expected: Checksum | None = None) -> UploadSession:
         if expected is None and claimed.expected_digest:
             expected = Checksum(*claimed.expected_digest)
+        renewer = asyncio.create_task(self._renew(claimed.id, claimed.claimed_by))
         try:
-            if expected is not None:
-                running_digest.check_representation(claimed, expected)
-            result = await self._finish(claimed)
-        except UploadRejected as exc:
-            return await self._settle(claimed, UploadState.FAILED, code=exc.code, message=exc.message)
-        except BaseException:
-            await asyncio.shield(self._release(claimed.id))
-            raise
-        return await self._settle(claimed, UploadState.DONE, result=result)
+            try:
+                if expected is not None:
+                    running_digest.check_representation(claimed, expected)
+                result = await self._finish(claimed)
+            except UploadRejected as exc:
+                return await self._settle(claimed, UploadState.FAILED, code=exc.code, message=exc.message)
+            except BaseException:
+                await asyncio.shield(self._release(claimed.id))
+                raise
+            return await self._settle(claimed, UploadState.DONE, result=result)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, UploadError):
+                await renewer
 
     async def _complete_final(self, part: UploadSession) -> None:
         """A finished partial upload: join its final upload if it was the last part, and complete that.
@@ -81,24 +108,48 @@ class Completion:
     async def _claim(self, upload_id: str) -> UploadSession | None:
         """Take the right to complete the upload; None if another request holds it or it settled."""
         claim_seconds = self._uploads.limits.claim_seconds
+        token = secrets.token_hex(8)
 
         def take(current: UploadSession) -> bool:
             now = time.time()
-            if current.state in _SETTLED or not current.all_received or current.partial:
+            if not current.awaiting_completion:
                 return False
             if current.state == UploadState.ASSEMBLING and current.claimed_until > now:
                 return False
             current.state = UploadState.ASSEMBLING
             current.claimed_until = now + claim_seconds
+            current.claimed_by = token
             return True
 
         session, taken = await self._uploads.sessions.update(upload_id, take)
         return session if taken else None
 
+    async def _renew(self, upload_id: str, token: str) -> None:
+        """Keep the claim alive while the finisher runs; stop once it is no longer ours."""
+        claim_seconds = self._uploads.limits.claim_seconds
+        me = asyncio.current_task()
+
+        def extend(current: UploadSession) -> bool:
+            if current.state != UploadState.ASSEMBLING or current.claimed_by != token:
+                return False
+            current.claimed_until = time.time() + claim_seconds
+            return True
+
+        while True:
+            await asyncio.sleep(claim_seconds / 3)
+            try:
+                _, still_ours = await self._uploads.sessions.update(upload_id, extend)
+            except UploadError:
+                continue  # Redis away for a moment: the lease still has two thirds to run
+            # A cancellation redis-py swallowed mid-command must still end this loop (locks.py).
+            if (me is not None and me.cancelling()) or not still_ours:
+                return
+
     async def _finish(self, session: UploadSession) -> dict[str, Any]:
         parts = None
         if session.kind == UploadKind.CHUNKED:
-            parts = sorted((int(index), entry[1]) for index, entry in session.received_chunks.items())
+            entries = await self._uploads.chunk_records.entries(session)
+            parts = sorted((index, digest) for index, (_, digest) in entries.items())
         async with self._uploads.store.local_copy(session.id, parts) as path:
             size = (await asyncio.to_thread(path.stat)).st_size
             if size != session.received_bytes:
@@ -148,7 +199,38 @@ class Completion:
             await uploads.forget(part_id, "concatenated")
         if updated.alias:
             await uploads.sessions.forget_alias(updated)
+        # Only the owner's newest settled records stay readable; older ones go (bounded per user).
+        for old_id in await uploads.sessions.remember_settled(updated, uploads.limits.keep_settled):
+            await uploads.forget(old_id, "superseded")
         return updated
+
+    async def sweep(self, batch: int = 100, concurrency: int = 4) -> int:
+        """Complete listed uploads that nobody is completing; how many settled in this pass.
+
+        Run at start-up and periodically by every server process: whichever claims an upload
+        first completes it, the others skip it. A transient failure leaves it listed for the
+        next pass; one that cannot be completed stays listed until it expires."""
+        sessions = self._uploads.sessions
+        due: list[UploadSession] = []
+        for upload_id in await sessions.completable(batch):
+            session = await sessions.get(upload_id)
+            if session is None or not session.awaiting_completion or session.expired():
+                await sessions.forget_completable(upload_id)
+            elif not (session.state == UploadState.ASSEMBLING and session.claimed_until > time.time()):
+                due.append(session)
+        settled = 0
+        for start in range(0, len(due), concurrency):
+            outcomes = await asyncio.gather(
+                *(self.complete_if_free(s) for s in due[start : start + concurrency]), return_exceptions=True
+            )
+            for session, outcome in zip(due[start : start + concurrency], outcomes, strict=True):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                if isinstance(outcome, BaseException):
+                    log.warning("completing upload %s failed; will retry", session.id, exc_info=outcome)
+                elif outcome is not None and outcome.settled:
+                    settled += 1
+        return settled
 
     async def _outcome(self, session: UploadSession) -> UploadSession:
         """Poll, with a deadline, for another request's completion of `session` to settle."""

@@ -8,6 +8,8 @@ one transaction or script touches together share a tag, so they land in the same
     <p>:gone:{ID}              a tombstone, so an expired or abandoned upload answers "gone", not "unknown"
     <p>:lock:{ID}              the one-writer lease of an upload
     <p>:stop:{ID}              a competing request's "please let go" flag for that lease
+    <p>:chunks:{ID}            hash of a chunked upload's received chunks: index -> "size:sha256"
+                               (its own key, so recording a chunk costs O(1) bytes, not a rewrite)
     <p>:alias:<hash>           a client's own name for an upload (owner + file name, or its upload_id) -> ID;
                                only ever read or changed on its own, so it needs no tag
     <p>:expiry                 sorted set ID -> expires_at, walked by the reaper; one key for all uploads,
@@ -18,6 +20,10 @@ one transaction or script touches together share a tag, so they land in the same
                                inside per-upload transactions when webhooks are configured, so on Redis
                                Cluster those transactions would span two slots: use one Redis for events
     <p>:events:dead            stream of events whose delivery was given up (the dead letters)
+    <p>:settled:{U}            sorted set of a user's finished or failed uploads -> when they settled
+                               (only the newest few keep their records; see SessionStore.remember_settled)
+    <p>:completable            sorted set of uploads whose bytes are all in but which are not settled
+                               -> since when; walked by the completion sweeper (one key for all uploads)
 
 `ID` is an upload id, `U` the first 32 hex digits of the sha256 of the owner's id (owner ids
 are arbitrary strings and may contain braces). These strings are what running deployments
@@ -46,6 +52,9 @@ class Keys:
     def stop(self, upload_id: str) -> str:
         return f"{self.prefix}:stop:{{{upload_id}}}"
 
+    def chunks(self, upload_id: str) -> str:
+        return f"{self.prefix}:chunks:{{{upload_id}}}"
+
     @property
     def lock_pattern(self) -> str:
         """A SCAN pattern matching every upload lock under this prefix."""
@@ -72,6 +81,13 @@ class Keys:
 
     def quota_bytes(self, owner: str) -> str:
         return f"{self.prefix}:quota:{{{_owner_tag(owner)}}}:bytes"
+
+    def settled(self, owner: str) -> str:
+        return f"{self.prefix}:settled:{{{_owner_tag(owner)}}}"
+
+    @property
+    def completable(self) -> str:
+        return f"{self.prefix}:completable"
 
 
 def _owner_tag(owner: str) -> str:

@@ -17,8 +17,11 @@ class UploadLimits:
     expire_seconds: int = 24 * 3600
     # A stream upload is fsynced and its offset recorded every this many bytes.
     checkpoint_bytes: int = 1 * MiB
-    # How long an assembler may hold a completed upload before another may take over.
-    claim_seconds: float = 120.0
+    # The completion lease: a completer renews it every third of this while it works, so one
+    # that died is taken over this long after its last renewal.
+    claim_seconds: float = 10.0
+    # Finished or failed uploads whose records a user keeps (the oldest go first); 0 = all.
+    keep_settled: int = 20
 
     def check_total_chunks(self, total_chunks: int) -> None:
         if not 1 <= total_chunks <= self.max_chunks:

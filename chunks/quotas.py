@@ -14,6 +14,7 @@ truth, so a stale entry never locks anyone out.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -38,10 +39,16 @@ redis.call('expire', KEYS[1], ARGV[6])
 redis.call('expire', KEYS[2], ARGV[6])
 return 1
 """
-# KEYS[1] open set, KEYS[2] bytes hash; ARGV: id, the upload's bytes after this write, max bytes.
-# Sums only uploads still counted as open; the bytes of the others are forgotten on the way.
+# KEYS[1] open set, KEYS[2] bytes hash; ARGV: id, bytes, max bytes, mode. Mode "set": the upload
+# will hold `bytes` in all; mode "add": `bytes` more than it is counted for now (read and written
+# inside this one script, so two chunks of one upload racing cannot both count from the same
+# old value). Sums only uploads still counted as open; the others are forgotten on the way.
 _RESERVE = """
+local before = 0
+if ARGV[1] ~= '' then before = tonumber(redis.call('hget', KEYS[2], ARGV[1]) or '0') end
 local total = tonumber(ARGV[2])
+if ARGV[4] == 'add' then total = total + before end
+local own = total
 local held = redis.call('hgetall', KEYS[2])
 for i = 1, #held, 2 do
   if held[i] ~= ARGV[1] then
@@ -52,8 +59,9 @@ for i = 1, #held, 2 do
     end
   end
 end
-if tonumber(ARGV[3]) > 0 and total > tonumber(ARGV[3]) then return 0 end
-if ARGV[1] ~= '' then redis.call('hset', KEYS[2], ARGV[1], ARGV[2]) end
+-- Holding fewer bytes than before is never refused.
+if own > before and tonumber(ARGV[3]) > 0 and total > tonumber(ARGV[3]) then return 0 end
+if ARGV[1] ~= '' then redis.call('hset', KEYS[2], ARGV[1], math.max(own, 0)) end
 return 1
 """
 
@@ -69,12 +77,20 @@ class QuotaLimits:
 class Quotas(Protocol):
     """Per-user limits the core checks before it stores bytes."""
 
-    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
-        """Count a new upload of `owner` that starts out holding `held_bytes`, or raise QuotaExceeded."""
+    async def admit(
+        self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0, *, count_bytes: bool = True
+    ) -> None:
+        """Count a new upload of `owner` that starts out holding `held_bytes`, or raise QuotaExceeded.
+
+        With `count_bytes` false the bytes are only checked: the caller counts them itself (`grow`)."""
         ...
 
     async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
         """Record that a counted upload will hold `held_bytes` in all, or raise QuotaExceeded."""
+        ...
+
+    async def grow(self, owner: str, upload_id: str, more: int) -> None:
+        """Count `more` bytes (negative: fewer) for a counted upload, atomically; QuotaExceeded past the limit."""
         ...
 
     async def release(self, owner: str, upload_id: str) -> None:
@@ -85,10 +101,15 @@ class Quotas(Protocol):
 class NoQuotas:
     """No per-user limits."""
 
-    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+    async def admit(
+        self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0, *, count_bytes: bool = True
+    ) -> None:
         return None
 
     async def reserve(self, owner: str, upload_id: str, held_bytes: int) -> None:
+        return None
+
+    async def grow(self, owner: str, upload_id: str, more: int) -> None:
         return None
 
     async def release(self, owner: str, upload_id: str) -> None:
@@ -112,12 +133,15 @@ class RedisQuotas:
     def _keys(self, owner: str) -> list[str]:
         return [self.keys.quota_open(owner), self.keys.quota_bytes(owner)]
 
-    async def admit(self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0) -> None:
+    async def admit(
+        self, owner: str, upload_id: str, expires_at: float, held_bytes: int = 0, *, count_bytes: bool = True
+    ) -> None:
         """Count a new upload of `owner`, or raise QuotaExceeded if they have too many open."""
         if not self.enabled:
             return
         if held_bytes:
             await self._reserve_bytes(owner, upload_id, held_bytes, counted=False)
+        held_bytes = held_bytes if count_bytes else 0
         if await self._try_admit(owner, upload_id, expires_at, held_bytes):
             return
         if await self._forget_settled(owner) and await self._try_admit(owner, upload_id, expires_at, held_bytes):
@@ -144,11 +168,16 @@ class RedisQuotas:
         """Record that `upload_id` will hold `held_bytes`, or raise QuotaExceeded past the limit."""
         await self._reserve_bytes(owner, upload_id, held_bytes, counted=True)
 
-    async def _reserve_bytes(self, owner: str, upload_id: str, held_bytes: int, *, counted: bool) -> None:
+    async def grow(self, owner: str, upload_id: str, more: int) -> None:
+        await self._reserve_bytes(owner, upload_id, more, counted=True, mode="add")
+
+    async def _reserve_bytes(
+        self, owner: str, upload_id: str, held_bytes: int, *, counted: bool, mode: str = "set"
+    ) -> None:
         if self.limits.max_bytes_in_flight <= 0:
             return
         # A new upload is not counted yet: check it against the others without recording it.
-        args: list[str | int] = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight]
+        args: list[str | int] = [upload_id if counted else "", held_bytes, self.limits.max_bytes_in_flight, mode]
         with redis_errors():
             allowed = await self._reserve(keys=self._keys(owner), args=args)
         if not allowed:
@@ -180,3 +209,29 @@ class RedisQuotas:
                 await self.release(owner, upload_id)
                 dropped = True
         return dropped
+
+
+async def counted_as_it_arrives(
+    quotas: Quotas, session: s.UploadSession, offset: int, body: AsyncIterator[bytes], *, step: int, cap: int
+) -> AsyncIterator[bytes]:
+    """`body` of an upload with no declared length, its bytes counted before they are stored.
+
+    Counted ahead `step` bytes at a time (one Redis call per step, not per block), else exactly
+    what the next block needs; past the user's limit the body ends with QuotaExceeded, which
+    the appender re-raises once the bytes stored before it are recorded. Blocks past `cap` are
+    not counted: the store refuses them as too large."""
+    reserved = position = offset
+    async for block in body:
+        needed = position + len(block)
+        if reserved < needed <= cap:
+            ahead = min(max(needed, reserved + step), cap)
+            try:
+                await quotas.reserve(session.owner, session.id, ahead)
+            except QuotaExceeded:
+                if ahead == needed:
+                    raise
+                await quotas.reserve(session.owner, session.id, needed)
+                ahead = needed
+            reserved = ahead
+        position = needed
+        yield block

@@ -47,8 +47,13 @@ class UploadSession:
     file_name: str = ""
     content_type: str = ""
     state: UploadState = UploadState.OPEN
-    # CHUNKED: index -> [size, sha256 hex]
+    # CHUNKED: how many chunks and bytes are recorded. Which ones (index -> size, sha256) live in
+    # their own Redis hash (keys.py `chunks`), so a chunk does not rewrite a list in this record.
     total_chunks: int | None = None
+    chunk_count: int = 0
+    chunk_bytes: int = 0
+    # Records written before that hash existed hold the chunks here (index -> [size, sha256 hex]);
+    # SessionStore reads them as if they were in the hash and moves them there on the next chunk.
     received_chunks: dict[int, list[Any]] = field(default_factory=dict)
     # STREAM: bytes safely stored, and the declared length (None while deferred)
     offset: int = 0
@@ -64,8 +69,10 @@ class UploadSession:
     parts: list[str] = field(default_factory=list)
     # A partial upload that a final upload was created from before it finished: that final's id.
     final_id: str = ""
-    # Set while an assembler holds the upload, so a crashed one can be taken over.
+    # Set while a completer holds the upload: a lease it renews while it works, so a crashed
+    # one is taken over once `claimed_until` has passed. `claimed_by` tells the holder apart.
     claimed_until: float = 0.0
+    claimed_by: str = ""
     alias: str = ""
     error_code: str = ""
     error_message: str = ""
@@ -74,19 +81,23 @@ class UploadSession:
     @property
     def received_bytes(self) -> int:
         if self.kind == UploadKind.CHUNKED:
-            return sum(int(size) for size, _ in self.received_chunks.values())
+            return self.chunk_bytes
         return self.offset
-
-    def missing_chunks(self) -> list[int]:
-        if self.total_chunks is None:
-            return []
-        return [i for i in range(self.total_chunks) if i not in self.received_chunks]
 
     @property
     def all_received(self) -> bool:
         if self.kind == UploadKind.CHUNKED:
-            return self.total_chunks is not None and len(self.received_chunks) == self.total_chunks
+            return self.total_chunks is not None and self.chunk_count == self.total_chunks
         return self.length is not None and self.offset == self.length
+
+    @property
+    def settled(self) -> bool:
+        return self.state in (UploadState.DONE, UploadState.FAILED)
+
+    @property
+    def awaiting_completion(self) -> bool:
+        """Every byte is in but no outcome is recorded: someone must still complete it."""
+        return self.all_received and not self.partial and not self.settled
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.expires_at
@@ -105,4 +116,8 @@ def decode(blob: bytes) -> UploadSession:
     session = UploadSession(**{k: v for k, v in raw.items() if k in _FIELDS})
     session.kind = UploadKind(session.kind)
     session.state = UploadState(session.state)
+    if session.received_chunks and not session.chunk_count:
+        # An older record: its counts are those of the chunks it lists.
+        session.chunk_count = len(session.received_chunks)
+        session.chunk_bytes = sum(int(size) for size, _ in session.received_chunks.values())
     return session

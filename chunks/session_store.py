@@ -45,7 +45,7 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _blob(value: bytes | str) -> bytes:
+def binary(value: bytes | str) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError("session records are binary: the Redis client must not decode responses")
     return value
@@ -58,7 +58,7 @@ class SessionStore:
         # Events are staged inside the transactions below (see outbox.py).
         self.outbox = outbox or Outbox()
 
-    def _ttl(self, session: UploadSession) -> int:
+    def ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
 
     async def ping(self) -> bool:
@@ -72,7 +72,7 @@ class SessionStore:
             # expiry and removes whatever bytes the upload had already stored.
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
-                pipe.set(self.keys.session(session.id), _session.encode(session), ex=self._ttl(session))
+                pipe.set(self.keys.session(session.id), _session.encode(session), ex=self.ttl(session))
                 if not session.alias:
                     self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                 await pipe.execute()
@@ -101,11 +101,13 @@ class SessionStore:
                     existing = await pipe.get(alias_key)
                     if existing is not None:
                         found = await self.get(text(existing))
-                        if found is not None and not found.expired():
+                        # The alias key is a hash of owner and name: only a live session of the
+                        # same owner under the same name counts, never whatever else it names.
+                        if found is not None and self._same_alias(found, session) and not found.expired():
                             await pipe.reset()
                             return found
                     pipe.multi()
-                    pipe.set(alias_key, session.id, ex=self._ttl(session))
+                    pipe.set(alias_key, session.id, ex=self.ttl(session))
                     # Only the creator that wins the name has created an upload.
                     self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                     await pipe.execute()
@@ -113,10 +115,14 @@ class SessionStore:
                 except WatchError:
                     continue
 
+    @staticmethod
+    def _same_alias(found: UploadSession, session: UploadSession) -> bool:
+        return found.owner == session.owner and found.alias == session.alias
+
     async def get(self, upload_id: str) -> UploadSession | None:
         with redis_errors():
             blob = await self.redis.get(self.keys.session(upload_id))
-        return None if blob is None else _session.decode(_blob(blob))
+        return None if blob is None else _session.decode(binary(blob))
 
     async def load(self, upload_id: str, owner: str) -> UploadSession:
         """The session, if `owner` owns it. A foreign id is indistinguishable from an unknown one."""
@@ -135,7 +141,7 @@ class SessionStore:
         if upload_id is None:
             return None
         found = await self.get(text(upload_id))
-        if found is None or found.owner != owner or found.expired():
+        if found is None or found.owner != owner or found.alias != alias or found.expired():
             return None
         return found
 
@@ -158,11 +164,12 @@ class SessionStore:
                         if blob is None:
                             await pipe.reset()
                             raise UploadNotFound("no such upload")
-                        current = _session.decode(_blob(blob))
+                        current = _session.decode(binary(blob))
                         outcome = change(current)
                         happened = event(current, outcome) if event is not None else None
+                        await self.index_completable(current)
                         pipe.multi()
-                        pipe.set(key, _session.encode(current), ex=self._ttl(current))
+                        pipe.set(key, _session.encode(current), ex=self.ttl(current))
                         if happened is not None:
                             self.outbox.stage(pipe, *happened)
                         await pipe.execute()
@@ -176,12 +183,61 @@ class SessionStore:
             await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
         return current, outcome
 
+    async def index_completable(self, session: UploadSession) -> None:
+        """List an upload that has all its bytes for the completion sweeper, before its record says so.
+
+        Written before the record (a retried or aborted transaction leaves only an entry the
+        sweeper drops), so a crash right after the record cannot leave it unlisted."""
+        if session.awaiting_completion:
+            await self.redis.zadd(self.keys.completable, {session.id: time.time()}, nx=True)
+
+    async def completable(self, limit: int) -> list[str]:
+        """Uploads listed as having all their bytes and no outcome yet, longest waiting first."""
+        with redis_errors():
+            ids = await self.redis.zrange(self.keys.completable, 0, limit - 1)
+        return [text(i) for i in cast("list[bytes | str]", ids)]
+
+    async def list_completable(self, batch: int = 500) -> int:
+        """List every stored upload that awaits completion (start-up: records from before the
+        list existed, or whose listing a crash lost). How many are listed."""
+        listed = 0
+        with redis_errors():
+            async for raw in self.redis.zscan_iter(self.keys.expiry, count=batch):
+                upload_id = text(raw[0])
+                found = await self.get(upload_id)
+                if found is not None and found.awaiting_completion:
+                    await self.index_completable(found)
+                    listed += 1
+        return listed
+
+    async def forget_completable(self, upload_id: str) -> None:
+        with redis_errors():
+            await self.redis.zrem(self.keys.completable, upload_id)
+
+    async def remember_settled(self, session: UploadSession, keep: int) -> list[str]:
+        """Note that `session` settled; return the owner's older settled uploads past the newest `keep`.
+
+        The caller forgets those, so a user who uploads all day keeps a bounded number of records."""
+        key = self.keys.settled(session.owner)
+        with redis_errors():
+            await self.redis.zrem(self.keys.completable, session.id)
+            if keep <= 0:
+                return []
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {session.id: time.time()})
+                pipe.zrange(key, 0, -keep - 1)
+                pipe.zremrangebyrank(key, 0, -keep - 1)
+                pipe.expire(key, TOMBSTONE_SECONDS + GRACE_SECONDS)
+                _, dropped, _, _ = await pipe.execute()
+        return [text(i) for i in dropped]
+
     async def delete(self, session: UploadSession, reason: str) -> None:
         """Forget a session, leaving a tombstone that says why."""
         event_type = DELETION_EVENTS.get(reason)
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.session(session.id))
+                pipe.delete(self.keys.chunks(session.id))
                 pipe.set(self.keys.tombstone(session.id), f"{session.owner}\0{reason}", ex=TOMBSTONE_SECONDS)
                 if event_type is not None:
                     self.outbox.stage(pipe, event_type, upload_data(session))
@@ -190,6 +246,7 @@ class SessionStore:
                 self.outbox.committed(event_type, upload_data(session))
             # After the record: an index entry without a session is dropped by the reaper.
             await self.redis.zrem(self.keys.expiry, session.id)
+            await self.redis.zrem(self.keys.completable, session.id)
         if session.alias:
             await self.forget_alias(session)
 

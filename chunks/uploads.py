@@ -7,6 +7,7 @@ upload to whatever turns it into an avatar and records the outcome.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from . import concatenation, running_digest
 from . import session as s
+from .chunk_records import ChunkRecords
 from .errors import (
     ChecksumMismatch,
     ChunkConflict,
@@ -28,7 +30,7 @@ from .errors import (
 )
 from .limits import UploadLimits
 from .locks import UploadLocks
-from .quotas import Quotas
+from .quotas import Quotas, counted_as_it_arrives
 from .session_store import SessionStore
 from .storage import ChunkStore, StoreFeature
 from .streams import Checksum, Stopped, until_stopped
@@ -56,12 +58,17 @@ class Uploads:
         self.limits = limits
         self.quotas = quotas
         self.gate = gate
+        self.chunk_records = ChunkRecords(sessions)
+        # Called with an upload someone asked about (`current`) that has every byte but no
+        # outcome: the completer whose request brought the last byte may have died. Set by
+        # whoever can complete uploads (Completion), which must not block the asker.
+        self.on_awaiting_completion: Callable[[s.UploadSession], None] | None = None
 
-    async def admit(self, session: s.UploadSession, held_bytes: int) -> None:
+    async def admit(self, session: s.UploadSession, held_bytes: int, *, count_bytes: bool = True) -> None:
         """Let the gate refuse a new upload, then count it against its owner's quotas."""
         if self.gate is not None:
             await self.gate(session)
-        await self.quotas.admit(session.owner, session.id, session.expires_at, held_bytes)
+        await self.quotas.admit(session.owner, session.id, session.expires_at, held_bytes, count_bytes=count_bytes)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -107,7 +114,8 @@ class Uploads:
                     total_chunks=total_chunks,
                     alias=alias,
                 )
-                await self.admit(fresh, first_bytes)
+                # Checked with its first chunk but counted by put_chunk, which adds each chunk.
+                await self.admit(fresh, first_bytes, count_bytes=False)
                 found = await self.sessions.create(fresh)
                 if found.id != fresh.id:  # a concurrent first chunk under the same name won
                     await self.quotas.release(owner, fresh.id)
@@ -177,13 +185,19 @@ class Uploads:
         an offset the next append will accept (the IETF resumable-upload draft's "Concurrency"
         section asks exactly this of a server)."""
         session = await self.get(upload_id, owner)
-        if session.kind != s.UploadKind.STREAM or session.state != s.UploadState.OPEN:
-            return session
-        try:
-            async with self.locks.hold(upload_id, lock_wait):
-                return await self._reconciled(upload_id, owner)
-        except UploadBusy:
-            return await self.get(upload_id, owner)
+        if session.kind == s.UploadKind.STREAM and session.state == s.UploadState.OPEN:
+            try:
+                async with self.locks.hold(upload_id, lock_wait):
+                    session = await self._reconciled(upload_id, owner)
+            except UploadBusy:
+                session = await self.get(upload_id, owner)
+        self.asked_about(session)
+        return session
+
+    def asked_about(self, session: s.UploadSession) -> None:
+        """Someone asked where `session` stands: if it has every byte but no outcome, have it completed."""
+        if session.awaiting_completion and self.on_awaiting_completion is not None:
+            self.on_awaiting_completion(session)
 
     # -- numbered chunks -----------------------------------------------------------------------
 
@@ -194,42 +208,41 @@ class Uploads:
         for a recorded index are a ChunkConflict. Only recorded chunks count."""
         self.limits.check_chunk(session.total_chunks, index, data)
         digest = hashlib.sha256(data).hexdigest()
-        if self._recorded(session, index, digest):
+        known = await self.chunk_records.entry(session, index)
+        if known is not None:
+            if known[1] != digest:
+                raise ChunkConflict(f"chunk {index} was already received with different bytes")
             return session, True
         if session.state != s.UploadState.OPEN:
             raise SessionConflict(f"this upload is {session.state}; it takes no more chunks", code="upload-not-open")
         self.limits.check_room(session.received_bytes, len(data))
 
-        await self.quotas.reserve(session.owner, session.id, session.received_bytes + len(data))
-        await self.store.put_part(session.id, index, data, digest)
+        # Added to what the upload is counted for, in one Redis script: chunks racing each count.
+        await self.quotas.grow(session.owner, session.id, len(data))
+        try:
+            await self.store.put_part(session.id, index, data, digest)
+        except BaseException:
+            await asyncio.shield(self.quotas.grow(session.owner, session.id, -len(data)))
+            raise
 
-        def record(current: s.UploadSession) -> bool:
-            if self._recorded(current, index, digest):
-                return True
+        def check(current: s.UploadSession) -> None:
             if current.state != s.UploadState.OPEN:
                 raise SessionConflict(
                     f"this upload is {current.state}; it takes no more chunks", code="upload-not-open"
                 )
             self.limits.check_room(current.received_bytes, len(data))
-            current.received_chunks[index] = [len(data), digest]
             current.expires_at = time.time() + self.limits.expire_seconds
-            return False
 
         try:
-            return await self.sessions.update(session.id, record)
+            session, duplicate = await self.chunk_records.record(session.id, index, len(data), digest, check)
         except UploadError:
             # Not recorded: the part file is nobody's. (A recorded twin has another digest.)
             await self.store.drop_part(session.id, index, digest)
+            await self.quotas.grow(session.owner, session.id, -len(data))
             raise
-
-    @staticmethod
-    def _recorded(session: s.UploadSession, index: int, digest: str) -> bool:
-        entry = session.received_chunks.get(index)
-        if entry is None:
-            return False
-        if entry[1] != digest:
-            raise ChunkConflict(f"chunk {index} was already received with different bytes")
-        return True
+        if duplicate:  # a concurrent twin recorded the same bytes (the same file) first
+            await self.quotas.grow(session.owner, session.id, -len(data))
+        return session, duplicate
 
     # -- appended streams ----------------------------------------------------------------------
 
@@ -252,12 +265,21 @@ class Uploads:
         upload stays at `offset` (ChecksumMismatch, or the interruption re-raised)."""
         if checksum is not None and StoreFeature.CHECKSUM not in self.store.features:
             raise InvalidRequest("this server cannot verify checksums", code="checksum-unsupported")
+        # The owner first: taking the lock asks its holder to let go, which a stranger's
+        # request (a foreign or guessed id) must never be able to do.
+        await self.get(upload_id, owner)
         async with self.locks.hold(upload_id, lock_wait) as lease:
             session = await self._appendable(upload_id, owner, offset, length)
+            deferred = session.length is None
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
             # Hashed as the store takes the blocks, saved with each offset: never a second read.
             digests = running_digest.AppendDigests.for_session(session)
             blocks = until_stopped(body, lease)
+            if deferred:
+                limits = self.limits
+                blocks = counted_as_it_arrives(
+                    self.quotas, session, offset, blocks, step=limits.checkpoint_bytes, cap=limits.max_upload_bytes
+                )
 
             async def checkpoint(durable: int) -> None:
                 await self._record_offset(upload_id, durable, digests=digests)
@@ -276,6 +298,9 @@ class Uploads:
                 await self._record_offset(upload_id, offset)
                 raise
             session = await self._record_offset(upload_id, written, digests=digests)
+            if deferred and session.length is None:
+                # Count what it holds, not what was reserved ahead of the bytes (never refused).
+                await self.quotas.reserve(owner, upload_id, session.offset)
             self._raise_interruption(session, interrupted, verified=checksum is not None)
             return session
 

@@ -77,7 +77,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         stack.push_async_callback(services.pipeline.aclose)
         app.state.services = services
         reaper = asyncio.create_task(_reap_forever(services))
-        stack.push_async_callback(lambda: _cancel([reaper, *services.tasks.running()]))
+        sweeper = asyncio.create_task(services.sweeper.run_forever(services.uploads.sessions))
+        stack.push_async_callback(lambda: _cancel([reaper, sweeper, *services.tasks.running()]))
         if services.pre_create is not None:
             stack.push_async_callback(services.pre_create.aclose)
         if services.events is not None:

@@ -9,6 +9,17 @@ _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
 _URLS = {"type": "object", "additionalProperties": {"type": "string", "format": "uri-reference"}}
 _NULLABLE_STR = {"type": ["string", "null"]}
+# Up to 64 entries a plain list of chunk indices; longer, its runs as inclusive [first, last] pairs.
+_CHUNK_LIST = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "integer"}, "maxItems": 64},
+        {
+            "type": "array",
+            "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+            "minItems": 1,
+        },
+    ]
+}
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -60,8 +71,8 @@ SCHEMAS: dict[str, Any] = {
         [],
         upload_id=_STR,
         state=_STR,
-        received_chunks={"type": "array", "items": _INT},
-        missing_chunks={"type": "array", "items": _INT},
+        received_chunks=_CHUNK_LIST,
+        missing_chunks=_CHUNK_LIST,
         total_chunks=_INT,
         received_bytes=_INT,
         complete=_BOOL,

@@ -2,7 +2,8 @@
 
 `Services` only holds things. The two use cases every protocol shares live beside it: setting
 a user's avatar (`AvatarSetter`) and turning a fully received upload into the avatar
-(`complete_upload`, the one place an upload is completed).
+(`complete_upload`, the one place an upload is completed). `CompletionSweeper` completes the
+uploads whose completer died, without waiting for a client to ask again.
 """
 
 from __future__ import annotations
@@ -66,6 +67,48 @@ class BackgroundTasks:
 
     def running(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)
+
+
+class CompletionSweeper:
+    """Completion is the server's job: uploads with every byte in but no outcome are finished here.
+
+    At start-up and every `uploads.completion_sweep_seconds` (every process does it; whichever
+    claims an upload first completes it), and at once when someone asks about one (`nudge`,
+    called by `Uploads.current` on a tus/IETF HEAD or a chunk-API status GET)."""
+
+    def __init__(self, completion: chunks.Completion, tasks: BackgroundTasks, interval: float) -> None:
+        self._completion, self._tasks, self._interval = completion, tasks, interval
+        self._nudged: set[str] = set()
+
+    def nudge(self, session: chunks.UploadSession) -> None:
+        if session.id in self._nudged or len(self._nudged) >= _MAX_NUDGED:
+            return
+        self._nudged.add(session.id)
+        self._tasks.spawn(self._complete(session), name=f"complete-{session.id[:8]}")
+
+    async def _complete(self, session: chunks.UploadSession) -> None:
+        try:
+            await self._completion.complete_if_free(session)
+        finally:
+            self._nudged.discard(session.id)
+
+    async def run_forever(self, sessions: chunks.SessionStore) -> None:
+        listed = False
+        while True:
+            try:
+                if not listed:
+                    if count := await sessions.list_completable():
+                        log.info("%d uploads await completion", count)
+                    listed = True
+                if settled := await self._completion.sweep():
+                    log.info("completed %d uploads whose completer was gone", settled)
+            except (chunks.UploadError, RedisError, OSError):
+                log.warning("completion sweep failed; will retry", exc_info=True)
+            await asyncio.sleep(self._interval)
+
+
+# Uploads being completed at once because someone asked about them; more wait for the sweep.
+_MAX_NUDGED = 64
 
 
 class AvatarSetter:
@@ -149,6 +192,7 @@ class Services:
     retry_after_seconds: int
     # The raw client, for test-only introspection (`server.debug`) and shutdown only.
     redis: aioredis.Redis
+    sweeper: CompletionSweeper
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     metrics: Metrics = field(default_factory=Metrics)
     # The webhook delivery loops (None without `events:`); started and stopped by the app's lifespan.
@@ -178,6 +222,12 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
     events = None
     if settings.events:
         events = Events(redis, prefix, settings.events, settings.event_delivery, metrics)
+    completion = chunks.Completion(
+        uploads, _avatar_finisher(avatar_setter), wait_seconds=settings.uploads.completion_wait_seconds
+    )
+    tasks = BackgroundTasks()
+    sweeper = CompletionSweeper(completion, tasks, settings.uploads.completion_sweep_seconds)
+    uploads.on_awaiting_completion = sweeper.nudge
     return Services(
         settings=settings,
         auth=auth,
@@ -185,9 +235,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         pipeline=pipeline,
         avatars=avatars,
         avatar_setter=avatar_setter,
-        completion=chunks.Completion(
-            uploads, _avatar_finisher(avatar_setter), wait_seconds=settings.uploads.completion_wait_seconds
-        ),
+        completion=completion,
         gravatar=gravatar,
         pending_fetches=PendingFetches(redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60),
         rate=RequestRate(redis, prefix, auth, settings.limits),
@@ -198,6 +246,8 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         metrics=metrics,
         events=events,
         pre_create=pre_create,
+        sweeper=sweeper,
+        tasks=tasks,
     )
 
 
@@ -229,6 +279,7 @@ def _uploads(
             max_chunks=limits.max_chunks,
             expire_seconds=settings.uploads.expire_seconds,
             claim_seconds=settings.uploads.claim_seconds,
+            keep_settled=settings.uploads.keep_settled_per_user,
         ),
         quotas,
     )

@@ -92,8 +92,14 @@ class UploadSettings:
     expire_seconds: int = 24 * 3600
     reap_interval_seconds: float = 60.0
     completion_wait_seconds: float = 30.0
-    # A completer that dies (SIGKILL, power cut) holds its claim this long before another takes over.
-    claim_seconds: float = 120.0
+    # The completion lease: a completer renews it every third of this while it works; one that
+    # dies (SIGKILL, power cut) is taken over this long after its last renewal.
+    claim_seconds: float = 10.0
+    # How often each server process looks for uploads with every byte in but no avatar yet
+    # (their completer died) and finishes them itself.
+    completion_sweep_seconds: float = 2.0
+    # Finished or failed uploads whose records a user keeps readable (oldest dropped); 0 = all.
+    keep_settled_per_user: int = 20
 
 
 @dataclass(frozen=True)

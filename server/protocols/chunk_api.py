@@ -51,7 +51,8 @@ async def upload(request: Request, services: Services, principal: Principal) -> 
     session = await _session_for(services, principal.user_id, parsed)
     session, duplicate = await services.uploads.put_chunk(session, parsed.chunk_index, parsed.data)
     session = await complete_upload(services, session)
-    body = describe_upload(session, base=base) | {"duplicate": duplicate}
+    received = await services.uploads.chunk_records.indices(session)
+    body = describe_upload(session, base=base, received=received) | {"duplicate": duplicate}
     if session.state == chunks.UploadState.FAILED:
         return json_problem(failed_upload(session), **body)
     body["message"] = "profile image updated" if session.state == chunks.UploadState.DONE else "chunk received"
@@ -60,7 +61,9 @@ async def upload(request: Request, services: Services, principal: Principal) -> 
 
 async def status(request: Request, services: Services, principal: Principal) -> Response:
     session = await _chunked(services, request.path_params["upload_id"], principal.user_id)
-    return JSONResponse(describe_upload(session, base=base_url(request, services.settings)))
+    services.uploads.asked_about(session)
+    received = await services.uploads.chunk_records.indices(session)
+    return JSONResponse(describe_upload(session, base=base_url(request, services.settings), received=received))
 
 
 async def abandon(request: Request, services: Services, principal: Principal) -> Response:

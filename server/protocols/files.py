@@ -32,6 +32,7 @@ _api = Endpoints(render_json)
 async def status(request: Request, services: Services, principal: Principal) -> Response:
     """`GET /files/{id}`: where an upload stands, and what became of it once complete."""
     session = await load(services, request.path_params["upload_id"], principal.user_id)
+    services.uploads.asked_about(session)
     described = describe_upload(session, url=location(request, services, session.id))
     return JSONResponse(described, headers={"Cache-Control": "no-store"})
 

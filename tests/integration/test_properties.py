@@ -95,6 +95,6 @@ def test_an_index_outside_the_upload_is_refused_clearly(redis_url, tmp_path, dat
                 assert exc.code == "invalid-chunk-index"
             else:
                 raise AssertionError("an index outside the upload was accepted")
-            assert (await core.get(session.id, "prop")).received_chunks == {}
+            assert await core.chunk_records.indices(await core.get(session.id, "prop")) == []
 
     asyncio.run(run())
