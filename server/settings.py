@@ -70,6 +70,11 @@ class LimitSettings:
     max_pixels: int = 40_000_000
     max_side: int = 16_384
     max_frames: int = 300
+    # Decoding cost past pixels: counted before decoding, refused with 422 too-many-scans/-chunks.
+    max_scans: int = 100
+    max_png_chunks: int = 20_000
+    # One image job's wall clock; past it the worker is killed and the upload fails (image-timeout).
+    image_job_seconds: float = 30.0
     body_timeout_seconds: float = 60.0
     # A body slower than this on average (after the grace period) ends with 408; 0 = no minimum.
     min_body_bytes_per_second: int = 1024
