@@ -13,6 +13,7 @@ import logging
 import secrets
 import shutil
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,16 +73,23 @@ class AvatarSetter:
         self._pipeline, self._avatars, self._gravatar, self._work_root = pipeline, avatars, gravatar, work_root
 
     async def set_avatar(
-        self, user_id: str, source: Path, check: Callable[[ProcessedAvatar], None] | None = None
+        self,
+        user_id: str,
+        source: Path,
+        check: Callable[[ProcessedAvatar], None] | None = None,
+        guard: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> AvatarVersion:
         """`check` sees the decoded image before the swap and may raise to refuse it (the
-        picture API compares the declared format and size with the real ones)."""
+        picture API compares the declared format and size with the real ones). The swap runs
+        inside `guard()`, which may raise to call it off (a URL import re-checks, under the
+        user's lock, that no DELETE or newer upload came while it worked)."""
         workdir = self._work_root / secrets.token_hex(12)
         try:
             processed = await self._pipeline.process(source, workdir)
             if check is not None:
                 check(processed)
-            version = await self._avatars.swap_in(user_id, processed)
+            async with guard() if guard is not None else contextlib.nullcontext():
+                version = await self._avatars.swap_in(user_id, processed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         try:
@@ -150,7 +158,9 @@ def build_services(settings: Settings, redis: aioredis.Redis) -> Services:
             uploads, _avatar_finisher(avatar_setter), wait_seconds=settings.uploads.completion_wait_seconds
         ),
         gravatar=gravatar,
-        pending_fetches=PendingFetches(redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60),
+        pending_fetches=PendingFetches(
+            redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60, settings.fetch.max_concurrent
+        ),
         rate=RequestRate(redis, prefix, auth, settings.limits),
         body_pace=BodyPace.of(settings.limits),
         work_root=work_root,

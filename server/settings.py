@@ -111,6 +111,8 @@ class FetchSettings:
 
     timeout_seconds: float = 20.0
     max_redirects: int = 5
+    # Downloads at once in one server process (each user has at most one); past it 503.
+    max_concurrent: int = 32
     # CIDRs allowed even though private, loopback, link-local or reserved (e.g. "127.0.0.0/8").
     allowed_private_networks: tuple[str, ...] = ()
 

@@ -173,7 +173,11 @@ async def my_avatar(request: Request, services: Services, principal: Principal) 
 
 
 async def delete_my_avatar(request: Request, services: Services, principal: Principal) -> Response:
-    removed = await services.avatars.remove(principal.user_id)
+    # A URL import still running must not bring the avatar back (see profile_image_api).
+    services.pending_fetches.cancel(principal.user_id)
+    async with services.pending_fetches.locked(principal.user_id):
+        await services.pending_fetches.forget(principal.user_id)
+        removed = await services.avatars.remove(principal.user_id)
     # Deleting the avatar also ends a Gravatar choice: the user wants none.
     if await services.gravatar.clear(principal.user_id):
         removed = True

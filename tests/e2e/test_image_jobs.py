@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from tests.support import images
 from tests.support.encoding import b64
 from tests.support.server import ServerProcess, StartServer
+from tests.support.workers import busy_worker, image_workers
 
 URL = "/accounts/profile-image"
 
@@ -37,30 +37,6 @@ def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Resp
         return answer[0]
 
     return result
-
-
-def image_workers(server: ServerProcess) -> list[psutil.Process]:
-    """The server's image worker processes: children of its forkserver."""
-    assert server.process is not None
-    workers = []
-    for child in psutil.Process(server.process.pid).children():
-        if "forkserver" in " ".join(child.cmdline()):
-            workers += child.children()
-    return workers
-
-
-def busy_worker(server: ServerProcess, cpu_seconds: float = 1.0, deadline: float = 60.0) -> psutil.Process:
-    """Poll until an image worker has used `cpu_seconds` (a job under way, past its start-up)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        for worker in image_workers(server):
-            try:
-                if sum(worker.cpu_times()[:2]) >= cpu_seconds:
-                    return worker
-            except psutil.NoSuchProcess:
-                pass
-        time.sleep(0.05)
-    raise AssertionError("no image worker got busy")
 
 
 @pytest.fixture()
