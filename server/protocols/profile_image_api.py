@@ -248,6 +248,7 @@ def openapi_paths() -> oa.Doc:
                     "202": oa.json_response(oa.ref("ProfileImage"), "URL: a placeholder with status downloading"),
                     "400": oa.error("validation-failure, with fieldErrors", "ValidationFailure"),
                     **refused,
+                    "503": oa.error("too-many-fetches: the server runs its maximum of downloads", "CodedError"),
                 },
                 body={"multipart/form-data": {"schema": form}, "application/json": {"schema": url}},
                 params=[user],
