@@ -1,6 +1,6 @@
 """Images: validate, orient, strip and resize uploads; store versioned avatars."""
 
-from avatars.errors import ImageRejected, ImageTooLarge, InvalidImage, UnsupportedFormat
+from avatars.errors import ImageRejected, ImageTooComplex, ImageTooLarge, InvalidImage, UnsupportedFormat
 from avatars.pipeline import Pipeline, PipelineSettings, ProcessedAvatar, Rendition
 from avatars.store import AvatarStore, AvatarVersion, LocalAvatarStore, RenditionFile
 
@@ -8,6 +8,7 @@ __all__ = [
     "AvatarStore",
     "AvatarVersion",
     "ImageRejected",
+    "ImageTooComplex",
     "ImageTooLarge",
     "InvalidImage",
     "LocalAvatarStore",

@@ -21,6 +21,7 @@ from PIL import Image, ImageCms, ImageFile
 
 from avatars import errors
 from avatars._sniff import sniff_file
+from avatars._structure import check_structure
 from avatars.pipeline import PipelineSettings, ProcessedAvatar, Rendition
 
 _OPENERS = {
@@ -79,6 +80,7 @@ def init_worker(max_pixels: int) -> None:
 
 def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> ProcessedAvatar:
     source_format = sniff_file(source)
+    check_structure(source, source_format, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     with decoding():
         im = Image.open(source, formats=_OPENERS[source_format])

@@ -78,3 +78,34 @@ def side_too_long(width: int, height: int, limit: int) -> ImageTooLarge:
 
 def too_many_frames(frames: int, limit: int) -> ImageTooLarge:
     return ImageTooLarge(f"The animation has {frames} frames; at most {limit} are allowed.", code="too-many-frames")
+
+
+class ImageTooComplex(ImageRejected):
+    """The image's structure (scans, chunks) or its decoding time is past a limit: what it would
+    cost to decode is out of proportion to its size."""
+
+    code = "image-too-complex"
+
+
+def too_many_scans(limit: int) -> ImageTooComplex:
+    return ImageTooComplex(f"The JPEG has more than {limit} scans; at most {limit} are allowed.", code="too-many-scans")
+
+
+def too_many_chunks(limit: int) -> ImageTooComplex:
+    return ImageTooComplex(
+        f"The PNG has more than {limit} chunks; at most {limit} are allowed.", code="too-many-chunks"
+    )
+
+
+def too_many_frames_at_least(limit: int) -> ImageTooLarge:
+    return ImageTooLarge(
+        f"The animation has more than {limit} frames; at most {limit} are allowed.", code="too-many-frames"
+    )
+
+
+def image_timeout(seconds: float) -> ImageTooComplex:
+    return ImageTooComplex(f"The image took longer than {seconds:g} seconds to process.", code="image-timeout")
+
+
+def worker_died() -> InvalidImage:
+    return InvalidImage("The image decoder stopped on this file, twice.", code="invalid-image")

@@ -8,6 +8,8 @@ the server, and decoding never holds the event loop or the GIL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avatars import errors
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,19 @@ class PipelineSettings:
     # A worker is replaced after this many images, so fragmentation left by a
     # huge decode does not stay resident for the life of the server.
     max_tasks_per_worker: int = 200
+    # Structure counted before decoding (avatars._structure): JPEG scans, PNG chunks.
+    max_scans: int = 100
+    max_png_chunks: int = 20_000
+    # Wall clock of one job in its worker; past it the worker is killed and replaced.
+    job_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.sizes or any(s < 1 for s in self.sizes):
             raise ValueError("sizes must be positive pixel counts")
-        if self.max_pixels < 1 or self.max_side < 1 or self.max_frames < 1:
+        if min(self.max_pixels, self.max_side, self.max_frames, self.max_scans, self.max_png_chunks) < 1:
             raise ValueError("limits must be positive")
+        if self.job_seconds <= 0:
+            raise ValueError("job_seconds must be positive")
 
 
 @dataclass(frozen=True)
@@ -62,53 +73,95 @@ class ProcessedAvatar:
     digest: str  # content hash over all renditions: the version id
 
 
+class _Worker:
+    """One worker process, behind its own single-process executor: killing it (a job past
+    its wall clock) or losing it (a crash, the OOM killer) breaks only the job it was running,
+    where a shared pool would fail every job in flight."""
+
+    def __init__(self, settings: PipelineSettings):
+        # forkserver: workers never inherit the server's threads, sockets or event loop, and
+        # start much faster than with spawn.
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        self.executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(settings.max_pixels,),
+            max_tasks_per_child=settings.max_tasks_per_worker,
+        )
+
+    def kill(self) -> None:
+        # The executor keeps its processes in a private map; it is the only handle on them.
+        processes = list(getattr(self.executor, "_processes", {}).values())
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError, OSError, ValueError):
+                process.kill()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _WorkerDied(Exception):
+    pass
+
+
 class Pipeline:
-    """Validates and renders uploads in a bounded pool of worker processes."""
+    """Validates and renders uploads in a bounded set of worker processes, one job each."""
 
     def __init__(self, settings: PipelineSettings):
         self.settings = settings
         self.workers = settings.workers or os.cpu_count() or 1
-        # Queueing happens here, in the event loop, not in the executor's
-        # unbounded internal queue.
+        # Queueing happens here, in the event loop, not in an executor's unbounded queue.
         self._slots = asyncio.Semaphore(self.workers)
-        self._executor: ProcessPoolExecutor | None = None
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
 
     async def process(self, source: Path, workdir: Path) -> ProcessedAvatar:
         async with self._slots:
-            loop = asyncio.get_running_loop()
-            executor = self._pool()
             try:
-                return await loop.run_in_executor(
-                    executor, _render_in_worker, Path(source), Path(workdir), self.settings
-                )
-            except BrokenProcessPool:
-                # The decoder died (a crash or the OOM killer) on this file.
-                self._discard(executor)
-                raise errors.invalid_image() from None
+                return await self._run(source, workdir)
+            except _WorkerDied:
+                # A worker that dies takes only its own job; the job gets one more try on a
+                # fresh worker (the OOM killer may have picked the process for another's sake).
+                log.warning("an image worker died; retrying its job once on a fresh worker")
+            try:
+                return await self._run(source, workdir)
+            except _WorkerDied:
+                raise errors.worker_died() from None
+
+    async def _run(self, source: Path, workdir: Path) -> ProcessedAvatar:
+        worker = self._idle.pop() if self._idle else _Worker(self.settings)
+        self._busy.add(worker)
+        keep = False
+        try:
+            future = asyncio.get_running_loop().run_in_executor(
+                worker.executor, _render_in_worker, Path(source), Path(workdir), self.settings
+            )
+            async with asyncio.timeout(self.settings.job_seconds):
+                result = await future
+            keep = True
+            return result
+        except TimeoutError:
+            raise errors.image_timeout(self.settings.job_seconds) from None
+        except BrokenProcessPool:
+            raise _WorkerDied from None
+        except errors.ImageRejected:
+            keep = True
+            raise
+        finally:
+            self._busy.discard(worker)
+            if keep:
+                self._idle.append(worker)
+            else:
+                # Timed out, died, or the caller went away (shutdown, a cancelled request):
+                # the process may still be decoding; kill it rather than wait for it.
+                worker.kill()
 
     async def aclose(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # forkserver: workers never inherit the server's threads, sockets or
-            # event loop, and start much faster than with spawn.
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context(method),
-                initializer=_init_worker,
-                initargs=(self.settings.max_pixels,),
-                max_tasks_per_child=self.settings.max_tasks_per_worker,
-            )
-        return self._executor
-
-    def _discard(self, executor: ProcessPoolExecutor) -> None:
-        if self._executor is executor:
-            self._executor = None
-        executor.shutdown(wait=False, cancel_futures=True)
+        workers = [*self._idle, *self._busy]
+        self._idle, self._busy = [], set()
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            await asyncio.to_thread(worker.executor.shutdown, wait=True, cancel_futures=True)
 
 
 def _init_worker(max_pixels: int) -> None:

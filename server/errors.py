@@ -17,6 +17,7 @@ from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
 
 from .auth import AuthError
 from .bodies import BodyError, BodyTimeout, BodyTooLarge
+from .pending_fetches import FetchesBusy
 
 
 class BadRequest(Exception):
@@ -82,6 +83,7 @@ STATUS: dict[type[Exception], Meaning] = {
     BodyTooLarge: Meaning(413),
     # The connection still holds the rest of a body nobody will read: close it.
     BodyTimeout: Meaning(408, {"Connection": "close"}),
+    FetchesBusy: Meaning(503, retry_after=True),
     ImageRejected: Meaning(422),
     UnsupportedFormat: Meaning(415),
     ImageTooLarge: Meaning(413),

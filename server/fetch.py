@@ -57,8 +57,17 @@ class AddressPolicy:
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
 
     def permits(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            embedded = _embedded_ipv4(address)
+            # A relay or translator forwards to the IPv4 address inside (6to4, NAT64, Teredo):
+            # the IPv4 address is where the request really goes, so it is the one checked.
+            if embedded is not None and not self._permits_one(embedded):
+                return False
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+        return self._permits_one(address)
+
+    def _permits_one(self, address: IPAddress) -> bool:
         if any(address in network for network in self.allowed if network.version == address.version):
             return True
         inward = (
@@ -71,6 +80,21 @@ class AddressPolicy:
             or not address.is_global
         )
         return not inward
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a 6to4 (2002::/16), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) or Teredo
+    (2001::/32, the client's address) IPv6 address carries, if it is one of those."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:

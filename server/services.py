@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,16 +127,23 @@ class AvatarSetter:
         self._metrics = metrics or Metrics()
 
     async def set_avatar(
-        self, user_id: str, source: Path, check: Callable[[ProcessedAvatar], None] | None = None
+        self,
+        user_id: str,
+        source: Path,
+        check: Callable[[ProcessedAvatar], None] | None = None,
+        guard: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> AvatarVersion:
         """`check` sees the decoded image before the swap and may raise to refuse it (the
-        picture API compares the declared format and size with the real ones)."""
+        picture API compares the declared format and size with the real ones). The swap runs
+        inside `guard()`, which may raise to call it off (a URL import re-checks, under the
+        user's lock, that no DELETE or newer upload came while it worked)."""
         workdir = self._work_root / secrets.token_hex(12)
         try:
             processed = await self._process(source, workdir)
             if check is not None:
                 check(processed)
-            version = await self._avatars.swap_in(user_id, processed)
+            async with guard() if guard is not None else contextlib.nullcontext():
+                version = await self._avatars.swap_in(user_id, processed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         try:
@@ -237,7 +245,9 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         avatar_setter=avatar_setter,
         completion=completion,
         gravatar=gravatar,
-        pending_fetches=PendingFetches(redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60),
+        pending_fetches=PendingFetches(
+            redis, prefix, int(settings.fetch.timeout_seconds * 2) + 60, settings.fetch.max_concurrent
+        ),
         rate=RequestRate(redis, prefix, auth, settings.limits),
         body_pace=BodyPace.of(settings.limits),
         work_root=work_root,
@@ -293,6 +303,9 @@ def _pipeline(settings: Settings) -> Pipeline:
             max_pixels=limits.max_pixels,
             max_side=limits.max_side,
             max_frames=limits.max_frames,
+            max_scans=limits.max_scans,
+            max_png_chunks=limits.max_png_chunks,
+            job_seconds=limits.image_job_seconds,
             webp_quality=avatars.webp_quality,
             jpeg_quality=avatars.jpeg_quality,
             keep_animation=avatars.keep_animation,

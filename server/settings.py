@@ -75,6 +75,11 @@ class LimitSettings:
     max_pixels: int = 40_000_000
     max_side: int = 16_384
     max_frames: int = 300
+    # Decoding cost past pixels: counted before decoding, refused with 422 too-many-scans/-chunks.
+    max_scans: int = 100
+    max_png_chunks: int = 20_000
+    # One image job's wall clock; past it the worker is killed and the upload fails (image-timeout).
+    image_job_seconds: float = 30.0
     body_timeout_seconds: float = 60.0
     # A body slower than this on average (after the grace period) ends with 408; 0 = no minimum.
     min_body_bytes_per_second: int = 1024
@@ -117,6 +122,8 @@ class FetchSettings:
 
     timeout_seconds: float = 20.0
     max_redirects: int = 5
+    # Downloads at once in one server process (each user has at most one); past it 503.
+    max_concurrent: int = 32
     # CIDRs allowed even though private, loopback, link-local or reserved (e.g. "127.0.0.0/8").
     allowed_private_networks: tuple[str, ...] = ()
 

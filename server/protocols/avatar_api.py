@@ -6,9 +6,15 @@ Always on, whichever upload protocols are switched on. Errors answer
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO
+
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from avatars import RenditionFile
 
@@ -31,7 +37,66 @@ def _no_avatar(message: str = "this user has no avatar") -> NotFound:
     return NotFound(message, code="avatar-not-found")
 
 
-def _serve(request: Request, rendition: RenditionFile, cache_control: str) -> Response:
+# A rendition opened here is read from its open descriptor: a swap that removes the file (or
+# its whole version directory) after the open cannot cut the answer short or turn it into 500.
+_READ_BLOCK = 64 * 1024
+# A size is picked to the nearest configured square, so any positive number is fine; only text
+# that is not a number, zero, or more digits than any size could need is refused.
+MAX_SIZE_DIGITS = 9
+
+
+class OpenFileResponse(Response):
+    """The bytes of an already open file, then the file closed; headers only for HEAD."""
+
+    def __init__(self, file: BinaryIO, length: int, media_type: str, headers: dict[str, str]):
+        super().__init__(None, 200, {**headers, "Content-Length": str(length)}, media_type)
+        self.file = file
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if scope.get("method", "GET").upper() == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            while True:
+                block = await asyncio.to_thread(self.file.read, _READ_BLOCK)
+                if not block:
+                    break
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self.file.close()
+
+
+async def _open(rendition: RenditionFile) -> tuple[BinaryIO, int] | None:
+    """The file open, with its length; None when a swap removed it before it could be opened."""
+
+    def open_it() -> tuple[BinaryIO, int] | None:
+        try:
+            file = open(rendition.path, "rb")  # noqa: SIM115 - closed by OpenFileResponse
+        except FileNotFoundError:
+            return None
+        return file, os.fstat(file.fileno()).st_size
+
+    return await asyncio.to_thread(open_it)
+
+
+async def _opened(find: Callable[[], Awaitable[RenditionFile | None]]) -> tuple[RenditionFile, BinaryIO, int] | None:
+    """The rendition `find` names, opened. A swap between finding and opening removes the
+    old version's files: ask again, and the pointer names the new version (bounded: a user
+    whose avatar is replaced faster than this loop runs gets 404, never 500)."""
+    for _ in range(5):
+        rendition = await find()
+        if rendition is None:
+            return None
+        opened = await _open(rendition)
+        if opened is not None:
+            return rendition, *opened
+    return None
+
+
+def _serve(request: Request, found: tuple[RenditionFile, BinaryIO, int], cache_control: str) -> Response:
+    rendition, file, length = found
     headers = {
         "ETag": rendition.etag,
         "Cache-Control": cache_control,
@@ -40,8 +105,9 @@ def _serve(request: Request, rendition: RenditionFile, cache_control: str) -> Re
         "Content-Security-Policy": "default-src 'none'",
     }
     if _etag_matches(request.headers.get("if-none-match", ""), rendition.etag):
+        file.close()
         return Response(status_code=304, headers=headers)
-    return FileResponse(rendition.path, media_type=rendition.media_type, headers=headers)
+    return OpenFileResponse(file, length, rendition.media_type, headers)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -54,18 +120,25 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag.removeprefix("W/") in candidates
 
 
+def _size(request: Request) -> int | None:
+    value = request.query_params.get("size")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
+        raise BadRequest(f"size must be a positive whole number of pixels, not {value[:20]!r}", code="invalid-size")
+    if len(value) > MAX_SIZE_DIGITS:
+        raise BadRequest(f"size must have at most {MAX_SIZE_DIGITS} digits", code="invalid-size")
+    return int(value)
+
+
 async def avatar(request: Request, services: Services) -> Response:
-    size: int | None = None
-    if "size" in request.query_params:
-        value = request.query_params["size"]
-        if not (value.isascii() and value.isdigit()) or not 0 < len(value) <= 5 or int(value) == 0:
-            raise BadRequest("size must be a positive integer", code="invalid-size")
-        size = int(value)
+    size = _size(request)
     user_id = request.path_params["user_id"]
-    rendition = await services.avatars.rendition(user_id, size, request.headers.get("accept"))
-    if rendition is None:
+    accept = request.headers.get("accept")
+    found = await _opened(lambda: services.avatars.rendition(user_id, size, accept))
+    if found is None:
         return await _gravatar(services, user_id, size)
-    return _serve(request, rendition, UNVERSIONED_CACHE)
+    return _serve(request, found, UNVERSIONED_CACHE)
 
 
 async def _gravatar(services: Services, user_id: str, size: int | None) -> Response:
@@ -82,12 +155,14 @@ async def versioned_avatar(request: Request, services: Services) -> Response:
     media_type = _EXTENSIONS.get(extension.lower())
     if not (stem.isascii() and stem.isdigit()) or len(stem) > 5 or media_type is None:
         raise _no_avatar("no such avatar file")
-    rendition = await services.avatars.rendition(
-        request.path_params["user_id"], int(stem), media_type, version=request.path_params["version"]
-    )
-    if rendition is None or rendition.size != int(stem) or rendition.media_type != media_type:
+    user_id, version = request.path_params["user_id"], request.path_params["version"]
+    found = await _opened(lambda: services.avatars.rendition(user_id, int(stem), media_type, version))
+    if found is None:
         raise _no_avatar("no such avatar file")
-    return _serve(request, rendition, VERSIONED_CACHE)
+    if found[0].size != int(stem) or found[0].media_type != media_type:
+        found[1].close()
+        raise _no_avatar("no such avatar file")
+    return _serve(request, found, VERSIONED_CACHE)
 
 
 async def my_avatar(request: Request, services: Services, principal: Principal) -> Response:
@@ -98,7 +173,11 @@ async def my_avatar(request: Request, services: Services, principal: Principal) 
 
 
 async def delete_my_avatar(request: Request, services: Services, principal: Principal) -> Response:
-    removed = await services.avatars.remove(principal.user_id)
+    # A URL import still running must not bring the avatar back (see profile_image_api).
+    services.pending_fetches.cancel(principal.user_id)
+    async with services.pending_fetches.locked(principal.user_id):
+        await services.pending_fetches.forget(principal.user_id)
+        removed = await services.avatars.remove(principal.user_id)
     # Deleting the avatar also ends a Gravatar choice: the user wants none.
     if await services.gravatar.clear(principal.user_id):
         removed = True
@@ -136,7 +215,8 @@ def _by_user_paths() -> oa.Doc:
         "name": "size",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 99999},
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10**MAX_SIZE_DIGITS - 1},
+        "description": "Any positive size: the nearest configured square is served",
     }
     return {
         "/avatars/{user_id}": {

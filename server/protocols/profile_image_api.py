@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiofiles.os
@@ -91,8 +92,12 @@ async def replace(request: Request, services: Services, principal: Principal) ->
 
 async def remove(request: Request, services: Services, principal: Principal) -> Response:
     user_id = _own(request, principal)
-    fetching = await services.pending_fetches.forget(user_id)
-    removed = await services.avatars.remove(user_id)
+    services.pending_fetches.cancel(user_id)
+    # Under the user's lock: a download finishing now either swapped before this (and its
+    # image is removed here) or sees that it was forgotten and swaps nothing.
+    async with services.pending_fetches.locked(user_id):
+        fetching = await services.pending_fetches.forget(user_id)
+        removed = await services.avatars.remove(user_id)
     if not (fetching or removed):
         raise NotFound("this user has no profile image", code="not-found")
     return Response(status_code=204)
@@ -116,6 +121,7 @@ async def _from_form(request: Request, services: Services, user_id: str) -> Avat
         if form.size == 0:
             raise ValidationFailure("the file is empty", field=FILE_FIELD, field_code="invalid-file-format")
         # An image sent now supersedes a download still running.
+        services.pending_fetches.cancel(user_id)
         await services.pending_fetches.forget(user_id)
         return await services.avatar_setter.set_avatar(user_id, form.path)
     finally:
@@ -137,23 +143,47 @@ async def _start_fetch(request: Request, services: Services, user_id: str) -> Pe
         fetch.check_url(url)
     except fetch.InvalidUrl as exc:
         raise ValidationFailure(exc.message, field="url", field_code="invalid-url") from None
+    services.pending_fetches.admit(user_id)
     pending = await services.pending_fetches.start(user_id, url)
-    services.tasks.spawn(_fetch(services, user_id, url, pending.id), name=f"profile-image-fetch-{pending.id}")
+    task = services.tasks.spawn(_fetch(services, user_id, url, pending), name=f"profile-image-fetch-{pending.id}")
+    services.pending_fetches.track(user_id, task)
     return pending
 
 
-async def _fetch(services: Services, user_id: str, url: str, fetch_id: str) -> None:
+class _Superseded(Exception):
+    """A DELETE or a newer image came while the download was processed: it must not swap."""
+
+
+def _still_current(services: Services, user_id: str, pending: PendingFetch) -> Callable[[], Any]:
+    @contextlib.asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        async with services.pending_fetches.locked(user_id):
+            if not await services.pending_fetches.is_latest(user_id, pending.id):
+                raise _Superseded
+            current = await services.avatars.current(user_id)
+            # An image stored by any API after this download began is newer than it.
+            if current is not None and current.updated_at > pending.started_at:
+                raise _Superseded
+            yield
+
+    return guard
+
+
+async def _fetch(services: Services, user_id: str, url: str, pending: PendingFetch) -> None:
     """The background half of `POST {"url": ...}`: download, process, swap, and record the outcome.
 
     A bug leaves the default failure recorded (the task runner logs it), so the client's polling
     ends in `failed` rather than in a placeholder that says `downloading` until it expires."""
+    fetch_id = pending.id
     path = services.work_root / f"fetch-{fetch_id}"
     failure: tuple[str, str] | None = ("internal-error", "the image could not be stored")
     try:
         await fetch.download(url, path, services.settings.limits.max_image_bytes, services.settings.fetch)
         if await services.pending_fetches.is_latest(user_id, fetch_id):
-            await services.avatar_setter.set_avatar(user_id, path)
+            await services.avatar_setter.set_avatar(user_id, path, guard=_still_current(services, user_id, pending))
         failure = None
+    except _Superseded:
+        failure = None  # nothing to record: the newer state already speaks for itself
     except fetch.FetchFailed as exc:
         failure = (exc.code, exc.message)
     except ImageRejected as exc:
@@ -218,6 +248,7 @@ def openapi_paths() -> oa.Doc:
                     "202": oa.json_response(oa.ref("ProfileImage"), "URL: a placeholder with status downloading"),
                     "400": oa.error("validation-failure, with fieldErrors", "ValidationFailure"),
                     **refused,
+                    "503": oa.error("too-many-fetches: the server runs its maximum of downloads", "CodedError"),
                 },
                 body={"multipart/form-data": {"schema": form}, "application/json": {"schema": url}},
                 params=[user],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import httpx
@@ -98,10 +99,55 @@ def test_a_new_avatar_removes_the_previous_versions_files(client, user, server):
     assert removed and all(p.suffix in {".webp", ".jpg", ".png"} for p in removed)
 
 
-def test_bad_size_is_400(client, user):
+@pytest.mark.parametrize("size", ["big", "0", "-5", "1.5", "12e3", "1234567890", "9" * 400])
+def test_bad_size_is_400_and_says_why(client, user, size):
     upload(client, images.jpeg())
-    r = client.get(f"/avatars/{user}", params={"size": "big"})
+    r = client.get(f"/avatars/{user}", params={"size": size})
     assert r.status_code == 400 and r.json()["code"] == "invalid-size"
+    assert "size must" in r.json()["error"]
+
+
+@pytest.mark.parametrize("asked", ["100000", "123456789", "000000512"])
+def test_any_positive_size_picks_the_nearest_square(client, user, asked):
+    upload(client, images.jpeg(800, 600))
+    r = client.get(f"/avatars/{user}", params={"size": asked})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (512, 512)
+
+
+def test_reads_during_swaps_never_fail(client, user, server):
+    """Readers hammer the avatar while it is replaced again and again: every read is a whole
+    image of one version or another, never a 5xx (a swap removes the old version's files)."""
+    colours = [images.jpeg(300, 300, colour=(i * 40 % 256, 90, 200)) for i in range(4)]
+    upload(client, colours[0])
+    stop = threading.Event()
+    answers: list[tuple[int, bytes]] = []
+
+    def read() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as reader:
+            for _ in range(2000):  # bounded; ends early once the swaps are done
+                if stop.is_set():
+                    return
+                r = reader.get(f"/avatars/{user}", params={"size": 64}, headers={"Accept": "image/webp"})
+                answers.append((r.status_code, r.content))
+                r = reader.get(f"/avatars/{user}")
+                answers.append((r.status_code, r.content))
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    try:
+        for i in range(24):
+            upload(client, colours[i % len(colours)])
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(60)
+    assert answers
+    statuses = {status for status, _ in answers}
+    assert statuses == {200}, statuses
+    for _, body in answers:
+        Image.open(io.BytesIO(body)).load()  # whole images, not cut short
 
 
 def test_me_avatar_needs_authentication(server):

@@ -103,10 +103,13 @@ def test_every_answer_is_documented_and_never_5xx(
 
 def test_the_document_bounds_the_avatar_size_the_way_the_server_does(server: Any) -> None:
     size = openapi_document(Settings())["paths"]["/avatars/{user_id}"]["get"]["parameters"][1]["schema"]
-    assert (size["minimum"], size["maximum"]) == (1, 99999)
-    for bad in ("0", "-7304596", "100000", "\u00b2", "1\u0662"):  # superscript two: isdigit() but not int()
+    assert (size["minimum"], size["maximum"]) == (1, 999_999_999)
+    for bad in ("0", "-7304596", "1000000000", "\u00b2", "1\u0662"):  # superscript two: isdigit() but not int()
         r = httpx.get(f"{server.url}/avatars/nobody", params={"size": bad})
         assert (r.status_code, r.json()["code"]) == (400, "invalid-size")
+    # Any size the document allows is taken (the nearest configured square is served).
+    r = httpx.get(f"{server.url}/avatars/nobody", params={"size": "999999999"})
+    assert (r.status_code, r.json()["code"]) == (404, "avatar-not-found")
 
 
 def test_the_document_bounds_the_chunk_file_name_the_way_the_server_does(

@@ -383,3 +383,12 @@ def mp4_header() -> bytes:
 def jpeg_magic_then_garbage() -> bytes:
     # A complete (empty) APP0 segment, then bytes that are no JPEG marker at all.
     return b"\xff\xd8\xff\xe0\x00\x04\x00\x00" + b"\x13\x37" * 200
+
+
+def jpeg_scan_bomb(repeats: int = 1000, side: int = 4000) -> bytes:
+    """A valid progressive JPEG whose last scan is repeated `repeats` times: small on disk,
+    each repeat re-decoded over the whole picture (about 25 ms each at 4000x4000 here)."""
+    im = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    data = _save(im, "JPEG", progressive=True, quality=50)
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * repeats + data[end:]

@@ -40,6 +40,24 @@ def test_public_addresses_are_permitted(address):
     assert AddressPolicy(()).permits(ipaddress.ip_address(address))
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b::c0a8:101",  # NAT64 of 192.168.1.1
+        "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 of 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1 (obfuscated)
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+    ],
+)
+def test_ipv6_relays_of_internal_ipv4_addresses_are_refused(address):
+    assert not AddressPolicy(()).permits(ipaddress.ip_address(address))
+
+
 def test_configured_networks_are_permitted_and_nothing_more():
     policy = AddressPolicy(("127.0.0.0/8",))
     assert policy.permits(ipaddress.ip_address("127.0.0.1"))
