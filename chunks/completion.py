@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import concatenation, running_digest
-from .errors import SessionConflict, UploadError, UploadNotFound, UploadRejected
+from .errors import DigestUnavailable, SessionConflict, UploadError, UploadNotFound, UploadRejected
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
 from .streams import Checksum
@@ -56,8 +56,9 @@ class Completion:
 
         `expected` (else the digest the upload was created with) is checked against the running
         digest of the stored bytes before the finisher sees them: a mismatch makes the upload
-        FAILED (repr-digest-mismatch); a digest the server cannot check raises DigestUnavailable
-        and leaves the upload open."""
+        FAILED (repr-digest-mismatch), and so does a digest the server cannot check
+        (repr-digest-unavailable): the client asked for bytes it can vouch for, and the server
+        completes uploads by itself too, so an upload left open would be made without the check."""
         if session.partial:
             if session.final_id and session.all_received:
                 await self._complete_final(session)
@@ -85,7 +86,7 @@ class Completion:
                 if expected is not None:
                     running_digest.check_representation(claimed, expected)
                 result = await self._finish(claimed)
-            except UploadRejected as exc:
+            except (UploadRejected, DigestUnavailable) as exc:
                 return await self._settle(claimed, UploadState.FAILED, code=exc.code, message=exc.message)
             except BaseException:
                 await asyncio.shield(self._release(claimed.id))

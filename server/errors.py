@@ -97,7 +97,7 @@ STATUS: dict[type[Exception], Meaning] = {
     chunks.UploadTooLarge: Meaning(413),
     chunks.InvalidRequest: Meaning(400),
     # The server cannot check a Repr-Digest (no running digest of the upload): the request is
-    # understood but cannot be carried out; the upload stays open for a completion without one.
+    # understood but cannot be carried out; the upload fails with this code.
     chunks.DigestUnavailable: Meaning(422),
     chunks.UploadBusy: Meaning(423, retry_after=True),
     chunks.QuotaExceeded: Meaning(429, retry_after=True),

@@ -12,7 +12,7 @@ from tests.support import images
 from tests.support.config import API_KEY, JWT_SECRET
 from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess, StartServer
-from tests.support.tus import TUS, create, patch, upload_id
+from tests.support.tus import TUS, create, eventually, patch, upload_id
 
 METRICS_TOKEN = "metrics-" + "7" * 32
 
@@ -88,6 +88,8 @@ def test_one_json_line_per_request_with_its_id_and_never_a_secret(observed, auth
         by_key = client.get("/me/avatar", headers={"X-Api-Key": API_KEY})
         bad = client.get("/me/avatar", headers={"Authorization": "Bearer not.a.token-secretish"})
         assert bad.status_code == 401
+    # A request's line is written once its answer has gone out: wait for the last one.
+    eventually(lambda: any(e.get("status") == 401 for e in _lines(observed)), what="the last request's log line")
     logged = (observed.log_path).read_bytes()
     lines = _lines(observed)
     (line,) = [entry for entry in lines if entry.get("request_id") == "client-chosen-42"]
@@ -109,5 +111,9 @@ def test_readable_lines_by_default(start_server, auth):
     server = start_server(server={"log_level": "info"})
     response = httpx.get(f"{server.url}/me/avatar", headers=auth)
     rid = response.headers["x-request-id"]
-    (line,) = [line for line in server.log().splitlines() if f"request_id={rid}" in line]
+    # The line is written once the answer has gone out, so it may trail the response.
+    line = eventually(
+        lambda: next((line for line in server.log().splitlines() if f"request_id={rid}" in line), None),
+        what="the request's log line",
+    )
     assert "GET /me/avatar 404" in line and not line.startswith("{")
