@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import dataclasses
 import logging
 import os
 import sys
 
 from . import settings as settings_module
-from .auth import issue_token
+from .auth import InsecureSecret, issue_token
 
 DEFAULT_CONFIG = "config.yaml"
-# The secret config.yaml ships with: public, so only good for a server nobody else can reach.
-DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 
 
 def _config_path(given: str | None) -> str | None:
@@ -36,37 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_module.load(_config_path(args.config))
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
-    if settings.auth.jwt_secret == DEV_SECRET and not _loopback(host):
-        parser.error(
-            f"refusing to serve on {host} with the example auth.jwt_secret from config.yaml: "
-            "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own"
-        )
+    # The app's own checks (the JWT secret, the allowed Host names) see where it really listens.
+    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, host=host, port=port))
 
     import uvicorn
 
     from .app import create_app
+    from .http_limits import limited_protocol
 
     logging.basicConfig(
         level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    try:
+        app = create_app(settings)
+    except InsecureSecret as exc:
+        parser.error(str(exc))
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(settings.server),
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
     )
     return 0
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _token(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ import chunks
 from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
 
 from .auth import AuthError
-from .bodies import BodyError, BodyTimeout, BodyTooLarge
+from .bodies import BodyError, BodyTimeout, BodyTooLarge, ServerBusy
 
 
 class BadRequest(Exception):
@@ -77,6 +77,8 @@ STATUS: dict[type[Exception], Meaning] = {
     BodyTooLarge: Meaning(413),
     # The connection still holds the rest of a body nobody will read: close it.
     BodyTimeout: Meaning(408, {"Connection": "close"}),
+    # The body was not read: close, so its bytes are not taken for the next request.
+    ServerBusy: Meaning(503, {"Connection": "close"}, retry_after=True),
     ImageRejected: Meaning(422),
     UnsupportedFormat: Meaning(415),
     ImageTooLarge: Meaning(413),
