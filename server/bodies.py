@@ -159,10 +159,11 @@ class MemoryBudget:
         # One body larger than the whole budget may still go, alone: it would never fit otherwise.
         size = min(size, self.budget)
         async with self._freed:
-            try:
-                await asyncio.wait_for(self._freed.wait_for(lambda: self.held + size <= self.budget), self.wait)
-            except TimeoutError:
-                raise ServerBusy("the server is handling too many large requests; try again shortly") from None
+            if self.held + size > self.budget:
+                try:
+                    await asyncio.wait_for(self._freed.wait_for(lambda: self.held + size <= self.budget), self.wait)
+                except TimeoutError:
+                    raise ServerBusy("the server is handling too many large requests; try again shortly") from None
             self.held += size
         try:
             yield

@@ -45,13 +45,15 @@ def _die_with_parent() -> None:
 
 
 def _running_redis(pid: int, data_dir: Path) -> bool:
-    """Whether `pid` is a live redis-server of `data_dir` (not a recycled pid, not a zombie)."""
+    """Whether `pid` is a live redis-server of `data_dir` (not a recycled pid, not a zombie).
+    redis-server rewrites its command line, but it runs in its --dir, so its cwd names it."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except (OSError, IndexError):
         return False
-    return state != "Z" and b"redis-server" in cmdline[0] and os.fsencode(data_dir) in cmdline
+    return state != "Z" and name.startswith("redis-server") and cwd == data_dir
 
 
 def free_port() -> int:
