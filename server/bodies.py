@@ -188,8 +188,15 @@ async def read_json_object(
     if budget is None:
         return await _read_json_object(request, limit, pace)
     length = declared_length(request)
-    async with budget.hold(_JSON_COST * min(limit, length if length is not None else limit)):
-        return await _read_json_object(request, limit, pace)
+    try:
+        async with budget.hold(_JSON_COST * min(limit, length if length is not None else limit)):
+            return await _read_json_object(request, limit, pace)
+    except ServerBusy:
+        # Read the body and drop it, block by block, before answering: a client that is still
+        # sending when the server closes gets a reset, not the 503 that tells it to retry.
+        async for _ in stream(request, limit, pace):
+            pass
+        raise
 
 
 async def _read_json_object(request: Request, limit: int, pace: BodyPace) -> dict[str, Any]:

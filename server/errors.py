@@ -77,8 +77,7 @@ STATUS: dict[type[Exception], Meaning] = {
     BodyTooLarge: Meaning(413),
     # The connection still holds the rest of a body nobody will read: close it.
     BodyTimeout: Meaning(408, {"Connection": "close"}),
-    # The body was not read: close, so its bytes are not taken for the next request.
-    ServerBusy: Meaning(503, {"Connection": "close"}, retry_after=True),
+    ServerBusy: Meaning(503, retry_after=True),
     ImageRejected: Meaning(422),
     UnsupportedFormat: Meaning(415),
     ImageTooLarge: Meaning(413),
