@@ -1,7 +1,8 @@
 """Images: validate, orient, strip and resize uploads; store versioned avatars."""
 
 from avatars.errors import ImageRejected, ImageTooComplex, ImageTooLarge, InvalidImage, UnsupportedFormat
-from avatars.pipeline import Pipeline, PipelineSettings, ProcessedAvatar, Rendition
+from avatars.pipeline import Pipeline
+from avatars.processing import PipelineSettings, ProcessedAvatar, Rendition
 from avatars.store import AvatarStore, AvatarVersion, LocalAvatarStore, RenditionFile
 
 __all__ = [

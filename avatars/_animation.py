@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from avatars._render import decoding, finish_square, normalize_mode, srgb_tag, write_file
-from avatars.pipeline import PipelineSettings, Rendition
+from avatars._imaging import decoding, finish_square, normalize_mode, srgb_tag, write_file
+from avatars.processing import PipelineSettings, Rendition
 
 # Browsers play frames shorter than this at 100 ms; so do we, explicitly.
 _MIN_FRAME_MS = 20

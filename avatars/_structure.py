@@ -12,7 +12,7 @@ import mmap
 from pathlib import Path
 
 from avatars import errors
-from avatars.pipeline import PipelineSettings
+from avatars.processing import PipelineSettings
 
 _SOS, _EOI, _SOI, _TEM = 0xDA, 0xD9, 0xD8, 0x01
 _RST = range(0xD0, 0xD8)

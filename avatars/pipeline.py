@@ -14,63 +14,12 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 
 from avatars import errors
+from avatars.processing import PipelineSettings, ProcessedAvatar
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    sizes: tuple[int, ...] = (512, 256, 128, 64)
-    max_pixels: int = 40_000_000
-    max_side: int = 16_384
-    max_frames: int = 300
-    webp_quality: int = 82
-    jpeg_quality: int = 85
-    keep_animation: bool = False
-    # Animated WebP derivatives are made for sizes up to this side, and only for
-    # animations whose frames hold at most this many pixels in total.
-    max_animated_size: int = 256
-    max_animation_pixels: int = 100_000_000
-    workers: int = 0  # 0 = os.cpu_count()
-    # A worker is replaced after this many images, so fragmentation left by a
-    # huge decode does not stay resident for the life of the server.
-    max_tasks_per_worker: int = 200
-    # Structure counted before decoding (avatars._structure): JPEG scans, PNG chunks.
-    max_scans: int = 100
-    max_png_chunks: int = 20_000
-    # Wall clock of one job in its worker; past it the worker is killed and replaced.
-    job_seconds: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.sizes or any(s < 1 for s in self.sizes):
-            raise ValueError("sizes must be positive pixel counts")
-        if min(self.max_pixels, self.max_side, self.max_frames, self.max_scans, self.max_png_chunks) < 1:
-            raise ValueError("limits must be positive")
-        if self.job_seconds <= 0:
-            raise ValueError("job_seconds must be positive")
-
-
-@dataclass(frozen=True)
-class Rendition:
-    size: int  # square side in px
-    media_type: str  # "image/webp", "image/jpeg" or "image/png"
-    path: Path  # file written in the work dir
-    sha256: str  # hex digest of the file's bytes
-    animated: bool = False
-
-
-@dataclass(frozen=True)
-class ProcessedAvatar:
-    source_format: str  # "JPEG", "PNG", "WEBP", "GIF", "HEIF", "AVIF"
-    width: int  # upright source size (after EXIF orientation)
-    height: int
-    has_alpha: bool
-    renditions: tuple[Rendition, ...]
-    digest: str  # content hash over all renditions: the version id
 
 
 class _Worker:

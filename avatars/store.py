@@ -19,7 +19,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from avatars.negotiation import prefers_webp
-from avatars.pipeline import ProcessedAvatar
+from avatars.processing import ProcessedAvatar
 
 _EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpg", "image/png": "png"}
 _POINTER = "current.json"

@@ -14,14 +14,32 @@ code `partial-upload-gone`), so a client polling the final learns why it will ne
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import session as s
 from .errors import InvalidRequest, QuotaExceeded, SessionConflict, UploadNotFound, UploadTooLarge
-from .storage import StoreFeature
+from .limits import UploadLimits
+from .locks import UploadLocks
+from .quotas import Quotas
+from .session_store import SessionStore
+from .storage import ChunkStore, StoreFeature
 
-if TYPE_CHECKING:
-    from .uploads import Uploads
+
+class Uploads(Protocol):
+    """What a join needs of `chunks.uploads.Uploads` (which calls in here, so is not imported)."""
+
+    sessions: SessionStore
+    store: ChunkStore
+    locks: UploadLocks
+    limits: UploadLimits
+    quotas: Quotas
+
+    async def get(self, upload_id: str, owner: str) -> s.UploadSession: ...
+
+    async def admit(self, session: s.UploadSession, held_bytes: int, *, count_bytes: bool = True) -> None: ...
+
+    async def forget(self, upload_id: str, reason: str) -> None: ...
+
 
 PART_GONE = "partial-upload-gone"
 # The join copies at most the largest upload; a competing join waits for it rather than failing.

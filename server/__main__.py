@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import dataclasses
 import os
 import sys
 
 from . import settings as settings_module
-from .auth import issue_token
+from .auth import InsecureSecret, issue_token
 
 DEFAULT_CONFIG = "config.yaml"
-# The secret config.yaml ships with: public, so only good for a server nobody else can reach.
-DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 
 
 def _config_path(given: str | None) -> str | None:
@@ -35,26 +33,28 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_module.load(_config_path(args.config))
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
-    if settings.auth.jwt_secret == DEV_SECRET and not _loopback(host):
-        parser.error(
-            f"refusing to serve on {host} with the example auth.jwt_secret from config.yaml: "
-            "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own"
-        )
+    # The app's own checks (the JWT secret, the allowed Host names) see where it really listens.
+    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, host=host, port=port))
 
     import uvicorn
 
     from .app import create_app
+    from .http_limits import limited_protocol
     from .request_log import configure
 
     # One handler for every logger, uvicorn's too (log_config=None): JSON or readable lines, and
     # one access line per request from server.request_log instead of uvicorn's.
     configure(settings.server.log_format, settings.server.log_level)
+    try:
+        app = create_app(settings)
+    except InsecureSecret as exc:
+        parser.error(str(exc))
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(settings.server),
         log_level=settings.server.log_level,
         log_config=None,
         access_log=False,
@@ -62,13 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
     )
     return 0
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _token(argv: list[str]) -> int:

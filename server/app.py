@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
@@ -24,7 +25,9 @@ import chunks
 
 from . import debug, errors, protocols
 from . import metrics as metrics_module
+from .auth import check_secret
 from .endpoint import json_problem
+from .links import TrustedHosts, allowed_hosts
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
 from .request_log import SCOPE_PROBLEM, RequestObserver, note
@@ -37,13 +40,19 @@ log = logging.getLogger("server")
 
 def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
     # redis-py 8 defaults to long timeouts and many retries; a request must fail fast with a 503.
-    return aioredis.from_url(
+    # The pool is bounded (an unbounded one opens a connection per concurrent request, and a
+    # flood of them exhausts Redis's maxclients for every process); when all are in use a
+    # request waits for one, up to pool_timeout_seconds, rather than failing at once.
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max(1, settings.redis.max_connections),
+        timeout=settings.redis.pool_timeout_seconds,
         socket_timeout=settings.redis.socket_timeout,
         socket_connect_timeout=settings.redis.connect_timeout,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
         health_check_interval=10,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def _reap_forever(services: Services) -> None:
@@ -67,8 +76,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         url = settings.redis.url
         if url == "embedded":
             embedded = RedisProcess(settings.redis.embedded_dir)
-            await asyncio.to_thread(embedded.start)
             stack.push_async_callback(asyncio.to_thread, embedded.stop)
+            # Spawned on the loop's thread, which lives as long as the server: the child's
+            # death signal is tied to the thread that started it (see RedisProcess.spawn).
+            embedded.spawn()
+            await asyncio.to_thread(embedded.wait_ready)
             url = embedded.url
             stack.push_async_callback(_cancel, [asyncio.create_task(embedded.watch())])
         redis = _redis_client(url, settings)
@@ -116,6 +128,19 @@ async def _known_failure(request: Request, exc: Exception) -> Response:
     return json_problem(problem)
 
 
+_ROUTER_CODES = {404: "not-found", 405: "method-not-allowed"}
+
+
+async def _router_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, a method the path does not take) in the JSON shape."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if "tus-resumable" in request.headers:
+        headers["Tus-Resumable"] = "1.0.0"  # a tus client checks every answer for it
+    code = _ROUTER_CODES.get(exc.status_code, f"http-{exc.status_code}")
+    return JSONResponse({"error": exc.detail, "code": code}, exc.status_code, headers)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """A bug. Logged with its traceback; the answer never echoes it, as it may hold paths or internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -132,6 +157,9 @@ def _metrics_redis(conn: HTTPConnection) -> tuple[Any, str] | None:
 
 
 def create_app(settings: Settings) -> Starlette:
+    """The app. Refuses (InsecureSecret) a JWT secret that must not be used; `settings.server.host`
+    is where it will listen."""
+    check_secret(settings.auth, settings.server.host)
     document = protocols.openapi_document(settings)
 
     async def openapi_json(request: Request) -> Response:
@@ -162,10 +190,13 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=86400,
             )
         )
+    if not settings.server.base_url:
+        middleware.append(Middleware(TrustedHosts, hosts=allowed_hosts(settings.server)))
     middleware.append(Middleware(RateLimit, rate_of=_rate_of))  # inside CORS, so a 429 still carries CORS headers
     # Known failures by class (Starlette finds a handler along the MRO, as `errors` finds a
     # status); `Exception` only for bugs, which Starlette answers with our 500 and re-raises.
     handlers: dict[Any, Any] = {kind: _known_failure for kind in errors.KNOWN}
+    handlers[HTTPException] = _router_error
     handlers[Exception] = _internal_error
     app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan, exception_handlers=handlers)
     app.state.settings = settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,43 @@ from starlette.requests import HTTPConnection
 from .settings import AuthSettings
 
 _SYMMETRIC = {"HS256", "HS384", "HS512"}
+# An HMAC key shorter than the hash's output is guessable offline from one token (RFC 7518 3.2).
+_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# The secret config.yaml ships with: public, so only good for a server nobody else can reach.
+DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 # Where a request's verified caller is kept, in the per-request ASGI scope state.
 _PRINCIPAL = "avs.principal"
+
+
+class InsecureSecret(ValueError):
+    """The configured JWT secret must not be used (a start-up error, never a request's)."""
+
+
+def check_secret(settings: AuthSettings, listen_host: str) -> None:
+    """Refuse, at start-up, a secret too short for its HMAC algorithm, and the example secret
+    anywhere but on loopback (anyone who read config.yaml could mint tokens)."""
+    secret = settings.jwt_secret.encode()
+    if not secret:
+        return  # token authentication is off; API keys only
+    for algorithm in settings.jwt_algorithms:
+        need = _MIN_SECRET_BYTES.get(algorithm, 0)
+        if len(secret) < need:
+            raise InsecureSecret(
+                f"auth.jwt_secret is {len(secret)} bytes; {algorithm} needs at least {need}: "
+                "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a longer random secret"
+            )
+    if settings.jwt_secret == DEV_SECRET and not _loopback(listen_host):
+        raise InsecureSecret(
+            f"refusing to serve on {listen_host} with the example auth.jwt_secret from config.yaml: "
+            "set AVS_AUTH_JWT_SECRET (or auth.jwt_secret) to a secret of your own"
+        )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class AuthError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -101,28 +102,110 @@ def _timeout(timeout: float, min_rate: float, too_slow: bool) -> BodyTimeout:
     return BodyTimeout(f"the body did not arrive within {timeout:g} seconds")
 
 
-async def read(request: Request, limit: int, pace: BodyPace) -> bytes:
-    """The whole body, for protocols that make it one small document (a JSON chunk)."""
-    parts = [block async for block in stream(request, limit, pace)]
-    return b"".join(parts)
+async def read(request: Request, limit: int, pace: BodyPace) -> bytearray:
+    """The whole body, for protocols that make it one small document (a JSON chunk).
+
+    Gathered into one buffer, sized up front when the length is declared, so the body is held
+    once (a list of blocks joined at the end is held twice)."""
+    length = declared_length(request)
+    body = bytearray(length if length is not None and length <= limit else 0)
+    filled = 0
+    async for block in stream(request, limit, pace):
+        end = filled + len(block)
+        if end <= len(body):
+            body[filled:end] = block
+        else:
+            del body[filled:]
+            body += block
+        filled = end
+    del body[filled:]
+    return body
 
 
 class InvalidJson(BodyError):
     code = "invalid-json"
 
 
+class ServerBusy(BodyError):
+    """The process's memory budget for bodies is spent (503 with Retry-After)."""
+
+    code = "server-busy"
+    retry_after = 1
+
+
 # Room for the JSON around a base64 payload: field names, a file name, numbers.
 _JSON_OVERHEAD = 64 * 1024
+# A JSON body costs about twice its size while it is parsed (see read_json_object).
+_JSON_COST = 2
 
 
-async def read_json_object(request: Request, payload_limit: int, pace: BodyPace) -> dict[str, Any]:
+def json_body_limit(payload_limit: int) -> int:
+    """The largest JSON body that carries `payload_limit` bytes as base64."""
+    return (payload_limit + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
+class MemoryBudget:
+    """Bytes of memory a process may hold for request bodies at once. A request takes its share
+    before it reads its body; one that cannot have it within `wait` seconds is refused with
+    ServerBusy, so many large bodies at once cannot take the process past the budget."""
+
+    def __init__(self, budget: int, wait: float):
+        self.budget, self.wait = budget, wait
+        self.held = 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        # One body larger than the whole budget may still go, alone: it would never fit otherwise.
+        size = min(size, self.budget)
+        async with self._freed:
+            if self.held + size > self.budget:
+                try:
+                    await asyncio.wait_for(self._freed.wait_for(lambda: self.held + size <= self.budget), self.wait)
+                except TimeoutError:
+                    raise ServerBusy("the server is handling too many large requests; try again shortly") from None
+            self.held += size
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.held -= size
+                self._freed.notify_all()
+
+
+async def read_json_object(
+    request: Request, payload_limit: int, pace: BodyPace, budget: MemoryBudget | None = None
+) -> dict[str, Any]:
     """A JSON object body carrying at most `payload_limit` bytes as base64 (one small document).
+
+    Memory: the raw body is decoded to text and dropped before parsing, so at most two copies
+    live at once (raw + text, then text + the parsed base64 string). Under `budget` the request
+    holds twice its declared length (or twice the limit, when undeclared) while it does so.
 
     NaN and Infinity are refused; so is anything `json.loads` cannot take, which includes
     bad UTF-8 and integers too long to convert (a ValueError, not a JSONDecodeError)."""
-    raw = await read(request, (payload_limit + 2) // 3 * 4 + _JSON_OVERHEAD, pace)
+    limit = json_body_limit(payload_limit)
+    if budget is None:
+        return await _read_json_object(request, limit, pace)
+    length = declared_length(request)
     try:
-        document = json.loads(raw, parse_constant=_reject_constant)
+        async with budget.hold(_JSON_COST * min(limit, length if length is not None else limit)):
+            return await _read_json_object(request, limit, pace)
+    except ServerBusy:
+        # Read the body and drop it, block by block, before answering: a client that is still
+        # sending when the server closes gets a reset, not the 503 that tells it to retry.
+        async for _ in stream(request, limit, pace):
+            pass
+        raise
+
+
+async def _read_json_object(request: Request, limit: int, pace: BodyPace) -> dict[str, Any]:
+    raw = await read(request, limit, pace)
+    try:
+        # utf-8-sig: a leading BOM is tolerated, as json.loads tolerates it in bytes.
+        text = raw.decode("utf-8-sig")
+        del raw
+        document = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise InvalidJson("the body must be a JSON object") from None
     if not isinstance(document, dict):

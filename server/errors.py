@@ -16,7 +16,7 @@ import chunks
 from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
 
 from .auth import AuthError
-from .bodies import BodyError, BodyTimeout, BodyTooLarge
+from .bodies import BodyError, BodyTimeout, BodyTooLarge, ServerBusy
 from .pending_fetches import FetchesBusy
 
 
@@ -84,6 +84,7 @@ STATUS: dict[type[Exception], Meaning] = {
     # The connection still holds the rest of a body nobody will read: close it.
     BodyTimeout: Meaning(408, {"Connection": "close"}),
     FetchesBusy: Meaning(503, retry_after=True),
+    ServerBusy: Meaning(503, retry_after=True),
     ImageRejected: Meaning(422),
     UnsupportedFormat: Meaning(415),
     ImageTooLarge: Meaning(413),

@@ -1,9 +1,15 @@
-"""Per-user request rate, counted in Redis so it holds across server processes.
+"""Request rates, counted in Redis so they hold across server processes.
 
-A fixed window per user: at most `limits.requests_per_window` requests in each
-`limits.rate_window_seconds`; past it a request answers 429 with `Retry-After` (the seconds
-until the window ends). Requests without valid credentials are not counted here: they get
-their 401 from the handler, which costs less than counting them would.
+Authenticated requests are counted per user: `limits.requests_per_window` in each
+`limits.rate_window_seconds`. Requests without valid credentials (401 floods, API-key
+guessing, anonymous avatar reads) are counted per client address against
+`limits.anonymous_requests_per_window`. Past a limit a request answers 429 `rate-limited` with
+`Retry-After`.
+
+The limiter is GCRA (a token bucket kept as one timestamp): a burst of up to the limit, then
+one request per `window / limit` seconds. Unlike a fixed window it never lets twice the rate
+through across a window boundary. One Lua script decides and records each request atomically,
+on Redis's clock, so processes with skewed clocks agree. A refused request is not recorded.
 
 If Redis does not answer, the request goes through: the handler will meet the same outage
 and answer 503 itself; a rate limiter must not turn an outage into a different error.
@@ -27,45 +33,62 @@ from .settings import LimitSettings
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] the user's window counter; ARGV[1] window ms. Returns {count, ms left in the window}.
+# GCRA. KEYS[1] the caller's theoretical arrival time (ms); ARGV[1] ms between requests at the
+# steady rate, ARGV[2] the window in ms (the burst the bucket holds). Returns ms to wait, 0 if allowed.
 _HIT = """
-local n = redis.call('incr', KEYS[1])
-if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
-local left = redis.call('pttl', KEYS[1])
-if left < 0 then redis.call('pexpire', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
-return {n, left}
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('get', KEYS[1]) or now)
+if tat < now then tat = now end
+local after = tat + interval
+local wait = after - window - now
+if wait > 0 then return math.ceil(wait) end
+redis.call('set', KEYS[1], after, 'px', math.max(1, math.ceil(after - now)))
+return 0
 """
 # Public, credential-free paths never count against anyone.
 _EXEMPT = ("/healthz", "/openapi.json", "/debug/")
 
 
+class _Bucket:
+    """One GCRA limit: `per_window` requests per `window_ms`, 0 = none."""
+
+    def __init__(self, per_window: int, window_ms: int):
+        self.per_window, self.window_ms = per_window, window_ms
+        self.interval_ms = window_ms / per_window if per_window > 0 else 0.0
+
+
 class RequestRate:
-    """Requests per authenticated user and window, counted in Redis (one script, registered once)."""
+    """Requests per authenticated user, or per address without credentials (one script, registered once)."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, auth: Authenticator, limits: LimitSettings):
         self._auth, self._prefix = auth, prefix
-        self._per_window = limits.requests_per_window
-        self._window_ms = max(1, int(limits.rate_window_seconds * 1000))
+        window_ms = max(1, int(limits.rate_window_seconds * 1000))
+        self._users = _Bucket(limits.requests_per_window, window_ms)
+        self._anonymous = _Bucket(limits.anonymous_requests_per_window, window_ms)
         self._hit = redis.register_script(_HIT)
 
     async def over_limit(self, conn: HTTPConnection) -> int | None:
         """Count this request against its caller; the seconds to wait if it is past the limit."""
-        if self._per_window <= 0:
-            return None
         try:
-            user_id = self._auth.authenticate(conn).user_id
+            caller, bucket = "user:" + self._auth.authenticate(conn).user_id, self._users
         except AuthError:
+            address = conn.client.host if conn.client is not None else "unknown"
+            caller, bucket = "addr:" + address, self._anonymous
+        if bucket.per_window <= 0:
             return None
         # Hashed: a user id is the client's own text, and a key name should not carry it.
-        digest = hashlib.sha256(user_id.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(caller.encode()).hexdigest()[:32]
         try:
-            count, left_ms = await self._hit(keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[self._window_ms])
+            wait_ms = await self._hit(
+                keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[bucket.interval_ms, bucket.window_ms]
+            )
         except RedisError:
             log.warning("rate limit not checked: Redis did not answer")
             return None
-        if int(count) <= self._per_window:
-            return None
-        return max(1, math.ceil(int(left_ms) / 1000))
+        wait = float(wait_ms)
+        return None if wait <= 0 else max(1, math.ceil(wait / 1000))
 
 
 class RateLimit:

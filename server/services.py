@@ -37,7 +37,7 @@ from avatars import (
 )
 
 from .auth import Authenticator
-from .bodies import BodyPace
+from .bodies import BodyPace, MemoryBudget
 from .events import AnnouncingAvatarStore, Events
 from .gravatar import GravatarChoices
 from .hooks import PreCreateHook
@@ -195,6 +195,8 @@ class Services:
     pending_fetches: PendingFetches
     rate: RequestRate
     body_pace: BodyPace
+    # Memory for whole-document bodies (JSON chunks) held at once by this process.
+    body_budget: MemoryBudget
     work_root: Path
     # How long a client should wait after the session store did not answer.
     retry_after_seconds: int
@@ -250,6 +252,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         ),
         rate=RequestRate(redis, prefix, auth, settings.limits),
         body_pace=BodyPace.of(settings.limits),
+        body_budget=MemoryBudget(settings.limits.json_body_memory_budget, settings.limits.body_budget_wait_seconds),
         work_root=work_root,
         retry_after_seconds=settings.redis.retry_after_seconds,
         redis=redis,

@@ -38,6 +38,14 @@ class ServerSettings:
     # Observability (docs/operations.md): "text" or "json" log lines; a bearer token GET /metrics requires.
     log_format: str = "text"
     metrics_token: str = ""
+    # Hostile-client edges. With base_url empty, links are built only for these Host names
+    # (empty = the listen address and localhost); any other Host answers 400 host-not-allowed.
+    allowed_hosts: tuple[str, ...] = ()
+    # Request head limits (the request line and each header, and all of it), past which the
+    # connection answers 431 and closes; a head that has not fully arrived in time is closed.
+    max_header_bytes: int = 16 * 1024
+    max_headers_total_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class RedisSettings:
     socket_timeout: float = 2.0
     connect_timeout: float = 2.0
     retry_after_seconds: int = 2
+    # Connections per server process; a request waits up to pool_timeout for a free one.
+    max_connections: int = 64
+    pool_timeout_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,12 @@ class LimitSettings:
     requests_per_window: int = 3000
     rate_window_seconds: float = 60.0
     quota_retry_after_seconds: int = 30
+    # Requests without valid credentials, per client address and rate window; 0 = no limit.
+    anonymous_requests_per_window: int = 600
+    # Memory a process may hold for JSON bodies at once (each costs about twice its size);
+    # past it a request waits up to body_budget_wait_seconds, then answers 503 server-busy.
+    json_body_memory_budget: int = 256 * MiB
+    body_budget_wait_seconds: float = 1.0
 
 
 @dataclass(frozen=True)

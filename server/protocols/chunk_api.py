@@ -124,7 +124,7 @@ async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -
 async def _parse(request: Request, services: Services) -> ChunkRequest:
     limits = services.settings.limits
     largest = max(limits.max_image_bytes, limits.max_chunk_bytes)
-    document = await bodies.read_json_object(request, largest, services.body_pace)
+    document = await bodies.read_json_object(request, largest, services.body_pace, services.body_budget)
 
     file_name = _field(document, "file_name", str)
     _check_file_name(file_name)
@@ -133,7 +133,8 @@ async def _parse(request: Request, services: Services) -> ChunkRequest:
         raise UnsupportedMediaType(
             f"content_type {content_type!r} is not an allowed image type", code="unsupported-content-type"
         )
-    data = _base64(_field(document, "file", str))
+    _field(document, "file", str)
+    data = _base64(document)
     is_chunk = _field(document, "is_chunk", bool, required=False, default=False)
     upload_id = _field(document, "upload_id", str, required=False, default=None)
     if upload_id is not None and not 0 < len(upload_id) <= _MAX_CLIENT_ID:
@@ -221,15 +222,49 @@ def _check_file_name(name: str) -> None:
         )
 
 
-def _base64(text: str) -> bytes:
-    compact = "".join(text.split())  # MIME-style line breaks are common in mobile encoders
+# Base64 is decoded in pieces of this many characters, so the whole image is never held twice
+# as text (a whitespace-free copy, a re-encoded copy) beside its bytes.
+_PIECE = 64 * 1024
+_B64_VALUES = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+
+
+def _base64(document: dict[str, Any]) -> bytes:
+    """The bytes of the document's `file`, which it takes out of the document (so that the text
+    is freed as soon as it is decoded).
+
+    Only canonical base64 is taken, as `base64.b64encode` would write it: surplus padding
+    ("AAAA====") or non-zero bits after the last byte ("AB==") would make two texts mean
+    the same bytes. MIME-style line breaks and other whitespace are ignored."""
+    text: str = document.pop("file")
+    out = bytearray()
+    carry, ended = "", False
+    for start in range(0, len(text), _PIECE):
+        piece = carry + "".join(text[start : start + _PIECE].split())
+        whole = len(piece) // 4 * 4
+        carry = piece[whole:]
+        if whole and ended:  # data after the padding
+            raise BadRequest("file is not valid base64", code="invalid-base64")
+        out += _decode_piece(piece[:whole])
+        ended = piece[:whole].endswith("=")
+    del text
+    if carry:
+        raise BadRequest("file is not valid base64", code="invalid-base64")  # not a multiple of 4 characters
+    if not out:
+        raise BadRequest("file is empty", code="empty-file")
+    return bytes(out)
+
+
+def _decode_piece(piece: str) -> bytes:
+    padding = len(piece) - len(piece.rstrip("="))
+    # Padding may only end the text (the caller sees that nothing follows), two characters at most.
+    if padding > 2 or "=" in piece[: len(piece) - padding]:
+        raise BadRequest("file is not valid base64", code="invalid-base64")
+    if padding:
+        # The bits after the last whole byte must be zero: 4 of them with "==", 2 with "=".
+        value = _B64_VALUES.get(piece[-padding - 1], 0)
+        if value & (0x0F if padding == 2 else 0x03):
+            raise BadRequest("file is not valid base64", code="invalid-base64")
     try:
-        data = base64.b64decode(compact, validate=True)
+        return base64.b64decode(piece, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("file is not valid base64", code="invalid-base64") from None
-    # b64decode accepts surplus padding ("AAAA===="); only canonical base64 is unambiguous.
-    if base64.b64encode(data).decode("ascii") != compact:
-        raise BadRequest("file is not valid base64", code="invalid-base64")
-    if not data:
-        raise BadRequest("file is empty", code="empty-file")
-    return data

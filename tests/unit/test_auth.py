@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -6,8 +7,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.requests import Request
 
-from server.auth import Authenticator, AuthError, issue_token
-from server.settings import AuthSettings
+from server.app import create_app
+from server.auth import DEV_SECRET, Authenticator, AuthError, InsecureSecret, issue_token
+from server.settings import AuthSettings, ServerSettings, Settings, load
 from tests.support.asgi import request_with
 
 SECRET = "s" * 40
@@ -115,3 +117,37 @@ def test_a_request_is_verified_once_and_a_failure_is_not_remembered(hs):
     for _ in range(2):
         with pytest.raises(AuthError):
             hs.authenticate(refused)
+
+
+# -- the secret, checked when the app is made -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "secret"),
+    [(("HS256",), "s" * 31), (("HS384",), "s" * 47), (("HS512",), "s" * 63), (("HS256",), "é" * 15)],
+)
+def test_an_hmac_secret_shorter_than_its_hash_refuses_to_start(algorithms, secret):
+    settings = Settings(auth=AuthSettings(jwt_secret=secret, jwt_algorithms=algorithms))
+    with pytest.raises(InsecureSecret, match="needs at least"):
+        create_app(settings)
+
+
+@pytest.mark.parametrize("secret", ["s" * 32, ""])
+def test_a_long_enough_secret_or_none_at_all_starts(secret):
+    create_app(Settings(auth=AuthSettings(jwt_secret=secret)))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "avatars.example"])
+def test_the_example_secret_refuses_every_address_but_loopback(host):
+    settings = Settings(server=ServerSettings(host=host), auth=AuthSettings(jwt_secret=DEV_SECRET))
+    with pytest.raises(InsecureSecret, match=r"example auth\.jwt_secret"):
+        create_app(settings)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_the_example_secret_is_fine_on_loopback(host):
+    create_app(Settings(server=ServerSettings(host=host), auth=AuthSettings(jwt_secret=DEV_SECRET)))
+
+
+def test_the_example_secret_is_the_one_config_yaml_ships():
+    assert load(Path(__file__).resolve().parents[2] / "config.yaml", environ={}).auth.jwt_secret == DEV_SECRET
