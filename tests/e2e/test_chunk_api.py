@@ -1,4 +1,4 @@
-"""The seed-000 chunk API against a real server process, with httpx."""
+"""The JSON chunk API against a real server process, with httpx."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_whole_image_without_chunks_becomes_the_avatar_in_one_request(client, us
     assert red > 200 and green > 200 and blue < 60
 
 
-def test_seed_001_sample_is_accepted_as_a_whole_image(client, user):
+def test_the_sample_jpeg_is_accepted_as_a_whole_image(client, user):
     sample = (Path(__file__).parents[1] / "fixtures" / "seed001.jpg").read_bytes()
     r = client.post(URL, json={"file_name": "sample.jpg", "file": b64(sample), "content_type": "image/jpeg"})
     assert r.status_code == 200

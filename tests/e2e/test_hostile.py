@@ -333,7 +333,7 @@ OTHER_CASES = [
     # "²" is a digit to str.isdigit() but not to int(): it must not reach int().
     ("versioned avatar superscript size", "GET", "/avatars/x/v1/%C2%B2.webp", {}, None, 404, None),
     (
-        "seed 001 not json",
+        "picture api not json",
         "POST",
         "/api/v1/user/profile-picture",
         {"Content-Type": "application/json"},
@@ -342,7 +342,7 @@ OTHER_CASES = [
         "invalid-json",
     ),
     (
-        "seed 001 not a data uri",
+        "picture api not a data uri",
         "POST",
         "/api/v1/user/profile-picture",
         {},
@@ -351,7 +351,7 @@ OTHER_CASES = [
         None,
     ),
     (
-        "seed 002 no file field",
+        "user image api no file field",
         "PATCH",
         "/users/image/upload",
         {"Content-Type": "multipart/form-data; boundary=b"},
@@ -360,7 +360,7 @@ OTHER_CASES = [
         None,
     ),
     (
-        "seed 002 broken multipart",
+        "user image api broken multipart",
         "PATCH",
         "/users/image/upload",
         {"Content-Type": "multipart/form-data"},
@@ -368,10 +368,18 @@ OTHER_CASES = [
         400,
         None,
     ),
-    ("seed 003 foreign user", "DELETE", f"/v1/users/{VICTIM}/profile/profile-image", {}, None, 403, None),
-    ("seed 003 path trick user", "GET", "/v1/users/..%2F..%2Fadmin/profile/profile-image", {}, None, None, None),
+    ("profile image api foreign user", "DELETE", f"/v1/users/{VICTIM}/profile/profile-image", {}, None, 403, None),
     (
-        "seed 004 not an image",
+        "profile image api path trick user",
+        "GET",
+        "/v1/users/..%2F..%2Fadmin/profile/profile-image",
+        {},
+        None,
+        None,
+        None,
+    ),
+    (
+        "avatar setting api not an image",
         "PUT",
         "/user/setting/avatar",
         {"Content-Type": "application/octet-stream"},

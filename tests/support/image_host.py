@@ -1,4 +1,4 @@
-"""A real HTTP server on loopback that the upload server fetches images from (seed 003 tests).
+"""A real HTTP server on loopback that the upload server fetches images from (the profile-image API's URL imports).
 
 Paths: `/image.jpg` (a JPEG), `/not-an-image`, `/missing` (404), `/big` (more bytes than the
 test's limit, no Content-Length), `/slow` (headers, then nothing until the host stops) and

@@ -1,4 +1,4 @@
-"""Which addresses and URLs a server-side fetch (seed 003) may reach."""
+"""Which addresses and URLs a server-side fetch (POST {"url"} of the profile-image API) may reach."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 003: `GET`/`POST`/`DELETE /v1/users/{userId}/profile/profile-image`, against a real server.
+"""The profile-image API: `GET`/`POST`/`DELETE /v1/users/{userId}/profile/profile-image`, against a real server.
 
 Images fetched by URL come from a real HTTP server on loopback, which this server is configured
 to allow; a second server with the default policy shows that loopback is refused.

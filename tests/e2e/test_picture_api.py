@@ -1,4 +1,4 @@
-"""Seed 001: `POST /api/{version}/user/profile-picture` with a JSON data URI, against a real server."""
+"""The profile-picture API: `POST /api/{version}/user/profile-picture` with a JSON data URI, against a real server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 002: `PATCH /users/image/upload` with a multipart `file`, against a real server."""
+"""The user-image API: `PATCH /users/image/upload` with a multipart `file`, against a real server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 004: `PUT /user/setting/avatar` with an octet-stream body; empty means Gravatar."""
+"""The avatar-setting API: `PUT /user/setting/avatar` with an octet-stream body; empty means Gravatar."""
 
 from __future__ import annotations
 
