@@ -67,6 +67,7 @@ async def open_object_storage(settings: S3Settings, stack: contextlib.AsyncExitS
             settings.embedded_dir,
             access_key_id=settings.access_key_id,
             secret_access_key=settings.secret_access_key,
+            s3_port=settings.embedded_port,
         )
         stack.push_async_callback(asyncio.to_thread, embedded.stop)
         embedded.spawn()  # on the loop's thread, which lives as long as the server

@@ -40,10 +40,10 @@ class SeaweedProcess:
 
     `access_key_id`/`secret_access_key` become its one S3 identity (an admin of every bucket)."""
 
-    def __init__(self, data_dir: str | Path, *, access_key_id: str, secret_access_key: str) -> None:
+    def __init__(self, data_dir: str | Path, *, access_key_id: str, secret_access_key: str, s3_port: int = 0) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.access_key_id, self.secret_access_key = access_key_id, secret_access_key
-        self.s3_port = free_port()
+        self.s3_port = s3_port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

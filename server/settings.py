@@ -80,6 +80,7 @@ class S3Settings:
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     embedded_dir: str = "var/seaweedfs"
+    embedded_port: int = 0  # the embedded S3 endpoint's port (0 = any free one); other servers may point at it
 
 
 @dataclass(frozen=True)
