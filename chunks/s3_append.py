@@ -13,19 +13,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .errors import StoreUnavailable
 from .s3_errors import unavailable_on_failure
 from .s3_head import Head, Point
 from .streams import VerifiedBody
 
-if TYPE_CHECKING:
-    from .s3_store import S3ChunkStore
+
+class Objects(Protocol):
+    """What an append needs of chunks.s3_store.S3ChunkStore (which calls in here, so is not imported)."""
+
+    client: Any
+    bucket: str
+    part_size: int
+
+    def _key(self, upload_id: str, name: str) -> str: ...
+
+    async def _get(self, key: str, byte_range: str | None = None) -> bytes | None: ...
+
+    async def _new_segment(self, upload_id: str, data: bytes) -> tuple[str, int]: ...
+
+    async def _replace(self, upload_id: str, old: Head | None, new: Head) -> None: ...
 
 
 class StreamAppend:
-    def __init__(self, store: S3ChunkStore, upload_id: str, head: Head) -> None:
+    def __init__(self, store: Objects, upload_id: str, head: Head) -> None:
         self.store, self.upload_id = store, upload_id
         self.start = self.stored = head
         self.multipart = head.multipart
