@@ -109,3 +109,15 @@ def image_timeout(seconds: float) -> ImageTooComplex:
 
 def worker_died() -> InvalidImage:
     return InvalidImage("The image decoder stopped on this file, twice.", code="invalid-image")
+
+
+class AvatarStorageUnavailable(Exception):
+    """The avatar store's object storage did not answer: nothing changed, try again later."""
+
+    code = "storage-unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code

@@ -65,13 +65,17 @@ class AvatarVersion:
 
 @dataclass(frozen=True)
 class RenditionFile:
-    path: Path
+    """One rendition to serve: from a local `path`, or by redirect to `url` (a CDN or public
+    bucket in front of an object store), never both; the other is None / empty."""
+
+    path: Path | None
     media_type: str
     size: int  # square side in px
     etag: str  # strong, quoted, derived from the file's sha256
     version: str = ""
     content_length: int = 0
     animated: bool = False
+    url: str = ""
 
 
 class AvatarStore(Protocol):

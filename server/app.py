@@ -28,6 +28,7 @@ from . import metrics as metrics_module
 from .auth import check_secret
 from .endpoint import json_problem
 from .links import TrustedHosts, allowed_hosts
+from .object_storage import ObjectStorageUnusable, open_object_storage
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
 from .request_log import SCOPE_PROBLEM, RequestObserver, note
@@ -85,7 +86,14 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             stack.push_async_callback(_cancel, [asyncio.create_task(embedded.watch())])
         redis = _redis_client(url, settings)
         stack.push_async_callback(redis.aclose)
-        services = build_services(settings, redis, app.state.metrics)
+        object_storage = None
+        if settings.storage.backend == "s3":
+            try:
+                object_storage = await open_object_storage(settings.storage.s3, stack)
+            except ObjectStorageUnusable as exc:
+                log.critical("%s", exc)  # the one line that says why the server does not start
+                raise
+        services = build_services(settings, redis, app.state.metrics, object_storage)
         stack.push_async_callback(services.pipeline.aclose)
         app.state.services = services
         reaper = asyncio.create_task(_reap_forever(services))
@@ -107,16 +115,24 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 async def healthz(request: Request) -> Response:
+    """Redis and, with storage.backend: s3, the bucket: 503 with Retry-After if either does not answer."""
     services = services_of(request)
     try:
         await services.uploads.sessions.ping()
+        redis_ok = True
     except chunks.StoreUnavailable:
+        redis_ok = False
+    body: dict[str, Any] = {"redis": redis_ok}
+    storage_ok = True
+    if services.object_storage is not None:
+        storage_ok = body["storage"] = await services.object_storage.healthy()
+    if not (redis_ok and storage_ok):
         return JSONResponse(
-            {"status": "unavailable", "redis": False},
+            {"status": "unavailable", **body},
             status_code=503,
             headers={"Retry-After": str(services.retry_after_seconds)},
         )
-    return JSONResponse({"status": "ok", "redis": True})
+    return JSONResponse({"status": "ok", **body})
 
 
 async def _known_failure(request: Request, exc: Exception) -> Response:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 import chunks
 from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
+from avatars.errors import AvatarStorageUnavailable
 
 from .auth import AuthError
 from .bodies import BodyError, BodyTimeout, BodyTooLarge, ServerBusy
@@ -104,6 +105,8 @@ STATUS: dict[type[Exception], Meaning] = {
     chunks.QuotaExceeded: Meaning(429, retry_after=True),
     chunks.StorageFull: Meaning(507),
     chunks.StoreUnavailable: Meaning(503, retry_after=True),
+    # The avatar store's bucket did not answer (storage.backend: s3).
+    AvatarStorageUnavailable: Meaning(503, retry_after=True),
     RedisError: Meaning(
         503,
         retry_after=True,

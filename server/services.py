@@ -35,6 +35,8 @@ from avatars import (
     PipelineSettings,
     ProcessedAvatar,
 )
+from avatars.s3_store import S3AvatarStore
+from chunks.s3_store import S3ChunkStore
 
 from .auth import Authenticator
 from .bodies import BodyPace, MemoryBudget
@@ -42,6 +44,7 @@ from .events import AnnouncingAvatarStore, Events
 from .gravatar import GravatarChoices
 from .hooks import PreCreateHook
 from .metrics import Metrics, Timer
+from .object_storage import ObjectStorage
 from .pending_fetches import PendingFetches
 from .ratelimit import RequestRate
 from .settings import Settings
@@ -209,9 +212,18 @@ class Services:
     events: Events | None = None
     # The blocking pre-create hook (None without hooks.pre_create_url); the app closes its client.
     pre_create: PreCreateHook | None = None
+    # The bucket of storage.backend: s3 (None for local), asked by /healthz.
+    object_storage: ObjectStorage | None = None
 
 
-def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    redis: aioredis.Redis,
+    metrics: Metrics | None = None,
+    object_storage: ObjectStorage | None = None,
+) -> Services:
+    """`object_storage` (the open bucket) when storage.backend is s3: bytes and avatars go there,
+    and storage.root is only this process's scratch space."""
     root = Path(settings.storage.root).resolve()
     prefix = settings.redis.key_prefix
     metrics = metrics or Metrics()
@@ -220,13 +232,26 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
     auth = Authenticator(settings.auth)
     pipeline = _pipeline(settings)
     avatars: AvatarStore = LocalAvatarStore(root)
+    store: chunks.ChunkStore = chunks.LocalChunkStore(
+        root, fault_enospc_flag=settings.storage.fault_enospc_flag or None
+    )
+    if object_storage is not None:
+        bucket, scratch = object_storage.bucket, root / "work" / "s3"
+        avatars = S3AvatarStore(
+            object_storage.client,
+            bucket,
+            scratch=scratch,
+            prefix=object_storage.prefix,
+            public_base_url=object_storage.public_base_url,
+        )
+        store = S3ChunkStore(object_storage.client, bucket, scratch=scratch, prefix=object_storage.prefix)
     if settings.events:
         avatars = AnnouncingAvatarStore(avatars, outbox, redis, settings.server.base_url)
     gravatar = GravatarChoices(redis, prefix)
     work_root = root / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     pre_create = PreCreateHook(settings.hooks, metrics) if settings.hooks.pre_create_url else None
-    uploads = _uploads(settings, redis, root, outbox, metrics)
+    uploads = _uploads(settings, redis, store, outbox, metrics)
     uploads.gate = pre_create
     avatar_setter = AvatarSetter(pipeline, avatars, gravatar, work_root, metrics)
     events = None
@@ -261,11 +286,12 @@ def build_services(settings: Settings, redis: aioredis.Redis, metrics: Metrics |
         pre_create=pre_create,
         sweeper=sweeper,
         tasks=tasks,
+        object_storage=object_storage,
     )
 
 
 def _uploads(
-    settings: Settings, redis: aioredis.Redis, root: Path, outbox: chunks.Outbox, metrics: Metrics
+    settings: Settings, redis: aioredis.Redis, store: chunks.ChunkStore, outbox: chunks.Outbox, metrics: Metrics
 ) -> chunks.Uploads:
     limits, prefix = settings.limits, settings.redis.key_prefix
     sessions = chunks.SessionStore(redis, prefix, outbox)
@@ -284,7 +310,7 @@ def _uploads(
         )
     return chunks.Uploads(
         sessions,
-        chunks.LocalChunkStore(root, fault_enospc_flag=settings.storage.fault_enospc_flag or None),
+        store,
         chunks.UploadLocks(redis, prefix, observe=metrics.lock),
         chunks.UploadLimits(
             max_upload_bytes=limits.max_image_bytes,

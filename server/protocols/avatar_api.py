@@ -72,6 +72,8 @@ async def _open(rendition: RenditionFile) -> tuple[BinaryIO, int] | None:
     """The file open, with its length; None when a swap removed it before it could be opened."""
 
     def open_it() -> tuple[BinaryIO, int] | None:
+        if rendition.path is None:
+            return None
         try:
             file = open(rendition.path, "rb")  # noqa: SIM115 - closed by OpenFileResponse
         except FileNotFoundError:
@@ -81,21 +83,28 @@ async def _open(rendition: RenditionFile) -> tuple[BinaryIO, int] | None:
     return await asyncio.to_thread(open_it)
 
 
-async def _opened(find: Callable[[], Awaitable[RenditionFile | None]]) -> tuple[RenditionFile, BinaryIO, int] | None:
-    """The rendition `find` names, opened. A swap between finding and opening removes the
-    old version's files: ask again, and the pointer names the new version (bounded: a user
-    whose avatar is replaced faster than this loop runs gets 404, never 500)."""
+async def _opened(
+    find: Callable[[], Awaitable[RenditionFile | None]],
+) -> tuple[RenditionFile, BinaryIO | None, int] | None:
+    """The rendition `find` names, opened (a rendition served from a URL has no file). A swap
+    between finding and opening removes the old version's files: ask again, and the pointer
+    names the new version (bounded: a user whose avatar is replaced faster than this loop
+    runs gets 404, never 500)."""
     for _ in range(5):
         rendition = await find()
         if rendition is None:
             return None
+        if rendition.url:
+            return rendition, None, 0
         opened = await _open(rendition)
         if opened is not None:
             return rendition, *opened
     return None
 
 
-def _serve(request: Request, found: tuple[RenditionFile, BinaryIO, int], cache_control: str) -> Response:
+def _serve(request: Request, found: tuple[RenditionFile, BinaryIO | None, int], cache_control: str) -> Response:
+    """The rendition with its ETag and cache headers: its bytes, 304, or a 302 to its URL
+    (storage.s3.public_base_url: a CDN or public bucket serves the bytes)."""
     rendition, file, length = found
     headers = {
         "ETag": rendition.etag,
@@ -105,8 +114,11 @@ def _serve(request: Request, found: tuple[RenditionFile, BinaryIO, int], cache_c
         "Content-Security-Policy": "default-src 'none'",
     }
     if _etag_matches(request.headers.get("if-none-match", ""), rendition.etag):
-        file.close()
+        if file is not None:
+            file.close()
         return Response(status_code=304, headers=headers)
+    if file is None:
+        return RedirectResponse(rendition.url, status_code=302, headers=headers)
     return OpenFileResponse(file, length, rendition.media_type, headers)
 
 
@@ -160,7 +172,8 @@ async def versioned_avatar(request: Request, services: Services) -> Response:
     if found is None:
         raise _no_avatar("no such avatar file")
     if found[0].size != int(stem) or found[0].media_type != media_type:
-        found[1].close()
+        if found[1] is not None:
+            found[1].close()
         raise _no_avatar("no such avatar file")
     return _serve(request, found, VERSIONED_CACHE)
 

@@ -18,7 +18,9 @@ import pytest
 
 from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar
 from avatars._render import init_worker, render_avatar
+from avatars.s3_store import S3AvatarStore
 from tests.support import images as img
+from tests.support.s3 import Bucket, fresh_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "tests" / "fixtures" / "seed001.jpg"
@@ -37,18 +39,22 @@ def rendered(tmp_path_factory) -> dict[str, ProcessedAvatar]:
     return {name: render_avatar(path, root / name, PipelineSettings()) for name, path in sources.items()}
 
 
-BACKENDS = ["local"]
+BACKENDS = ["local", "s3"]
 
 
-def avatar_store(backend: str, root: Path) -> AvatarStore:
+def avatar_store(backend: str, root: Path, bucket: Bucket | None = None) -> AvatarStore:
     if backend == "local":
         return LocalAvatarStore(root)
+    if backend == "s3":
+        assert bucket is not None, "the s3 backend needs the bucket fixture"
+        return S3AvatarStore(bucket.client, bucket.name, scratch=root, prefix=fresh_prefix())
     raise ValueError(f"no avatar store backend named {backend!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> AvatarStore:
-    return avatar_store(request.param, tmp_path / "store")
+    bucket = request.getfixturevalue("bucket") if request.param == "s3" else None
+    return avatar_store(request.param, tmp_path / "store", bucket)
 
 
 @pytest.fixture()

@@ -20,7 +20,8 @@ from tests.support.core import BACKENDS, chunk_store
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> chunks.ChunkStore:
-    return chunk_store(request.param, tmp_path)
+    bucket = request.getfixturevalue("bucket") if request.param == "s3" else None
+    return chunk_store(request.param, tmp_path, bucket)
 
 
 @pytest.fixture()

@@ -18,13 +18,19 @@ from typing import Any
 import redis.asyncio as aioredis
 
 import chunks
+from chunks.s3_store import S3ChunkStore
+from tests.support.s3 import Bucket, fresh_prefix
 
-BACKENDS = ["local"]
+BACKENDS = ["local", "s3"]
 
 
-def chunk_store(backend: str, root: Path) -> chunks.ChunkStore:
+def chunk_store(backend: str, root: Path, bucket: Bucket | None = None) -> chunks.ChunkStore:
+    """A store of `backend`; "s3" needs the tests' `bucket` fixture and gets a fresh key prefix."""
     if backend == "local":
         return chunks.LocalChunkStore(root)
+    if backend == "s3":
+        assert bucket is not None, "the s3 backend needs the bucket fixture"
+        return S3ChunkStore(bucket.client, bucket.name, scratch=root / "work", prefix=fresh_prefix())
     raise ValueError(f"no chunk store backend named {backend!r}")
 
 
@@ -58,12 +64,13 @@ async def open_core(
     finisher: chunks.Finisher = digest_finisher,
     wait_seconds: float = 5.0,
     backend: str = "local",
+    bucket: Bucket | None = None,
 ) -> AsyncIterator[Core]:
     """An Uploads and its Completion on their own key prefix; the Redis client is closed after."""
     client = aioredis.from_url(redis_url)
     prefix = f"t{secrets.token_hex(4)}"
     sessions = chunks.SessionStore(client, prefix)
-    store = chunk_store(backend, root)
+    store = chunk_store(backend, root, bucket)
     quotas: chunks.Quotas = chunks.NoQuotas()
     if quota_limits is not None:
         quotas = chunks.RedisQuotas(client, sessions, quota_limits, prefix)

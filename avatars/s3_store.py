@@ -1,0 +1,273 @@
+"""Avatars in an S3-compatible bucket: renditions under a versioned key, one pointer object.
+
+Keys under `<prefix>avatars/<h[:2]>/<h>/` (h = sha256 of the user id, as on disk):
+    v-<version>-<nonce>/<size>.<ext>   the renditions of one version, written first
+    current.json                       the pointer, written last: one PUT, atomic in S3, is the switch
+
+Old versions are deleted after the switch: the one the swap replaced at once, and any other
+(a crashed or concurrent swap's) once it is older than ORPHAN_SECONDS, so a swap still writing
+its renditions in another process is never removed under it.
+
+Serving: with `public_base_url` a rendition is a URL (`<public_base_url>/<key>`, a CDN or a
+public bucket; the answer is a redirect). Otherwise it is a local file: a version's renditions
+never change (their names carry the sha256), so each server process keeps the ones it served
+in a bounded cache under its scratch directory and reads S3 once per rendition, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import aiofiles.os
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from avatars.errors import AvatarStorageUnavailable
+from avatars.processing import ProcessedAvatar
+from avatars.store import (
+    _EXTENSIONS,
+    _POINTER,
+    _POINTER_FORMAT,
+    _VERSION_PREFIX,
+    AvatarVersion,
+    RenditionFile,
+    _choose_file,
+    _media_types,
+    _version_of,
+)
+
+ORPHAN_SECONDS = 600
+CACHE_ENTRIES = 2000
+_FAILURES = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    try:
+        yield
+    except _FAILURES as exc:
+        raise AvatarStorageUnavailable("the object storage did not answer", code="storage-unavailable") from exc
+
+
+def _missing(exc: BaseException) -> bool:
+    cause = exc.__cause__ if isinstance(exc, AvatarStorageUnavailable) else exc
+    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in _MISSING
+
+
+class S3AvatarStore:
+    def __init__(
+        self, client: Any, bucket: str, *, scratch: str | Path, prefix: str = "", public_base_url: str = ""
+    ) -> None:
+        """`client` is an open aiobotocore S3 client; `scratch` holds the served renditions' cache."""
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+        self.public_base_url = public_base_url.rstrip("/")
+        self.cache = Path(scratch).resolve() / "avatar-cache"
+        self.cache.mkdir(parents=True, exist_ok=True)
+
+    def _user_dir(self, user_id: str) -> str:
+        digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.prefix}avatars/{digest[:2]}/{digest}/"
+
+    async def swap_in(self, user_id: str, processed: ProcessedAvatar) -> AvatarVersion:
+        user_dir = self._user_dir(user_id)
+        previous = await self._read_pointer(user_id)
+        directory = f"{_VERSION_PREFIX}{processed.digest}-{secrets.token_hex(4)}"
+        try:
+            files = await self._write_version(user_dir + directory + "/", processed)
+        except BaseException:
+            await asyncio.shield(self._delete_under(user_dir + directory + "/"))
+            raise
+        largest = max(r.size for r in processed.renditions)
+        pointer = {
+            "format": _POINTER_FORMAT,
+            "user_id": user_id,
+            "version": processed.digest,
+            "directory": directory,
+            "width": largest,
+            "height": largest,
+            "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
+            "media_types": _media_types(processed),
+            "source_format": processed.source_format,
+            "animated": any(r.animated for r in processed.renditions),
+            "updated_at": time.time(),
+            "files": files,
+        }
+        with _unavailable_on_failure():
+            await self.client.put_object(
+                Bucket=self.bucket,
+                Key=user_dir + _POINTER,
+                Body=json.dumps(pointer, sort_keys=True).encode(),
+                ContentType="application/json",
+            )
+        # Only now is the previous version unreachable.
+        replaced = previous["directory"] if previous is not None else None
+        await self._remove_versions(user_dir, keep=directory, replaced=replaced)
+        return _version_of(pointer)
+
+    async def _write_version(self, prefix: str, processed: ProcessedAvatar) -> list[dict]:
+        files = []
+        for r in processed.renditions:
+            name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
+            data = await asyncio.to_thread(r.path.read_bytes)
+            if hashlib.sha256(data).hexdigest() != r.sha256:
+                raise ValueError("a rendition changed on disk after it was processed")
+            with _unavailable_on_failure():
+                await self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=prefix + name,
+                    Body=data,
+                    ContentType=r.media_type,
+                    # What a CDN or public bucket serves: the key names the version, so forever.
+                    CacheControl="public, max-age=31536000, immutable",
+                )
+            files.append(
+                {
+                    "size": r.size,
+                    "media_type": r.media_type,
+                    "animated": r.animated,
+                    "name": name,
+                    "sha256": r.sha256,
+                    "bytes": len(data),
+                }
+            )
+        return files
+
+    async def current(self, user_id: str) -> AvatarVersion | None:
+        pointer = await self._read_pointer(user_id)
+        return None if pointer is None else _version_of(pointer)
+
+    async def _read_pointer(self, user_id: str) -> dict | None:
+        try:
+            with _unavailable_on_failure():
+                answer = await self.client.get_object(Bucket=self.bucket, Key=self._user_dir(user_id) + _POINTER)
+                async with answer["Body"] as body:
+                    return json.loads(await body.read())
+        except AvatarStorageUnavailable as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    async def rendition(
+        self,
+        user_id: str,
+        size: int | None,
+        accept: str | None,
+        version: str | None = None,
+        *,
+        animated: bool = False,
+    ) -> RenditionFile | None:
+        # A swap may delete the version between reading the pointer and fetching the object;
+        # the pointer read again then names the new one.
+        for _ in range(3):
+            pointer = await self._read_pointer(user_id)
+            if pointer is None or (version is not None and version != pointer["version"]):
+                return None
+            entry = _choose_file(pointer, size, accept, animated)
+            if entry is None:
+                return None
+            key = f"{self._user_dir(user_id)}{pointer['directory']}/{entry['name']}"
+            path: Path | None = None
+            url = f"{self.public_base_url}/{key}" if self.public_base_url else ""
+            if not url:
+                path = await self._cached(key, entry)
+                if path is None:
+                    continue
+            return RenditionFile(
+                path=path,
+                media_type=entry["media_type"],
+                size=entry["size"],
+                etag=f'"{entry["sha256"]}"',
+                version=pointer["version"],
+                content_length=entry.get("bytes", 0),
+                animated=entry["animated"],
+                url=url,
+            )
+        return None
+
+    async def _cached(self, key: str, entry: dict) -> Path | None:
+        """The rendition as a local file, fetched once; None if the object is gone."""
+        path = self.cache / entry["sha256"] / entry["name"]
+        if await aiofiles.os.path.isfile(path):
+            return path
+        tmp = self.cache / f".fetch-{secrets.token_hex(8)}"
+        hasher = hashlib.sha256()
+        try:
+            with _unavailable_on_failure():
+                answer = await self.client.get_object(Bucket=self.bucket, Key=key)
+                async with answer["Body"] as body, aiofiles.open(tmp, "wb") as out:
+                    while block := await body.read(256 * 1024):
+                        hasher.update(block)
+                        await out.write(block)
+            if hasher.hexdigest() != entry["sha256"]:
+                raise AvatarStorageUnavailable("a stored rendition does not match its digest")
+            await aiofiles.os.makedirs(path.parent, exist_ok=True)
+            await aiofiles.os.replace(tmp, path)
+        except AvatarStorageUnavailable as exc:
+            if _missing(exc):
+                return None
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(tmp)
+        await asyncio.to_thread(_prune, self.cache, CACHE_ENTRIES)
+        return path
+
+    async def remove(self, user_id: str) -> bool:
+        user_dir = self._user_dir(user_id)
+        existed = await self._read_pointer(user_id) is not None
+        with _unavailable_on_failure():
+            await self.client.delete_object(Bucket=self.bucket, Key=user_dir + _POINTER)
+        await self._delete_under(user_dir)
+        return existed
+
+    async def _listed(self, prefix: str) -> list[dict]:
+        found: list[dict] = []
+        with _unavailable_on_failure():
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                found += page.get("Contents", [])
+        return found
+
+    async def _delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            with _unavailable_on_failure():
+                await self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    async def _delete_under(self, prefix: str) -> None:
+        await self._delete([item["Key"] for item in await self._listed(prefix)])
+
+    async def _remove_versions(self, user_dir: str, keep: str, replaced: str | None) -> None:
+        now = datetime.now(UTC).timestamp()
+        doomed = []
+        for item in await self._listed(user_dir + _VERSION_PREFIX):
+            directory = item["Key"][len(user_dir) :].split("/", 1)[0]
+            if directory == keep:
+                continue
+            if directory == replaced or now - item["LastModified"].timestamp() > ORPHAN_SECONDS:
+                doomed.append(item["Key"])
+        await self._delete(doomed)
+
+
+def _prune(cache: Path, keep: int) -> None:
+    """Keep the `keep` most recently fetched renditions of the cache (a rendition is cheap to fetch again)."""
+    entries = [p for p in cache.glob("*/*") if p.is_file()]
+    if len(entries) <= keep:
+        return
+    entries.sort(key=lambda p: p.stat().st_mtime)
+    for path in entries[: len(entries) - keep]:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+            os.rmdir(path.parent)
