@@ -155,8 +155,8 @@ class PhoneUser(_Uploader):
                 self.head(upload, upper=upload.offset + keep)
                 continue
             response = self.api.call("PATCH", upload.url, "/files/[id]", {204}, headers=headers, data=chunk)
-            if response is None:
-                self.head(upload, upper=upload.offset)
+            if response is None:  # refused; a 408 or 429 may have kept part of the body
+                self.head(upload, upper=upload.offset + len(chunk))
                 continue
             offset = int(response.headers.get("Upload-Offset", -1))
             self.api.check(
