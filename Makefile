@@ -10,7 +10,7 @@ JS_STAMP := tests/js/node_modules/.installed
 # the server itself, never from a CDN.
 WEB_STAMP  := web/vendor/.installed
 
-.PHONY: install run test lint format bench bench-images clean
+.PHONY: install run test lint format bench bench-images loadtest clean
 
 install: $(STAMP) $(JS_STAMP) $(WEB_STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { echo "need Python 3.11+ (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q -e '.[test,lint,loadtest]'
 	touch $(STAMP)
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
@@ -45,20 +45,26 @@ test: install
 
 # ruff (lint and format check), mypy on the three packages, import-linter's layering contracts.
 lint: install
-	$(VENV)/bin/ruff check server chunks avatars tests
-	$(VENV)/bin/ruff format --check server chunks avatars tests
+	$(VENV)/bin/ruff check server chunks avatars tests loadtest
+	$(VENV)/bin/ruff format --check server chunks avatars tests loadtest
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: install
-	$(VENV)/bin/ruff check --fix server chunks avatars tests
-	$(VENV)/bin/ruff format server chunks avatars tests
+	$(VENV)/bin/ruff check --fix server chunks avatars tests loadtest
+	$(VENV)/bin/ruff format server chunks avatars tests loadtest
 
 bench: install
 	$(PY) -m pytest -q -m bench -p no:randomly -s tests/bench
 
 bench-images: install
 	$(PY) -m tests.bench.images
+
+# Locust, headless, against $(LOADTEST_URL) (empty: a local server with the embedded Redis on a
+# free port, stopped after). LOADTEST_USERS, LOADTEST_SECONDS and the rest: docs/loadtest.md.
+# Leaves report.html, CSVs and /metrics before and after under var/loadtest/.
+loadtest: install
+	$(PY) -m loadtest
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
