@@ -20,11 +20,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Where the codes are documented: the README's error tables and docs/*.md (tus, images, operations...).
 _DOCS = ("README.md", "docs/*.md")
-_CODE = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`")
+# Codes are lower-case words joined by hyphens (`forbidden`, `upload-locked`); docs/errors.md lists them all.
+_CODE = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)*)`")
 # Answers the API documents for a busy or limiting server: the client waits and tries again.
 REFUSAL_STATUSES = frozenset({408, 423, 429, 503})
-# Statuses with no JSON code of their own (tus 412 says Tus-Version, 304 is a cache hit).
-_STATUSES_WITHOUT_CODE = frozenset({304, 412})
+# Statuses with no JSON code of their own (304 is a cache hit).
+_STATUSES_WITHOUT_CODE = frozenset({304})
 
 
 class WrongAnswer(AssertionError):
