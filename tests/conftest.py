@@ -14,6 +14,7 @@ from server.auth import issue_token
 from server.redis_process import RedisProcess, free_port
 from server.settings import AuthSettings
 from tests.support.config import JWT_SECRET
+from tests.support.redis_topologies import ClusterSetup, SentinelSetup
 from tests.support.server import ServerProcess, StartServer, server_starter
 
 
@@ -50,9 +51,34 @@ def start_module_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str
     yield from server_starter(lambda: tmp_path_factory.mktemp("server"), redis_url)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    """A three-master Redis Cluster (tests/support/redis_topologies.py), shared by the session."""
+    cluster = ClusterSetup(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A master, its replica and three sentinels, for one test (which may kill the master)."""
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    yield setup
+    setup.stop()
+
+
 @pytest.fixture(scope="module")
-def server(start_module_server: StartServer) -> ServerProcess:
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """Which Redis the module's `server` uses: "standalone" unless a test is `@also_on_cluster`."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture(scope="module")
+def server(start_module_server: StartServer, redis_backend: str, request: pytest.FixtureRequest) -> ServerProcess:
     """A real server process (`python -m server`) shared by the tests of one module."""
+    if redis_backend == "cluster":
+        cluster: ClusterSetup = request.getfixturevalue("redis_cluster")
+        return start_module_server(redis_url=cluster.url, redis={"mode": "cluster"})
     return start_module_server()
 
 
