@@ -5,8 +5,8 @@ bad Sentinel and Cluster settings, and `server.workers` serving one upload from 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import io
+import secrets
 import time
 
 import httpx
