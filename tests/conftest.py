@@ -74,12 +74,18 @@ def redis_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(start_module_server: StartServer, redis_backend: str, request: pytest.FixtureRequest) -> ServerProcess:
-    """A real server process (`python -m server`) shared by the tests of one module."""
+def on_redis_backend(redis_backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What `start_server` needs to use the `redis_backend` (nothing for the shared standalone Redis)."""
     if redis_backend == "cluster":
         cluster: ClusterSetup = request.getfixturevalue("redis_cluster")
-        return start_module_server(redis_url=cluster.url, redis={"mode": "cluster"})
-    return start_module_server()
+        return {"redis_url": cluster.url, "redis": {"mode": "cluster"}}
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(start_module_server: StartServer, on_redis_backend: dict[str, Any]) -> ServerProcess:
+    """A real server process (`python -m server`) shared by the tests of one module."""
+    return start_module_server(**on_redis_backend)
 
 
 @pytest.fixture(scope="session")
