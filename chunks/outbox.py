@@ -143,18 +143,24 @@ class Outbox:
             moved += 1
         return moved
 
-    async def relay_stranded(self, redis: aioredis.Redis, now: float, limit: int = 100) -> int:
+    async def relay_stranded(self, redis: aioredis.Redis, now: float, batch: int = 100, batches: int = 50) -> int:
         """Relay the events of uploads staged longer ago than STRANDED_AFTER_SECONDS and forget
-        them in the pending index (unless staged again meanwhile). How many events moved."""
+        them in the pending index (unless staged again meanwhile). How many events moved.
+
+        Every staging leaves an entry here (the relay right after it does not remove it), so a
+        pass walks them all, a batch at a time, up to `batches` batches."""
         if self.keys is None:
             return 0
         cutoff = now - STRANDED_AFTER_SECONDS
-        ids = await redis.zrangebyscore(self.keys.outbox_pending, "-inf", cutoff, start=0, num=limit)
         moved = 0
-        for raw in cast("list[bytes | str]", ids):
-            upload_id = raw.decode() if isinstance(raw, bytes) else raw
-            moved += await self.relay(redis, upload_id)
-            await redis.eval(_FORGET_IF_OLD, 1, self.keys.outbox_pending, upload_id, cutoff)
+        for _ in range(batches):
+            ids = await redis.zrangebyscore(self.keys.outbox_pending, "-inf", cutoff, start=0, num=batch)
+            for raw in cast("list[bytes | str]", ids):
+                upload_id = raw.decode() if isinstance(raw, bytes) else raw
+                moved += await self.relay(redis, upload_id)
+                await redis.eval(_FORGET_IF_OLD, 1, self.keys.outbox_pending, upload_id, cutoff)
+            if len(ids) < batch:
+                break
         return moved
 
     async def emit(self, pipe: Pipeline, event_type: str, data: dict[str, Any]) -> None:
