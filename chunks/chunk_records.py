@@ -94,6 +94,7 @@ class ChunkRecords:
                     except WatchError:
                         continue
             await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
+        await self.sessions.replicated()
         return current, False
 
     async def _write(self, pipe: Pipeline, current: UploadSession, index: int, value: str, size: int) -> None:

@@ -1,10 +1,10 @@
 """Upload sessions in Redis: msgpack records with a TTL, changed only by atomic transactions.
 
 The key names are in keys.py. A transaction here only ever touches the keys of one upload
-(which share its hash tag), so it runs on Redis Cluster too. The reaper's expiry index is one
-key for every upload and therefore stays outside those transactions; its writes are ordered
-so that a crash between the two steps leaves only an entry the reaper knows how to handle (an
-id without a session, or a score older than the session's expiry).
+(which share its hash tag), so it runs on Redis Cluster too. The reaper's expiry index, the
+completion sweeper's list and the events stream are one key for every upload and therefore
+stay outside those transactions; their writes are ordered so that a crash between two steps
+leaves only what the reaper or the sweeper repairs (keys.py lists each case).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, WatchError
 
 from . import session as _session
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
@@ -36,7 +36,7 @@ def redis_errors() -> Iterator[None]:
     """Redis failures become StoreUnavailable: the core's callers know nothing of Redis."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:  # the cluster client's "no node answers" is not a RedisError
         raise StoreUnavailable("the session store is unavailable; try again shortly") from exc
 
 
@@ -52,9 +52,20 @@ def binary(value: bytes | str) -> bytes:
 
 
 class SessionStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "avs", outbox: Outbox | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "avs",
+        outbox: Outbox | None = None,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_seconds: float = 1.0,
+    ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        # Replicas a committed change must reach before it is acknowledged (see `replicated`).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout_seconds * 1000))
         # Events are staged inside the transactions below (see outbox.py).
         self.outbox = outbox or Outbox()
 
@@ -70,29 +81,31 @@ class SessionStore:
         with redis_errors():
             # Indexed first: if the record is never written, the reaper still finds the id at
             # expiry and removes whatever bytes the upload had already stored.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
+            await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
+            await self.outbox.prepare(self.redis, session.id)
+            async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(self.keys.session(session.id), _session.encode(session), ex=self.ttl(session))
-                if not session.alias:
-                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
+                self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                 await pipe.execute()
-            if not session.alias:
-                self.outbox.committed(UPLOAD_CREATED, upload_data(session))
-                return session
-            winner = await self._claim_alias(session)
-            if winner is session:
-                self.outbox.committed(UPLOAD_CREATED, upload_data(session))
+            winner = session if not session.alias else await self._claim_alias(session)
             if winner is not session:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(self.keys.session(session.id))
-                    pipe.zrem(self.keys.expiry, session.id)
-                    await pipe.execute()
-            return winner
+                # Only the creator that wins the name has created an upload: ours is dropped
+                # with its staged event before anything relays it (a crash here leaves a record
+                # the reaper expires, which then reports both events).
+                await self.redis.delete(self.keys.outbox(session.id))
+                await self.redis.delete(self.keys.session(session.id))
+                await self.redis.zrem(self.keys.expiry, session.id)
+                return winner
+            await self._relay(session.id)
+            self.outbox.committed(UPLOAD_CREATED, upload_data(session))
+        await self.replicated()
+        return session
 
     async def _claim_alias(self, session: UploadSession) -> UploadSession:
         """Point the alias at `session` unless it names a live session already; return the one it names.
 
-        Our own record is stored first, so an alias never points at a session not yet written."""
+        Our own record is stored first, so an alias never points at a session not yet written.
+        The alias key has no hash tag of its own: this transaction touches it alone."""
         alias_key = self.keys.alias(session.owner, session.alias)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -108,12 +121,42 @@ class SessionStore:
                             return found
                     pipe.multi()
                     pipe.set(alias_key, session.id, ex=self.ttl(session))
-                    # Only the creator that wins the name has created an upload.
-                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
                     await pipe.execute()
                     return session
                 except WatchError:
                     continue
+
+    async def _relay(self, upload_id: str) -> None:
+        """Move the upload's staged events to the stream now; if Redis fails here the change
+        stands (it is committed) and the reaper relays them later (Outbox.relay_stranded)."""
+        try:
+            await self.outbox.relay(self.redis, upload_id)
+        except (RedisError, RedisClusterException):
+            pass
+
+    async def relay_stranded(self) -> int:
+        """Relay events staged by changes whose own relay a crash or outage lost (the reaper's pass)."""
+        with redis_errors():
+            return await self.outbox.relay_stranded(self.redis, time.time())
+
+    async def replicated(self) -> None:
+        """With wait_replicas: return only once WAIT confirms that every write so far (the
+        caller's change included) reached that many replicas; else StoreUnavailable (503).
+
+        WAIT counts what the replicas acknowledged of *this connection's* writes, and the caller's
+        transaction ran on another pooled connection: a write on this one first (the pipeline
+        keeps both on one connection) makes WAIT cover everything up to it."""
+        if self.wait_replicas <= 0:
+            return
+        with redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.replicated, "1", px=60_000)
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                _, reached = await pipe.execute()
+        if int(reached) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"the change reached {reached} of {self.wait_replicas} Redis replicas in time; try again shortly"
+            )
 
     @staticmethod
     def _same_alias(found: UploadSession, session: UploadSession) -> bool:
@@ -167,6 +210,8 @@ class SessionStore:
                         current = _session.decode(binary(blob))
                         outcome = change(current)
                         happened = event(current, outcome) if event is not None else None
+                        if happened is not None:
+                            await self.outbox.prepare(self.redis, upload_id)
                         await self.index_completable(current)
                         pipe.multi()
                         pipe.set(key, _session.encode(current), ex=self.ttl(current))
@@ -179,8 +224,10 @@ class SessionStore:
             # After the record: a lost index update leaves an older score, which the reaper
             # corrects when it finds the session not yet expired.
             if happened is not None:
+                await self._relay(upload_id)
                 self.outbox.committed(*happened)
             await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
+        await self.replicated()
         return current, outcome
 
     async def index_completable(self, session: UploadSession) -> None:
@@ -235,6 +282,8 @@ class SessionStore:
         """Forget a session, leaving a tombstone that says why."""
         event_type = DELETION_EVENTS.get(reason)
         with redis_errors():
+            if event_type is not None:
+                await self.outbox.prepare(self.redis, session.id)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.session(session.id))
                 pipe.delete(self.keys.chunks(session.id))
@@ -243,12 +292,14 @@ class SessionStore:
                     self.outbox.stage(pipe, event_type, upload_data(session))
                 await pipe.execute()
             if event_type is not None:
+                await self._relay(session.id)
                 self.outbox.committed(event_type, upload_data(session))
             # After the record: an index entry without a session is dropped by the reaper.
             await self.redis.zrem(self.keys.expiry, session.id)
             await self.redis.zrem(self.keys.completable, session.id)
         if session.alias:
             await self.forget_alias(session)
+        await self.replicated()
 
     async def forget_alias(self, session: UploadSession) -> None:
         """Drop the alias if it still points at this session, so the same name starts afresh."""

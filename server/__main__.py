@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
+import socket
 import sys
 
+from . import redis_client
 from . import settings as settings_module
-from .auth import InsecureSecret, issue_token
+from .auth import InsecureSecret, check_secret, issue_token
+from .request_log import configure
+from .workers import STARTUP_FAILED, Supervisor
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -29,18 +34,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=f"settings file (default: $AVS_CONFIG or {DEFAULT_CONFIG})")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
+    # Internal: a worker of `server.workers` (server/workers.py) serving the parent's socket.
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settings = settings_module.load(_config_path(args.config))
+    config_path = _config_path(args.config)
+    try:
+        settings = settings_module.load(config_path)
+    except settings_module.SettingsError as exc:
+        parser.exit(2, f"error: {exc}\n")
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     # The app's own checks (the JWT secret, the allowed Host names) see where it really listens.
     settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, host=host, port=port))
 
+    if args.worker_fd is None:
+        problem = asyncio.run(redis_client.check(settings.redis.url, settings.redis))
+        if problem is not None:
+            parser.exit(2, f"error: {problem}\n")  # one line: a setting to fix, not a crash to read
+        if settings.server.workers > 1:
+            try:
+                check_secret(settings.auth, host)  # once here, rather than N workers failing alike
+            except InsecureSecret as exc:
+                parser.error(str(exc))
+            configure(settings.server.log_format, settings.server.log_level)
+            return Supervisor(settings, config_path).run()
+    return _serve(parser, settings, args.worker_fd)
+
+
+def _serve(parser: argparse.ArgumentParser, settings: settings_module.Settings, worker_fd: int | None) -> int:
     import uvicorn
 
     from .app import create_app
     from .http_limits import limited_protocol
-    from .request_log import configure
 
     # One handler for every logger, uvicorn's too (log_config=None): JSON or readable lines, and
     # one access line per request from server.request_log instead of uvicorn's.
@@ -49,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings)
     except InsecureSecret as exc:
         parser.error(str(exc))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=settings.server.host,
+        port=settings.server.port,
         loop="uvloop",
         http=limited_protocol(settings.server),
         log_level=settings.server.log_level,
@@ -61,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=None if worker_fd is None else [socket.socket(fileno=worker_fd)])
+    return 0 if server.started else STARTUP_FAILED
 
 
 def _token(argv: list[str]) -> int:

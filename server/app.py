@@ -10,9 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 import chunks
 
-from . import debug, errors, protocols
+from . import debug, errors, protocols, redis_client
 from . import metrics as metrics_module
 from .auth import check_secret
 from .endpoint import json_problem
@@ -40,20 +38,8 @@ log = logging.getLogger("server")
 
 
 def _redis_client(url: str, settings: Settings) -> aioredis.Redis:
-    # redis-py 8 defaults to long timeouts and many retries; a request must fail fast with a 503.
-    # The pool is bounded (an unbounded one opens a connection per concurrent request, and a
-    # flood of them exhausts Redis's maxclients for every process); when all are in use a
-    # request waits for one, up to pool_timeout_seconds, rather than failing at once.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max(1, settings.redis.max_connections),
-        timeout=settings.redis.pool_timeout_seconds,
-        socket_timeout=settings.redis.socket_timeout,
-        socket_connect_timeout=settings.redis.connect_timeout,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        health_check_interval=10,
-    )
-    return aioredis.Redis.from_pool(pool)
+    """The bounded, fail-fast client of `redis.mode` (server/redis_client.py)."""
+    return redis_client.build(url, settings.redis)
 
 
 async def _reap_forever(services: Services) -> None:
@@ -63,7 +49,10 @@ async def _reap_forever(services: Services) -> None:
             removed = await services.uploads.reap()
             if removed:
                 log.info("reaper removed %d expired uploads", removed)
-        except (chunks.UploadError, RedisError, OSError):
+            relayed = await services.uploads.sessions.relay_stranded()
+            if relayed:
+                log.info("reaper relayed %d events a crash had left staged", relayed)
+        except (chunks.UploadError, RedisError, RedisClusterException, OSError):
             log.warning("reaper pass failed; will retry", exc_info=True)
         await asyncio.sleep(interval)
 

@@ -35,6 +35,7 @@ async def resources(request: Request) -> Response:
             "open_files": _open_files(),
             "redis_connections": _redis_connections(services),
             "locks": len(locks),
+            "pid": os.getpid(),  # which worker answered (server.workers)
         }
     )
 

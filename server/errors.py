@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 import chunks
 from avatars import ImageRejected, ImageTooLarge, UnsupportedFormat
@@ -108,6 +108,13 @@ STATUS: dict[type[Exception], Meaning] = {
     # The avatar store's bucket did not answer (storage.backend: s3).
     AvatarStorageUnavailable: Meaning(503, retry_after=True),
     RedisError: Meaning(
+        503,
+        retry_after=True,
+        code="store-unavailable",
+        message="the session store is unavailable; try again shortly",
+    ),
+    # The cluster client's own failure when no node answers (not a RedisError).
+    RedisClusterException: Meaning(
         503,
         retry_after=True,
         code="store-unavailable",

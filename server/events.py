@@ -157,15 +157,15 @@ class Delivery:
         return False
 
     async def _park(self, entry_id: bytes, body: bytes, attempts: int) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.dead_events,
-                {"endpoint": self.name, "body": body, "attempts": str(attempts)},
-                maxlen=self.settings.dead_letter_max,
-                approximate=True,
-            )
-            pipe.xack(self.keys.events, self.group, entry_id)
-            await pipe.execute()
+        # Two commands, not one transaction: the two streams are in different Redis Cluster
+        # slots. Parked first, so a crash in between parks the event twice, never loses it.
+        await self.redis.xadd(
+            self.keys.dead_events,
+            {"endpoint": self.name, "body": body, "attempts": str(attempts)},
+            maxlen=self.settings.dead_letter_max,
+            approximate=True,
+        )
+        await self.redis.xack(self.keys.events, self.group, entry_id)
         self.metrics.events_dead.labels(self.name).inc()
         log.warning("webhook %s: gave up on an event after %d attempts; parked it", self.name, attempts)
 

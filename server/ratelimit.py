@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -84,7 +84,7 @@ class RequestRate:
             wait_ms = await self._hit(
                 keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[bucket.interval_ms, bucket.window_ms]
             )
-        except RedisError:
+        except (RedisError, RedisClusterException):  # the cluster client's "no node answers" too
             log.warning("rate limit not checked: Redis did not answer")
             return None
         wait = float(wait_ms)

@@ -37,7 +37,7 @@ def redis_server_binary() -> str:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: the kernel sends SIGTERM (a clean shutdown that syncs the
     append-only file) when the parent thread goes, however it goes."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -135,7 +135,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def _stop_leftover(self, timeout: float = 10.0) -> None:

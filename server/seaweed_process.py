@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .redis_process import _die_with_parent, free_port
+from .redis_process import die_with_parent, free_port
 
 
 def weed_binary() -> str:
@@ -93,7 +93,7 @@ class SeaweedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
     def start(self, timeout: float = 60.0) -> None:

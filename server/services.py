@@ -228,7 +228,7 @@ def build_services(
     prefix = settings.redis.key_prefix
     metrics = metrics or Metrics()
     # Events go to the stream only when someone is configured to receive them.
-    outbox = chunks.Outbox(chunks.Keys(prefix).events if settings.events else None, metrics.upload_event)
+    outbox = chunks.Outbox(chunks.Keys(prefix) if settings.events else None, metrics.upload_event)
     auth = Authenticator(settings.auth)
     pipeline = _pipeline(settings)
     avatars: AvatarStore = LocalAvatarStore(root)
@@ -294,7 +294,13 @@ def _uploads(
     settings: Settings, redis: aioredis.Redis, store: chunks.ChunkStore, outbox: chunks.Outbox, metrics: Metrics
 ) -> chunks.Uploads:
     limits, prefix = settings.limits, settings.redis.key_prefix
-    sessions = chunks.SessionStore(redis, prefix, outbox)
+    sessions = chunks.SessionStore(
+        redis,
+        prefix,
+        outbox,
+        wait_replicas=settings.redis.wait_replicas,
+        wait_timeout_seconds=settings.redis.wait_timeout_seconds,
+    )
     quotas: chunks.Quotas = chunks.NoQuotas()
     if limits.max_open_uploads > 0 or limits.max_bytes_in_flight > 0:
         quotas = chunks.RedisQuotas(

@@ -46,10 +46,26 @@ class ServerSettings:
     max_header_bytes: int = 16 * 1024
     max_headers_total_bytes: int = 64 * 1024
     header_timeout_seconds: float = 10.0
+    # Worker processes `python -m server` runs, sharing the listening socket (server/workers.py).
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class SentinelSettings:
+    """`redis.mode: sentinel`: which master to ask the sentinels for, and where they listen."""
+
+    service_name: str = ""
+    nodes: tuple[str, ...] = ()  # host:port of each sentinel
+
+
+REDIS_MODES = ("standalone", "sentinel", "cluster")
 
 
 @dataclass(frozen=True)
 class RedisSettings:
+    # standalone: one Redis at `url` (or the embedded one); sentinel: the master `sentinel` names;
+    # cluster: a Redis Cluster, `url` naming any of its nodes.
+    mode: str = "standalone"
     url: str = "embedded"
     embedded_dir: str = "var/redis"
     key_prefix: str = "avs"
@@ -59,6 +75,11 @@ class RedisSettings:
     # Connections per server process; a request waits up to pool_timeout for a free one.
     max_connections: int = 64
     pool_timeout_seconds: float = 2.0
+    sentinel: SentinelSettings = field(default_factory=SentinelSettings)
+    # A session change is acknowledged only once WAIT confirms it reached this many replicas
+    # (0: not waited for); past wait_timeout_seconds without them the request answers 503.
+    wait_replicas: int = 0
+    wait_timeout_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -267,7 +288,35 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         raise SettingsError("server.log_format: expected text or json")
     if sections["storage"].backend not in ("local", "s3"):
         raise SettingsError("storage.backend: expected local or s3")
+    if sections["server"].workers < 1:
+        raise SettingsError("server.workers: expected 1 or more")
+    _check_redis(sections["redis"])
     return Settings(**sections)
+
+
+def _check_redis(redis: RedisSettings) -> None:
+    if redis.mode not in REDIS_MODES:
+        raise SettingsError(f"redis.mode: expected one of {', '.join(REDIS_MODES)}, got {redis.mode!r}")
+    if redis.mode == "sentinel":
+        if not redis.sentinel.service_name or not redis.sentinel.nodes:
+            raise SettingsError("redis.mode sentinel needs redis.sentinel.service_name and redis.sentinel.nodes")
+        for node in redis.sentinel.nodes:
+            host_port(node, "redis.sentinel.nodes")
+    if redis.mode == "cluster":
+        if redis.url == "embedded" or not redis.url.startswith(("redis://", "rediss://")):
+            raise SettingsError("redis.mode cluster needs redis.url naming a cluster node (redis://host:port)")
+        if redis.wait_replicas:
+            raise SettingsError("redis.wait_replicas works in standalone and sentinel mode, not cluster")
+    if redis.wait_replicas < 0:
+        raise SettingsError("redis.wait_replicas: expected 0 or more")
+
+
+def host_port(node: str, where: str) -> tuple[str, int]:
+    """`host:port` (a bracketed IPv6 address too) as a pair, or SettingsError naming `where`."""
+    host, sep, port = node.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SettingsError(f"{where}: expected host:port, got {node!r}")
+    return host.strip("[]"), int(port)
 
 
 def _webhooks(given: Any, env: Mapping[str, str]) -> tuple[WebhookSettings, ...]:
@@ -301,11 +350,11 @@ def _build_section(name: str, cls: type, given: Mapping[str, Any], env: Mapping[
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            # A group inside a section (storage.s3): its keys are AVS_STORAGE_S3_<KEY>.
-            nested = given.get(f.name) or {}
-            if not isinstance(nested, dict):
-                raise SettingsError(f"{name}.{f.name}: must be a mapping")
-            values[f.name] = _build_section(f"{name}.{f.name}", hints[f.name], nested, env)
+            # A group inside a section (storage.s3, redis.sentinel): AVS_STORAGE_S3_<KEY>.
+            group = given.get(f.name) or {}
+            if not isinstance(group, dict):
+                raise SettingsError(f"{name}.{f.name}: expected a mapping, got {group!r}")
+            values[f.name] = _build_section(f"{name}.{f.name}", hints[f.name], group, env)
             continue
         env_name = f"{ENV_PREFIX}{name}_{f.name}".upper().replace(".", "_")
         if env_name in env:

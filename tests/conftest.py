@@ -18,6 +18,7 @@ from server.seaweed_process import SeaweedProcess
 from server.settings import AuthSettings
 from tests.support import s3
 from tests.support.config import JWT_SECRET
+from tests.support.redis_topologies import ClusterSetup, SentinelSetup
 from tests.support.server import ServerProcess, StartServer, server_starter
 
 
@@ -81,10 +82,41 @@ def start_module_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str
     yield from server_starter(lambda: tmp_path_factory.mktemp("server"), redis_url)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    """A three-master Redis Cluster (tests/support/redis_topologies.py), shared by the session."""
+    cluster = ClusterSetup(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A master, its replica and three sentinels, for one test (which may kill the master)."""
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    yield setup
+    setup.stop()
+
+
 @pytest.fixture(scope="module")
-def server(start_module_server: StartServer) -> ServerProcess:
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """Which Redis the module's `server` uses: "standalone" unless a test is `@also_on_cluster`."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture(scope="module")
+def on_redis_backend(redis_backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What `start_server` needs to use the `redis_backend` (nothing for the shared standalone Redis)."""
+    if redis_backend == "cluster":
+        cluster: ClusterSetup = request.getfixturevalue("redis_cluster")
+        return {"redis_url": cluster.url, "redis": {"mode": "cluster"}}
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(start_module_server: StartServer, on_redis_backend: dict[str, Any]) -> ServerProcess:
     """A real server process (`python -m server`) shared by the tests of one module."""
-    return start_module_server()
+    return start_module_server(**on_redis_backend)
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture()
-def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+def client(request: pytest.FixtureRequest, redis_backend: str) -> Iterator[httpx.Client]:
     """An HTTP client for the module's server (the `server` fixture unless a `client` mark names another).
 
     A module whose tests all act as the test user marks itself `pytest.mark.client(auth=True)`;
-    the others pass credentials per request, so a test can also send none.
+    the others pass credentials per request, so a test can also send none. (`redis_backend` is
+    named so that `@also_on_cluster` can parametrise the server behind it.)
     """
     marker = request.node.get_closest_marker("client")
     options = marker.kwargs if marker is not None else {}

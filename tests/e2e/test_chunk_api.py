@@ -13,9 +13,11 @@ from PIL import Image
 from tests.support import images
 from tests.support.config import API_KEY
 from tests.support.encoding import b64
+from tests.support.redis_topologies import also_on_cluster
 
 URL = "/accounts/profile-image"
-pytestmark = pytest.mark.client(auth=True)
+# Every test once more against a Redis Cluster (tests/conftest.py `server`).
+pytestmark = [pytest.mark.client(auth=True), also_on_cluster]
 
 
 def split(data: bytes, n: int) -> list[bytes]:
@@ -293,8 +295,8 @@ def test_bytes_that_are_not_an_acceptable_image_are_refused(client, user, factor
     assert client.get(f"/avatars/{user}").status_code == 404
 
 
-def test_oversize_chunk_and_oversize_total_are_413(start_server, token):
-    small = start_server(limits={"max_chunk_bytes": 1000, "max_image_bytes": 2500})
+def test_oversize_chunk_and_oversize_total_are_413(start_server, token, on_redis_backend):
+    small = start_server(**on_redis_backend, limits={"max_chunk_bytes": 1000, "max_image_bytes": 2500})
     with httpx.Client(base_url=small.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
         r = c.post(URL, json=chunk(b"x" * 1001, 0, 4))
         assert r.status_code == 413 and r.json()["code"] == "chunk-too-large"
@@ -310,8 +312,8 @@ def test_oversize_chunk_and_oversize_total_are_413(start_server, token):
     assert not list((small.workdir / "storage" / "work").iterdir())
 
 
-def test_expired_session_answers_gone_and_its_bytes_are_reaped(start_server, token):
-    short = start_server(uploads={"expire_seconds": 1, "reap_interval_seconds": 0.2})
+def test_expired_session_answers_gone_and_its_bytes_are_reaped(start_server, token, on_redis_backend):
+    short = start_server(**on_redis_backend, uploads={"expire_seconds": 1, "reap_interval_seconds": 0.2})
     uploads = short.workdir / "storage" / "uploads"
     with httpx.Client(base_url=short.url, headers={"Authorization": f"Bearer {token('u')}"}) as c:
         parts = split(images.jpeg(), 2)

@@ -6,6 +6,10 @@ import httpx
 import pytest
 
 from tests.support import images
+from tests.support.redis_topologies import also_on_cluster
+
+# Every test once more against a Redis Cluster (tests/conftest.py `server`).
+pytestmark = also_on_cluster
 
 PARTIAL = "application/partial-upload"
 VERSIONS = [3, 4, 5, 6, 7, 8]

@@ -7,7 +7,11 @@ import base64
 import pytest
 
 from tests.support import images
+from tests.support.redis_topologies import also_on_cluster
 from tests.support.tus import TUS, checksum, create, head, metadata, patch
+
+# Every test once more against a Redis Cluster (tests/conftest.py `server`).
+pytestmark = also_on_cluster
 
 EXTENSIONS = {
     "creation",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 
 import redis.asyncio as aioredis
 
+import chunks
 from server.events import Events
 from server.metrics import Metrics
 from server.settings import EventDeliverySettings, WebhookSettings
@@ -41,4 +44,29 @@ async def test_trimming_drops_only_what_every_webhook_has_delivered(redis_url):
         assert [entry_id for entry_id, _ in await client.xrange(stream)] == ids[4:]  # the last read stays as a marker
     finally:
         await events.aclose()
+        await client.aclose()
+
+
+async def test_an_event_whose_relay_a_crash_lost_is_relayed_by_the_reaper_pass(redis_url):
+    """A state change and its event are stored together (the upload's outbox list); a process
+    that dies before relaying it leaves it there, and the reaper's pass delivers it later."""
+    client = aioredis.Redis.from_url(redis_url)
+    keys = chunks.Keys(f"t{secrets.token_hex(4)}")
+    outbox = chunks.Outbox(keys)
+    upload_id = secrets.token_hex(8)
+    try:
+        # What SessionStore does up to the crash: note it, stage it in the change's transaction.
+        await outbox.prepare(client, upload_id)
+        async with client.pipeline(transaction=True) as pipe:
+            outbox.stage(pipe, "upload.created", {"upload_id": upload_id})
+            await pipe.execute()
+        assert await client.xlen(keys.events) == 0
+        assert await outbox.relay_stranded(client, time.time()) == 0  # too fresh: its own relay may still run
+        assert await outbox.relay_stranded(client, time.time() + 60) == 1
+        (entry,) = await client.xrange(keys.events)
+        event = json.loads(entry[1][b"body"])
+        assert event["type"] == "upload.created" and event["data"]["upload_id"] == upload_id
+        assert await client.zcard(keys.outbox_pending) == 0
+        assert await client.exists(keys.outbox(upload_id)) == 0
+    finally:
         await client.aclose()

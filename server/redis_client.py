@@ -1,0 +1,106 @@
+"""The Redis client of each `redis.mode`: standalone, sentinel or cluster (docs/deploy.md, "Redis").
+
+Every mode keeps the standalone client's promises: short socket timeouts and one quick retry,
+so a request fails fast with a 503 instead of hanging; a bounded number of connections per
+process (per node in a cluster), waiting up to pool_timeout_seconds for a free one where the
+client can wait (standalone, sentinel; the cluster client refuses at once, also a 503).
+
+The cluster client is a `RedisCluster`, not a `Redis`; it takes the same commands, pipelines
+and WATCH transactions (one slot each: chunks/keys.py says which keys go together), so the
+rest of the server is handed it as an `aioredis.Redis`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from .settings import RedisSettings, host_port
+
+# What any mode's client raises when Redis cannot serve a command: answered 503 (server/errors.py).
+# RedisClusterException is not a RedisError: the cluster client raises it when no node answers.
+UNAVAILABLE = (RedisError, RedisClusterException)
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The sentinel-managed pool (it finds the current master, and follows a failover) bounded
+    like the standalone one: at most max_connections, a request waits `timeout` for one."""
+
+
+def _common(settings: RedisSettings) -> dict[str, Any]:
+    return {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+    }
+
+
+def build(url: str, settings: RedisSettings) -> aioredis.Redis:
+    """The client for `settings.mode`; `url` is redis.url with "embedded" already resolved."""
+    if settings.mode == "sentinel":
+        return _sentinel(settings)
+    if settings.mode == "cluster":
+        client = RedisCluster.from_url(url, max_connections=max(1, settings.max_connections), **_common(settings))
+        return cast(aioredis.Redis, client)
+    # redis-py 8 defaults to long timeouts and many retries; a request must fail fast with a 503.
+    # The pool is bounded (an unbounded one opens a connection per concurrent request, and a
+    # flood of them exhausts Redis's maxclients for every process); when all are in use a
+    # request waits for one, up to pool_timeout_seconds, rather than failing at once.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max(1, settings.max_connections),
+        timeout=settings.pool_timeout_seconds,
+        health_check_interval=10,
+        **_common(settings),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def _sentinel(settings: RedisSettings) -> aioredis.Redis:
+    nodes = [host_port(node, "redis.sentinel.nodes") for node in settings.sentinel.nodes]
+    timeouts = {"socket_timeout": settings.socket_timeout, "socket_connect_timeout": settings.connect_timeout}
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts)
+    return cast(
+        aioredis.Redis,
+        sentinel.master_for(
+            settings.sentinel.service_name,
+            connection_pool_class=BlockingSentinelPool,
+            max_connections=max(1, settings.max_connections),
+            timeout=settings.pool_timeout_seconds,
+            health_check_interval=10,
+            **_common(settings),
+        ),
+    )
+
+
+async def check(url: str, settings: RedisSettings) -> str | None:
+    """Start-up's look at a sentinel or cluster configuration: None when it works, else one line
+    saying what is wrong. (A standalone Redis that is down is an outage the server rides out with
+    503s; a sentinel or cluster that cannot be found at start is most often a wrong setting.)"""
+    if settings.mode == "standalone":
+        return None
+    client = build(url, settings)
+    try:
+        if settings.mode == "sentinel":
+            sentinel = cast(Any, client).connection_pool.sentinel_manager
+            await sentinel.discover_master(settings.sentinel.service_name)
+        else:
+            await cast(RedisCluster, client).initialize()
+        await client.ping()
+    except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+        where = ", ".join(settings.sentinel.nodes) if settings.mode == "sentinel" else url
+        return f"redis.mode {settings.mode}: cannot use {where}: {_first_line(exc)}"
+    finally:
+        await client.aclose()
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

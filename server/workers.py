@@ -1,0 +1,126 @@
+"""`server.workers: N`: N worker processes serving one port, from one `python -m server`.
+
+The parent binds the listening socket once and starts N children (`python -m server
+--worker-fd FD`), each a whole server (its own event loop, image pool, reaper and sweeper) on
+that inherited socket; the kernel spreads connections among them. The children share nothing
+but Redis and `storage.root`, which is all an upload needs: any process serves any request.
+
+An embedded Redis (`redis.url: embedded`) is started here, once, by the parent, and the
+children get its URL through AVS_REDIS_URL: a redis-server per worker would be N separate
+stores, each writing the same append-only file. The parent restarts a child or the Redis
+that dies, and on SIGTERM/SIGINT stops the children (each finishes its requests), then Redis.
+Children and Redis die with the parent if it is killed (PR_SET_PDEATHSIG, see redis_process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+from .redis_process import RedisProcess, die_with_parent
+from .settings import Settings
+
+log = logging.getLogger("server.workers")
+
+_POLL_SECONDS = 0.5
+# A worker's exit status when its start-up failed (the lifespan raised): a setting or a broken
+# storage root, which starting it again would not fix, so the parent stops too.
+STARTUP_FAILED = 3
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, config_path: str | None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.stopping = threading.Event()
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.redis: RedisProcess | None = None
+
+    def run(self) -> int:
+        server = self.settings.server
+        env = dict(os.environ)
+        if self.settings.redis.url == "embedded":
+            self.redis = RedisProcess(self.settings.redis.embedded_dir)
+            self.redis.spawn()  # on the main thread, which lives as long as this process
+            self.redis.wait_ready()
+            env["AVS_REDIS_URL"] = self.redis.url
+            threading.Thread(target=self._watch_redis, name="embedded redis", daemon=True).start()
+        sock = listening_socket(server.host, server.port)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        try:
+            args = [sys.executable, "-m", "server", "--host", server.host, "--port", str(server.port)]
+            if self.config_path:
+                args += ["--config", self.config_path]
+            args += ["--worker-fd", str(sock.fileno())]
+            self.children = [self._spawn(args, env, sock) for _ in range(server.workers)]
+            log.info("serving on %s:%d with %d workers", server.host, server.port, server.workers)
+            while not self.stopping.wait(_POLL_SECONDS):
+                for i, child in enumerate(self.children):
+                    if child.poll() == STARTUP_FAILED:
+                        log.error("worker %d could not start; stopping", i)
+                        return 1
+                    if child.poll() is not None and not self.stopping.is_set():
+                        log.warning(
+                            "worker %d (pid %d) exited with %s; starting another", i, child.pid, child.returncode
+                        )
+                        self.children[i] = self._spawn(args, env, sock)
+        finally:
+            self._stop_children()
+            sock.close()
+            if self.redis is not None:
+                self.redis.stop()
+        return 0
+
+    def _spawn(self, args: list[str], env: dict[str, str], sock: socket.socket) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            args,
+            env=env,
+            pass_fds=(sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def _stop_children(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        grace = self.settings.server.shutdown_grace_seconds + 5
+        for child in self.children:
+            try:
+                child.wait(grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+
+    def _watch_redis(self) -> None:
+        """Restart the embedded Redis if it dies. This thread lives as long as the process, so
+        the restarted redis-server, whose death signal is tied to it, still dies with us."""
+        assert self.redis is not None
+        while not self.stopping.wait(_POLL_SECONDS):
+            if self.redis.process is not None and not self.redis.alive():
+                log.warning("embedded redis-server died; restarting")
+                try:
+                    self.redis.spawn()
+                    self.redis.wait_ready()
+                except RuntimeError:
+                    log.exception("embedded redis-server failed to restart")
