@@ -10,7 +10,7 @@ JS_STAMP := tests/js/node_modules/.installed
 # the server itself, never from a CDN.
 WEB_STAMP  := web/vendor/.installed
 
-.PHONY: install run test lint format bench bench-images clean
+.PHONY: install run test lint format bench bench-images bench-tus clean
 
 install: $(STAMP) $(JS_STAMP) $(WEB_STAMP)
 
@@ -59,6 +59,16 @@ bench: install
 
 bench-images: install
 	$(PY) -m tests.bench.images
+
+# This server against @tus/server under one raw HTTP/1.1 driver (docs/performance.md); BENCH_SCALE=0.2
+# for a quick look, BENCH_REPS, BENCH_WORKLOADS="W1 W3". Draws docs/bench-tus.png.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e '.[test,lint,bench]'
+	touch $(BENCH_STAMP)
+
+bench-tus: install $(BENCH_STAMP)
+	$(PY) -m tests.bench.tus_compare
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
