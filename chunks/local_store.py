@@ -17,9 +17,9 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiofiles
 import aiofiles.os
@@ -32,6 +32,9 @@ from .streams import Checksum, VerifiedBody
 # told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
 _NOT_STORED = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 _COPY_BLOCK = 1024 * 1024
+# An append's blocks are gathered into writes this large (one worker-thread hop each); bounded,
+# so a hundred concurrent requests hold at most a few tens of MiB in buffers.
+_WRITE_BUFFER = 256 * 1024
 # A checksummed body has no checkpoints: nothing counts before its digest is known.
 _NO_CHECKPOINTS = 1 << 62
 
@@ -209,42 +212,50 @@ class LocalChunkStore:
         checkpoint: Callable[[int], Awaitable[None]],
         checkpoint_bytes: int,
     ) -> tuple[int, BaseException | None]:
-        """Write `body` at `offset`, fsyncing and calling `checkpoint` every `checkpoint_bytes`.
+        """Write `body` at `offset`; fdatasync and call `checkpoint` once `checkpoint_bytes` are
+        written and more bytes arrive (a body that ends there is synced once, at its end).
 
-        An interruption is handed back, not raised, once the bytes before it are fsynced; a
-        storage error truncates back to the last durable offset and raises StorageFull."""
-        path = self._stream(upload_id)
-        if not await aiofiles.os.path.exists(path):
-            await self.create_stream(upload_id)
+        Blocks are gathered into writes of up to _WRITE_BUFFER bytes, each one worker-thread hop
+        that also syncs when it is the last: a 64 KiB PATCH is one hop, not one per block plus
+        seek, flush, fsync and close. An interruption is handed back, not raised, once the bytes
+        before it are durable; a storage error truncates back to the last durable offset and
+        raises StorageFull."""
+        target = _StreamFile(self._stream(upload_id), self._injected_fault)
         durable = written = offset
+        pending = bytearray()
         interrupted: BaseException | None = None
-        async with aiofiles.open(path, "r+b") as f:
-            try:
-                await f.seek(offset)
-                blocks = body.__aiter__()
-                while True:
-                    try:
-                        block = await blocks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                        interrupted = exc
-                        break
-                    if written + len(block) - offset > limit:
-                        interrupted = OverflowError("body longer than allowed")
-                        break
-                    await f.write(block)
-                    self._injected_fault()
-                    written += len(block)
-                    if written - durable >= checkpoint_bytes:
-                        await _sync(f)
-                        durable = written
-                        await checkpoint(durable)
-                # Shielded: a cancelled request must still leave a consistent, durable file.
-                await asyncio.shield(_sync(f))
-            except OSError as exc:
-                await _rollback(f, durable)
-                raise _storage_error(exc) from exc
+        try:
+            blocks = body.__aiter__()
+            while True:
+                try:
+                    block = await blocks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                    interrupted = exc
+                    break
+                if written + len(pending) + len(block) - offset > limit:
+                    interrupted = OverflowError("body longer than allowed")
+                    break
+                if written + len(pending) - durable >= checkpoint_bytes:
+                    # More bytes came after a checkpoint's worth: make those durable and count them.
+                    await asyncio.to_thread(target.write, pending, written, True)
+                    written = durable = written + len(pending)
+                    pending = bytearray()
+                    await checkpoint(durable)
+                pending += block
+                if len(pending) >= _WRITE_BUFFER:
+                    await asyncio.to_thread(target.write, pending, written, False)
+                    written += len(pending)
+                    pending = bytearray()
+            # Shielded: a cancelled request must still leave a consistent, durable file.
+            await asyncio.shield(asyncio.to_thread(target.write, pending, written, True))
+            written += len(pending)
+        except OSError as exc:
+            await asyncio.to_thread(target.rollback, durable)
+            raise _storage_error(exc) from exc
+        finally:
+            await asyncio.shield(asyncio.to_thread(target.close))
         return written, interrupted
 
     async def concatenate(self, upload_id: str, sources: list[str]) -> int:
@@ -273,12 +284,46 @@ class LocalChunkStore:
         await asyncio.to_thread(shutil.rmtree, self._dir(upload_id), True)
 
 
-async def _sync(f: Any) -> None:
-    await f.flush()
-    await asyncio.to_thread(os.fsync, f.fileno())
+class _StreamFile:
+    """An upload's stream file during one append, opened on first use in a worker thread.
 
+    Its calls run in worker threads one at a time; the lock keeps `close` (run even when the
+    request was cancelled) from closing the descriptor under a write still in flight."""
 
-async def _rollback(f: Any, durable: int) -> None:
-    with contextlib.suppress(OSError):
-        await f.truncate(durable)
-        await asyncio.to_thread(os.fsync, f.fileno())
+    def __init__(self, path: Path, fault: Callable[[], None]) -> None:
+        self.path, self._fault = path, fault
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY)
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        return self._fd
+
+    def write(self, data: bytes | bytearray, position: int, sync: bool) -> None:
+        with self._lock:
+            fd = self._open()
+            view = memoryview(data)
+            while view:
+                done = os.pwrite(fd, view, position)
+                view, position = view[done:], position + done
+            self._fault()
+            if sync:
+                # fdatasync also writes the file's new size: what a later read needs.
+                os.fdatasync(fd)
+
+    def rollback(self, durable: int) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            fd = self._open()
+            os.ftruncate(fd, durable)
+            os.fsync(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
