@@ -182,15 +182,18 @@ def table(rows: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
                 f"{_median(group, 'cpu_ms_per_patch'):.2f} | {max(float(r['peak_rss_mib']) for r in group):.0f} | "  # type: ignore[arg-type]
                 f"{sum(int(r['errors']) for r in group)} | {ratio} |"  # type: ignore[call-overload]
             )
+        before = [r for r in rows if r["workload"] == name and r["server"] == "base"]
         if node and ours:
             summary.append(
                 {
                     "workload": name,
                     "ratio": _median(ours, "MB_s") / base if base else 0.0,
+                    "ratio_before": _median(before, "MB_s") / base if base and before else None,
                     "p99_node": _median(node, "patch_p99_ms"),
                     "p99_ours": _median(ours, "patch_p99_ms"),
                     "cpu_node": _median(node, "cpu_ms_per_patch"),
                     "cpu_ours": _median(ours, "cpu_ms_per_patch"),
+                    "cpu_before": _median(before, "cpu_ms_per_patch") if before else None,
                 }
             )
     return "\n".join(lines), summary
@@ -203,21 +206,34 @@ def chart(summary: list[dict[str, object]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [str(s["workload"]) for s in summary]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    x = list(range(len(names)))
+    with_before = all(s.get("ratio_before") is not None for s in summary)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ratios = [float(s["ratio"]) for s in summary]  # type: ignore[arg-type]
-    axes[0].bar(names, ratios, color=["#2a9d8f" if r >= 1 else "#e76f51" for r in ratios])
-    axes[0].axhline(1.0, color="black", linewidth=1)
-    axes[0].set_title("throughput, this server / @tus/server")
+    if with_before:
+        before = [float(s["ratio_before"]) for s in summary]  # type: ignore[arg-type]
+        axes[0].bar([i - 0.2 for i in x], before, width=0.4, label="before", color="#e9c46a")
+        for i, r in enumerate(before):
+            axes[0].annotate(f"{r:.2f}×", (i - 0.2, r), ha="center", va="bottom", fontsize=8)
+    offset, width = (0.2, 0.4) if with_before else (0.0, 0.6)
+    axes[0].bar([i + offset for i in x], ratios, width=width, label="this server", color="#2a9d8f")
     for i, r in enumerate(ratios):
-        axes[0].annotate(f"{r:.2f}×", (i, r), ha="center", va="bottom")
-    x = range(len(names))
-    node_cpu = [float(s["cpu_node"]) for s in summary]  # type: ignore[arg-type]
-    our_cpu = [float(s["cpu_ours"]) for s in summary]  # type: ignore[arg-type]
-    axes[1].bar([i - 0.2 for i in x], node_cpu, width=0.4, label="@tus/server", color="#8d99ae")
-    axes[1].bar([i + 0.2 for i in x], our_cpu, width=0.4, label="this server (fsync)", color="#264653")
-    axes[1].set_xticks(list(x), names)
+        axes[0].annotate(f"{r:.2f}×", (i + offset, r), ha="center", va="bottom", fontsize=8)
+    axes[0].axhline(1.0, color="black", linewidth=1, label="@tus/server = 1")
+    axes[0].set_xticks(x, names)
+    axes[0].set_title("MB/s relative to @tus/server (same run)")
+    axes[0].legend(fontsize=8)
+    series = [("@tus/server", "cpu_node", "#8d99ae")]
+    if with_before:
+        series.append(("before", "cpu_before", "#e9c46a"))
+    series.append(("this server (fsync)", "cpu_ours", "#264653"))
+    width = 0.8 / len(series)
+    for k, (label, key, colour) in enumerate(series):
+        values = [float(s[key]) for s in summary]  # type: ignore[arg-type]
+        axes[1].bar([i - 0.4 + width * (k + 0.5) for i in x], values, width=width, label=label, color=colour)
+    axes[1].set_xticks(x, names)
     axes[1].set_title("server CPU ms per PATCH (whole process tree)")
-    axes[1].legend()
+    axes[1].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +241,13 @@ def chart(summary: list[dict[str, object]], path: Path, title: str) -> None:
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--from":
+        # Render a saved run again (table and chart) without measuring.
+        rows = json.loads(Path(sys.argv[2]).read_text())
+        text, summary = table(rows)
+        print(text)
+        chart(summary, Path(os.environ.get("BENCH_CHART", ROOT / "docs" / "bench-tus.png")), "make bench-tus")
+        return 0
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     reps = int(os.environ.get("BENCH_REPS", "1"))
     names = os.environ.get("BENCH_WORKLOADS", "W1 W2 W3").split()
