@@ -32,9 +32,6 @@ from .streams import Checksum, VerifiedBody
 # told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
 _NOT_STORED = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 _COPY_BLOCK = 1024 * 1024
-# An append's blocks are gathered into writes this large (one worker-thread hop each); bounded,
-# so a hundred concurrent requests hold at most a few tens of MiB in buffers.
-_WRITE_BUFFER = 256 * 1024
 # A checksummed body has no checkpoints: nothing counts before its digest is known.
 _NO_CHECKPOINTS = 1 << 62
 
@@ -215,14 +212,14 @@ class LocalChunkStore:
         """Write `body` at `offset`; fdatasync and call `checkpoint` once `checkpoint_bytes` are
         written and more bytes arrive (a body that ends there is synced once, at its end).
 
-        Blocks are gathered into writes of up to _WRITE_BUFFER bytes, each one worker-thread hop
-        that also syncs when it is the last: a 64 KiB PATCH is one hop, not one per block plus
-        seek, flush, fsync and close. An interruption is handed back, not raised, once the bytes
-        before it are durable; a storage error truncates back to the last durable offset and
-        raises StorageFull."""
+        Each block is written as it arrives (a stuck body's bytes are on disk, for the request
+        that takes over) with one worker-thread hop, the file opened in the first; the end is one
+        more hop for fdatasync and close: a 64 KiB PATCH is two or three hops, not one per block
+        plus exists, open, seek, flush, fsync and close. An interruption is handed back, not
+        raised, once the bytes before it are durable; a storage error truncates back to the
+        last durable offset and raises StorageFull."""
         target = _StreamFile(self._stream(upload_id), self._injected_fault)
         durable = written = offset
-        pending = bytearray()
         interrupted: BaseException | None = None
         try:
             blocks = body.__aiter__()
@@ -234,23 +231,18 @@ class LocalChunkStore:
                 except BaseException as exc:  # noqa: BLE001 - handed back to the caller
                     interrupted = exc
                     break
-                if written + len(pending) + len(block) - offset > limit:
+                if written + len(block) - offset > limit:
                     interrupted = OverflowError("body longer than allowed")
                     break
-                if written + len(pending) - durable >= checkpoint_bytes:
+                if written - durable >= checkpoint_bytes:
                     # More bytes came after a checkpoint's worth: make those durable and count them.
-                    await asyncio.to_thread(target.write, pending, written, True)
-                    written = durable = written + len(pending)
-                    pending = bytearray()
+                    await asyncio.to_thread(target.write, b"", written, True)
+                    durable = written
                     await checkpoint(durable)
-                pending += block
-                if len(pending) >= _WRITE_BUFFER:
-                    await asyncio.to_thread(target.write, pending, written, False)
-                    written += len(pending)
-                    pending = bytearray()
+                await asyncio.to_thread(target.write, block, written, False)
+                written += len(block)
             # Shielded: a cancelled request must still leave a consistent, durable file.
-            await asyncio.shield(asyncio.to_thread(target.write, pending, written, True))
-            written += len(pending)
+            await asyncio.shield(asyncio.to_thread(target.write, b"", written, True))
         except OSError as exc:
             await asyncio.to_thread(target.rollback, durable)
             raise _storage_error(exc) from exc
