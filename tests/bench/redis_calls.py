@@ -10,6 +10,7 @@ PATCHes, and prints each command's calls per PATCH. The last PATCH of each uploa
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import redis
@@ -35,7 +36,8 @@ async def _patch_all(conn: Connection, locations: list[str], start: int, stop: i
 
 
 def main() -> int:
-    with serving("project") as (url, headers, _, store):
+    # BENCH_KIND=base counts the checkout at BENCH_BASE_DIR instead (tus_compare.serving).
+    with serving(os.environ.get("BENCH_KIND", "project")) as (url, headers, _, store):
         client = redis.Redis(unix_socket_path=str(store / "redis" / "redis.sock"))
         path = url.split("127.0.0.1", 1)[1].split("/", 1)[1]
         port = int(url.split(":")[2].split("/")[0])
