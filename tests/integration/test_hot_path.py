@@ -35,6 +35,7 @@ async def test_a_change_made_while_an_append_holds_the_lock_is_kept(core):
 
     async def body():
         yield b"x" * 5
+
         # Another process changes the record (as a completion sweeper or an operator would)
         # while this append holds the upload: the append must not write its stale copy back.
         def mark(current: chunks.UploadSession) -> None:
