@@ -10,7 +10,7 @@ JS_STAMP := tests/js/node_modules/.installed
 # the server itself, never from a CDN.
 WEB_STAMP  := web/vendor/.installed
 
-.PHONY: install run test lint format bench bench-images loadtest clean
+.PHONY: install run test lint format bench bench-images bench-tus loadtest clean
 
 install: $(STAMP) $(JS_STAMP) $(WEB_STAMP)
 
@@ -65,6 +65,16 @@ bench-images: install
 # Leaves report.html, CSVs and /metrics before and after under var/loadtest/.
 loadtest: install
 	$(PY) -m loadtest
+
+# This server against @tus/server under one raw HTTP/1.1 driver (docs/performance.md); BENCH_SCALE=0.2
+# for a quick look, BENCH_REPS, BENCH_WORKLOADS="W1 W3". Draws docs/bench-tus.png.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e '.[test,lint,loadtest,bench]'
+	touch $(BENCH_STAMP)
+
+bench-tus: install $(BENCH_STAMP)
+	$(PY) -m tests.bench.tus_compare
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

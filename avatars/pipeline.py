@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from avatars import errors
+from avatars._sniff import sniff_file
 from avatars.processing import PipelineSettings, ProcessedAvatar
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Pipeline:
         self._busy: set[_Worker] = set()
 
     async def process(self, source: Path, workdir: Path) -> ProcessedAvatar:
+        # Bytes that are no image at all are refused here, from their first 64 bytes (a file
+        # just written, in the page cache), before any wait for a worker and a round trip to
+        # it; the worker sniffs again (render_avatar) for callers that reach it otherwise.
+        sniff_file(source)
         async with self._slots:
             try:
                 return await self._run(source, workdir)

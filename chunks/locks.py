@@ -84,17 +84,28 @@ class UploadLocks:
             self.observe("wait", time.monotonic() - started, True)
             raise
         self.observe("wait", time.monotonic() - started, contended)
+        async with self.renewing(lock_key, stop_key, lease):
+            try:
+                yield lease
+            finally:
+                await self.release(lock_key, lease)
+
+    @contextlib.asynccontextmanager
+    async def renewing(self, lock_key: str, stop_key: str, lease: Lease) -> AsyncIterator[None]:
+        """Renew a taken lease while the body runs (also for hot_path.HotPath, which takes it in a script)."""
         renewer = asyncio.create_task(self._keep(lock_key, stop_key, lease))
         try:
-            yield lease
+            yield
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError):
                 await renewer
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(self._release(keys=[lock_key], args=[lease.token]))
             if lease.stop_requested.is_set() and not lease.lost:
                 self.observe("yield", 0.0, True)
+
+    async def release(self, lock_key: str, lease: Lease) -> None:
+        with contextlib.suppress(RedisError):
+            await asyncio.shield(self._release(keys=[lock_key], args=[lease.token]))
 
     async def _acquire(self, lock_key: str, stop_key: str, token: str, wait_seconds: float) -> bool:
         """Take the lock; whether another request held it first."""

@@ -25,9 +25,11 @@ from .errors import (
     SessionConflict,
     UploadBusy,
     UploadError,
+    UploadGone,
     UploadNotFound,
     UploadTooLarge,
 )
+from .hot_path import HeldUpload, HotPath
 from .limits import UploadLimits
 from .locks import UploadLocks
 from .quotas import Quotas, counted_as_it_arrives
@@ -59,6 +61,8 @@ class Uploads:
         self.quotas = quotas
         self.gate = gate
         self.chunk_records = ChunkRecords(sessions)
+        # Appends take two Redis round trips in the steady state (hot_path.py).
+        self.hot = HotPath(sessions, locks)
         # Called with an upload someone asked about (`current`) that has every byte but no
         # outcome: the completer whose request brought the last byte may have died. Set by
         # whoever can complete uploads (Completion), which must not block the asker.
@@ -256,20 +260,24 @@ class Uploads:
         length: int | None = None,
         lock_wait: float = 3.0,
         checksum: Checksum | None = None,
+        check: Callable[[s.UploadSession], None] | None = None,
     ) -> s.UploadSession:
         """Append `body` at `offset` under the upload's lock. `length` declares a deferred length.
 
         Bytes that reach the store before a disconnect are kept and recorded; the error is then
         re-raised. A stop request from a competing request ends the body early the same way.
         With a `checksum`, the body counts only if it arrived whole and matches: otherwise the
-        upload stays at `offset` (ChecksumMismatch, or the interruption re-raised)."""
+        upload stays at `offset` (ChecksumMismatch, or the interruption re-raised). `check` sees
+        the session under the lock before any byte is read, and may raise to refuse the request."""
         if checksum is not None and StoreFeature.CHECKSUM not in self.store.features:
             raise InvalidRequest("this server cannot verify checksums", code="checksum-unsupported")
-        # The owner first: taking the lock asks its holder to let go, which a stranger's
-        # request (a foreign or guessed id) must never be able to do.
-        await self.get(upload_id, owner)
-        async with self.locks.hold(upload_id, lock_wait) as lease:
-            session = await self._appendable(upload_id, owner, offset, length)
+        if not s.looks_like_upload_id(upload_id):
+            raise UploadNotFound("no such upload")
+        # The owner first (inside HotPath.hold's script): taking the lock asks its holder to let
+        # go, which a stranger's request (a foreign or guessed id) must never be able to do.
+        async with self.hot.hold(upload_id, owner, lock_wait) as held:
+            lease = held.lease
+            session = await self._appendable(upload_id, owner, offset, length, held, check)
             deferred = session.length is None
             room = (session.length if session.length is not None else self.limits.max_upload_bytes) - offset
             # Hashed as the store takes the blocks, saved with each offset: never a second read.
@@ -282,7 +290,7 @@ class Uploads:
                 )
 
             async def checkpoint(durable: int) -> None:
-                await self._record_offset(upload_id, durable, digests=digests)
+                await self._record_offset(upload_id, durable, digests=digests, held=held)
 
             try:
                 written, interrupted = await self.store.append(
@@ -295,9 +303,10 @@ class Uploads:
                     checkpoint_bytes=self.limits.checkpoint_bytes,
                 )
             except ChecksumMismatch:
-                await self._record_offset(upload_id, offset)
+                await self._record_offset(upload_id, offset, held=held)
                 raise
-            session = await self._record_offset(upload_id, written, digests=digests)
+            # Recorded and released in one round trip; the deferred-length quota below runs after.
+            session = await self._record_offset(upload_id, written, digests=digests, held=held, release=True)
             if deferred and session.length is None:
                 # Count what it holds, not what was reserved ahead of the bytes (never refused).
                 await self.quotas.reserve(owner, upload_id, session.offset)
@@ -323,8 +332,18 @@ class Uploads:
             return
         raise interrupted
 
-    async def _appendable(self, upload_id: str, owner: str, offset: int, length: int | None) -> s.UploadSession:
-        session = await self._reconciled(upload_id, owner)
+    async def _appendable(
+        self,
+        upload_id: str,
+        owner: str,
+        offset: int,
+        length: int | None,
+        held: HeldUpload | None = None,
+        check: Callable[[s.UploadSession], None] | None = None,
+    ) -> s.UploadSession:
+        session = await self._reconciled(upload_id, owner, held)
+        if check is not None:
+            check(session)
         if session.kind != s.UploadKind.STREAM or session.parts:
             raise SessionConflict("this upload does not take appended bytes", code="not-appendable")
         if session.state != s.UploadState.OPEN:
@@ -333,6 +352,8 @@ class Uploads:
             raise OffsetMismatch(f"the upload is at offset {session.offset}", expected=session.offset)
         if length is not None:
             session = await self.declare_length(session, length)
+            if held is not None:
+                held.session = held.blob = None  # changed outside the hot path: record the general way
         return session
 
     async def declare_length(self, session: s.UploadSession, length: int) -> s.UploadSession:
@@ -349,15 +370,22 @@ class Uploads:
         updated, _ = await self.sessions.update(session.id, declare)
         return updated
 
-    async def _reconciled(self, upload_id: str, owner: str) -> s.UploadSession:
-        """Under the lock: make the recorded offset and the stored bytes agree (storage is the truth)."""
-        session = await self.get(upload_id, owner)
+    async def _reconciled(self, upload_id: str, owner: str, held: HeldUpload | None = None) -> s.UploadSession:
+        """Under the lock: make the recorded offset and the stored bytes agree (storage is the truth).
+
+        With `held` (hot_path.py), the record its script read under the lock stands for a new read."""
+        if held is not None and held.session is not None:
+            session = held.session
+            if session.expired():
+                raise UploadGone("this upload expired; start a new one")
+        else:
+            session = await self.get(upload_id, owner)
         if session.kind != s.UploadKind.STREAM or session.state != s.UploadState.OPEN:
             return session
-        held = await self.store.reconcile(upload_id, session.offset)
-        if held < session.offset:
-            log.warning("upload %s: storage holds %d bytes, session said %d", upload_id, held, session.offset)
-            session = await self._record_offset(upload_id, held, allow_backwards=True)
+        stored = await self.store.reconcile(upload_id, session.offset)
+        if stored < session.offset:
+            log.warning("upload %s: storage holds %d bytes, session said %d", upload_id, stored, session.offset)
+            session = await self._record_offset(upload_id, stored, allow_backwards=True)
         return session
 
     async def _record_offset(
@@ -366,9 +394,14 @@ class Uploads:
         offset: int,
         allow_backwards: bool = False,
         digests: running_digest.AppendDigests | None = None,
+        held: HeldUpload | None = None,
+        release: bool = False,
     ) -> s.UploadSession:
         """Move the offset, and the running digest states with it in the same update, so a
-        crash can never leave states that cover another offset than the recorded one."""
+        crash can never leave states that cover another offset than the recorded one.
+
+        With `held`, in one round trip (hot_path.py; `release` lets go of the lock in it too)
+        unless the record changed under us: then the general transaction below."""
 
         def advance(current: s.UploadSession) -> None:
             if offset > current.offset or allow_backwards:
@@ -380,6 +413,10 @@ class Uploads:
                 current.digest_offset, current.digest_states = -1, {}  # unknown from here on
             current.expires_at = time.time() + self.limits.expire_seconds
 
+        if held is not None:
+            recorded = await self.hot.record(held, advance, release=release)
+            if recorded is not None:
+                return recorded
         updated, _ = await self.sessions.update(upload_id, advance)
         return updated
 

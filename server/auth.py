@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ _MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 # Where a request's verified caller is kept, in the per-request ASGI scope state.
 _PRINCIPAL = "avs.principal"
+# Verified tokens remembered per process (by the sha256 of the token, until its `exp`): a
+# client sends the same token with every chunk, and the signature check is the costly part.
+TOKEN_CACHE_SIZE = 4096
 
 
 class InsecureSecret(ValueError):
@@ -93,6 +98,7 @@ class Authenticator:
         else:
             self._verify_key = settings.jwt_secret
         self._api_keys = [(k.encode(), v) for k, v in settings.api_keys.items() if k]
+        self._verified: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
 
     def authenticate(self, conn: HTTPConnection) -> Principal:
         """The caller of this request. Verified once per request: the rate limiter asks first,
@@ -116,6 +122,23 @@ class Authenticator:
         raise AuthError("authentication required: send a Bearer token or an X-Api-Key header")
 
     def from_token(self, token: str) -> Principal:
+        """The token's caller. A token verified before is taken from the cache until its `exp`
+        (the claims were checked then; only the clock can change the answer, and it is read)."""
+        key = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(key)
+        if cached is not None:
+            if time.time() < cached[0]:
+                return cached[1]
+            del self._verified[key]
+        principal = self._decode(token)
+        expires = principal.claims.get("exp")
+        if isinstance(expires, int | float):
+            self._verified[key] = (float(expires), principal)
+            if len(self._verified) > TOKEN_CACHE_SIZE:
+                self._verified.popitem(last=False)  # the oldest entry: bounded memory
+        return principal
+
+    def _decode(self, token: str) -> Principal:
         if not self._verify_key:
             raise AuthError("token authentication is not configured", code="invalid-token")
         try:

@@ -251,22 +251,34 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
         raise BadRequest("Upload-Offset is required", code="missing-offset")
     length = integer_header(request, "upload-length")
     checksum = parse_checksum(request.headers.get("upload-checksum"))
-    session = await load(services, upload_id, owner)
-    if session.parts:
-        # tus 1.0.0, concatenation: "The Server MUST respond with the 403 Forbidden status to
-        # PATCH requests against a final upload URL", finished or still waiting for its parts.
-        raise Forbidden("a final upload is made of its parts and takes no PATCH", code="final-upload")
     declared = bodies.declared_length(request)
-    known = length if length is not None else session.length
-    if declared is not None and known is not None and offset + declared > known:
-        raise ContentTooLarge(
-            f"the body would take the upload past its length of {known} bytes", code="length-exceeded"
-        )
-    # A retry of the request that completed the upload (no new bytes) gets its outcome again.
-    if session.state == chunks.UploadState.OPEN or offset != session.offset or has_body(request):
+
+    def check(session: chunks.UploadSession) -> None:
+        if session.kind != chunks.UploadKind.STREAM:
+            raise chunks.UploadNotFound("no such upload")
+        if session.parts:
+            # tus 1.0.0, concatenation: "The Server MUST respond with the 403 Forbidden status to
+            # PATCH requests against a final upload URL", finished or still waiting for its parts.
+            raise Forbidden("a final upload is made of its parts and takes no PATCH", code="final-upload")
+        known = length if length is not None else session.length
+        if declared is not None and known is not None and offset + declared > known:
+            raise ContentTooLarge(
+                f"the body would take the upload past its length of {known} bytes", code="length-exceeded"
+            )
+
+    if has_body(request):
+        # Checked on the record the append reads under the lock: no separate read before it.
         session = await services.uploads.append(
-            upload_id, owner, offset, body(request, services), length=length, checksum=checksum
+            upload_id, owner, offset, body(request, services), length=length, checksum=checksum, check=check
         )
+    else:
+        session = await load(services, upload_id, owner)
+        check(session)
+        # A retry of the request that completed the upload (no new bytes) gets its outcome again.
+        if session.state == chunks.UploadState.OPEN or offset != session.offset:
+            session = await services.uploads.append(
+                upload_id, owner, offset, body(request, services), length=length, checksum=checksum
+            )
     session = await complete_upload(services, session)
     if session.state == chunks.UploadState.FAILED:
         return _failed(session)

@@ -151,3 +151,28 @@ def test_the_example_secret_is_fine_on_loopback(host):
 
 def test_the_example_secret_is_the_one_config_yaml_ships():
     assert load(Path(__file__).resolve().parents[2] / "config.yaml", environ={}).auth.jwt_secret == DEV_SECRET
+
+
+def test_a_verified_token_is_not_checked_again_until_it_expires(hs, monkeypatch):
+    """The verified-token cache: one signature check per token until its `exp`, then a full check
+    again (which refuses it once pyjwt's own clock agrees). jwt.decode is counted by a spy (the
+    real one still runs) and the cache's clock moved past `exp`: a real expiry would be a wait."""
+    token = issue_token(AuthSettings(jwt_secret=SECRET), "u1", ttl=60)
+    calls = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k))
+    for _ in range(3):
+        assert hs.authenticate(bearer(token)).user_id == "u1"
+    assert len(calls) == 1
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    hs.authenticate(bearer(token))
+    assert len(calls) == 2
+
+
+def test_a_token_refused_once_is_refused_again(hs):
+    token = issue_token(AuthSettings(jwt_secret="t" * 40), "u1")  # signed with another key
+    for _ in range(2):
+        with pytest.raises(AuthError) as caught:
+            hs.authenticate(bearer(token))
+        assert caught.value.code == "invalid-token"

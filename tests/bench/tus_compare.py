@@ -1,0 +1,278 @@
+"""`make bench-tus`: this server against @tus/server (Node, file store) under one load driver.
+
+    .venv/bin/python -m tests.bench.tus_compare            # W1-W3, 1 repetition
+    BENCH_SCALE=0.2 BENCH_REPS=2 BENCH_WORKLOADS="W1 W3" ...  # smaller, or repeated
+
+Each run starts its server fresh (so its peak memory is its own), drives it with
+tests/bench/tus_driver.py, and samples the CPU time and resident memory of the server's whole
+process tree (image workers and the embedded Redis included). Servers alternate within a
+repetition, so drift on a shared machine spreads over both. Prints a markdown table with the
+ratios (project / Node), writes the numbers to var/bench/tus-compare.json and draws them as
+docs/bench-tus.png (BENCH_CHART to change where). Loopback only; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from tests.bench.tus_driver import WORKLOADS, Result, Workload, run
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_PEER = ROOT / "tests" / "js" / "tus_peer.mjs"
+SERVERS = ("node", "project")
+LABELS = {"node": "@tus/server", "base": "before (BENCH_BASE_DIR)", "project": "this server"}
+PROJECT_CONFIG = """\
+redis: {{url: embedded, embedded_dir: {store}/redis}}
+storage: {{root: {store}/data}}
+auth: {{api_keys: {{benchkey: bench}}}}
+limits: {{max_image_bytes: 67108864, max_open_uploads: 0, max_bytes_in_flight: 0, requests_per_window: 0}}
+server: {{log_level: warning}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class TreeMeter:
+    """CPU seconds and peak resident memory of a process and its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss = 0
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for p in _tree(self.pid):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+            self.peak_rss = max(self.peak_rss, total)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> TreeMeter:
+        self._thread.start()
+        return self
+
+    def start_cpu(self) -> float:
+        self._stop.wait(0.1)
+        return sum(self.cpu.values())
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+@contextlib.contextmanager
+def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
+    store = Path(tempfile.mkdtemp(prefix=f"bench-tus-{kind}-"))
+    port = _free_port()
+    log = open(store / "server.log", "wb")
+    if kind == "node":
+        cmd = ["node", str(NODE_PEER), str(port), str(store)]
+        url, headers = f"http://127.0.0.1:{port}/files", {}
+    else:  # "project" or "base"
+        (store / "bench.yaml").write_text(PROJECT_CONFIG.format(store=store))
+        cmd = [sys.executable, "-m", "server", "--config", str(store / "bench.yaml"), "--port", str(port)]
+        url, headers = f"http://127.0.0.1:{port}/files/", {"X-Api-Key": "benchkey"}
+    # "base": another checkout of the project (BENCH_BASE_DIR, say the commit before a change),
+    # measured with this checkout's venv and driver; `python -m` imports from its directory first.
+    cwd = os.environ.get("BENCH_BASE_DIR", str(ROOT)) if kind == "base" else str(ROOT)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(port, proc, store)
+        yield url, headers, proc.pid, store
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], store: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(store / 'server.log').read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            time.sleep(0.3)  # listening; let the app finish its start-up
+            return
+        time.sleep(0.1)
+    raise RuntimeError("server did not start listening within 30 s")
+
+
+def measure(kind: str, w: Workload) -> dict[str, object]:
+    with serving(kind) as (url, headers, pid, _), TreeMeter(pid) as meter:
+        before = meter.start_cpu()
+        result: Result = asyncio.run(run(url, w, headers))
+        time.sleep(0.15)  # one more sample after the last request
+        cpu = meter.cpu_seconds - before
+    row: dict[str, object] = dict(result.summary())
+    row.update(
+        server=kind,
+        cpu_s=round(cpu, 2),
+        cpu_ms_per_patch=round(cpu * 1000 / max(1, result.patches), 3),
+        peak_rss_mib=round(meter.peak_rss / 2**20, 1),
+        samples=result.samples,
+    )
+    return row
+
+
+def _median(rows: list[dict[str, object]], key: str) -> float:
+    return float(statistics.median(float(r[key]) for r in rows))  # type: ignore[arg-type]
+
+
+def table(rows: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
+    lines = [
+        "| workload | server | uploads/s | MB/s | PATCH p50 / p99 ms | CPU ms/PATCH | peak RSS MiB | errors | ratio (MB/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = []
+    for name in dict.fromkeys(str(r["workload"]) for r in rows):
+        node = [r for r in rows if r["workload"] == name and r["server"] == "node"]
+        ours = [r for r in rows if r["workload"] == name and r["server"] == "project"]
+        base = _median(node, "MB_s") if node else 0.0
+        for kind in LABELS:
+            group = [r for r in rows if r["workload"] == name and r["server"] == kind]
+            if not group:
+                continue
+            mbs = _median(group, "MB_s")
+            ratio = f"{mbs / base:.2f}×" if base and kind != "node" else ""
+            lines.append(
+                f"| {name} | {LABELS[kind]} | {_median(group, 'uploads_s'):.0f} | {mbs:.0f} | "
+                f"{_median(group, 'patch_p50_ms'):.0f} / {_median(group, 'patch_p99_ms'):.0f} | "
+                f"{_median(group, 'cpu_ms_per_patch'):.2f} | {max(float(r['peak_rss_mib']) for r in group):.0f} | "  # type: ignore[arg-type]
+                f"{sum(int(r['errors']) for r in group)} | {ratio} |"  # type: ignore[call-overload]
+            )
+        before = [r for r in rows if r["workload"] == name and r["server"] == "base"]
+        if node and ours:
+            summary.append(
+                {
+                    "workload": name,
+                    "ratio": _median(ours, "MB_s") / base if base else 0.0,
+                    "ratio_before": _median(before, "MB_s") / base if base and before else None,
+                    "p99_node": _median(node, "patch_p99_ms"),
+                    "p99_ours": _median(ours, "patch_p99_ms"),
+                    "cpu_node": _median(node, "cpu_ms_per_patch"),
+                    "cpu_ours": _median(ours, "cpu_ms_per_patch"),
+                    "cpu_before": _median(before, "cpu_ms_per_patch") if before else None,
+                }
+            )
+    return "\n".join(lines), summary
+
+
+def chart(summary: list[dict[str, object]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(s["workload"]) for s in summary]
+    x = list(range(len(names)))
+    with_before = all(s.get("ratio_before") is not None for s in summary)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ratios = [float(s["ratio"]) for s in summary]  # type: ignore[arg-type]
+    if with_before:
+        before = [float(s["ratio_before"]) for s in summary]  # type: ignore[arg-type]
+        axes[0].bar([i - 0.2 for i in x], before, width=0.4, label="before", color="#e9c46a")
+        for i, r in enumerate(before):
+            axes[0].annotate(f"{r:.2f}×", (i - 0.2, r), ha="center", va="bottom", fontsize=8)
+    offset, width = (0.2, 0.4) if with_before else (0.0, 0.6)
+    axes[0].bar([i + offset for i in x], ratios, width=width, label="this server", color="#2a9d8f")
+    for i, r in enumerate(ratios):
+        axes[0].annotate(f"{r:.2f}×", (i + offset, r), ha="center", va="bottom", fontsize=8)
+    axes[0].axhline(1.0, color="black", linewidth=1, label="@tus/server = 1")
+    axes[0].set_xticks(x, names)
+    axes[0].set_title("MB/s relative to @tus/server (same run)")
+    axes[0].legend(fontsize=8)
+    series = [("@tus/server", "cpu_node", "#8d99ae")]
+    if with_before:
+        series.append(("before", "cpu_before", "#e9c46a"))
+    series.append(("this server (fsync)", "cpu_ours", "#264653"))
+    width = 0.8 / len(series)
+    for k, (label, key, colour) in enumerate(series):
+        values = [float(s[key]) for s in summary]  # type: ignore[arg-type]
+        axes[1].bar([i - 0.4 + width * (k + 0.5) for i in x], values, width=width, label=label, color=colour)
+    axes[1].set_xticks(x, names)
+    axes[1].set_title("server CPU ms per PATCH (whole process tree)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--from":
+        # Render a saved run again (table and chart) without measuring.
+        rows = json.loads(Path(sys.argv[2]).read_text())
+        text, summary = table(rows)
+        print(text)
+        chart(summary, Path(os.environ.get("BENCH_CHART", ROOT / "docs" / "bench-tus.png")), "make bench-tus")
+        return 0
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    reps = int(os.environ.get("BENCH_REPS", "1"))
+    names = os.environ.get("BENCH_WORKLOADS", "W1 W2 W3").split()
+    servers = os.environ.get("BENCH_SERVERS", " ".join(SERVERS)).split()
+    label = os.environ.get("BENCH_LABEL", "")
+    rows: list[dict[str, object]] = []
+    for rep in range(reps):
+        for name in names:
+            w = WORKLOADS[name].scaled(scale)
+            for kind in servers if rep % 2 == 0 else list(reversed(servers)):
+                row = measure(kind, w)
+                row["rep"] = rep
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    text, summary = table(rows)
+    print(f"\n{label} scale={scale} reps={reps} cores={os.cpu_count()}\n\n{text}\n")
+    out = ROOT / "var" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"tus-compare{'-' + label if label else ''}.json").write_text(json.dumps(rows, indent=1))
+    if summary:
+        chart_path = Path(os.environ.get("BENCH_CHART", ROOT / "docs" / "bench-tus.png"))
+        chart(summary, chart_path, f"make bench-tus {label} (scale {scale}, {reps} rep)")
+        print(f"chart: {chart_path}")
+    return 1 if any(int(r["errors"]) for r in rows) else 0  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
