@@ -1,19 +1,32 @@
 """Prometheus metrics (`GET /metrics`), named like tusd's where they mean the same thing.
 
-Every app gets its own registry, so several apps in one process (the in-process tests) never
-share counters. The server runs one process per `python -m server`, so prometheus-client's
-multiprocess mode is not needed: scrape each process. The names and what they count are listed
-in docs/operations.md, with the tusd metric each one corresponds to.
+One process (`server.workers: 1`): every app gets its own registry, so several apps in one
+process (the in-process tests) never share counters, and a scrape serves that registry.
+
+Several workers (server/workers.py): the supervisor gives its children a fresh directory in
+PROMETHEUS_MULTIPROC_DIR, which switches prometheus-client to its multiprocess values when it is
+imported: every worker writes its counts to files there, and a scrape, whichever worker answers
+it, collects all of them (MultiProcessCollector), so one scrape sees the whole server. Gauges say
+how they combine across workers (`multiprocess_mode`). The gauges read from Redis at scrape time
+are not per worker at all: the answering worker reads them once and adds them to that scrape.
+
+The names and what they count are listed in docs/operations.md, with the tusd metric each one
+corresponds to.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +37,26 @@ from chunks import outbox
 # Problem codes that mean "a per-user limit said no" (server/errors.py, server/ratelimit.py).
 LIMIT_CODES = frozenset({"too-many-uploads", "too-many-bytes-in-flight", "rate-limited"})
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Read when this module is imported, right after prometheus-client read it to choose its value
+# class: set only in the children of server/workers.py's Supervisor.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ScrapeGauges(Collector):
+    """The gauges a scrape reads from Redis. They count the whole server's state, not one
+    worker's, so they are never written to the multiprocess files (which would add up one copy
+    per worker, each as old as that worker's last scrape): the answering worker reads them and
+    serves them in that scrape only."""
+
+    def __init__(self) -> None:
+        self.uploads_open = 0.0
+        self.dead_letters = 0.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "avs_uploads_open", "Upload sessions not yet expired (read at scrape)", value=self.uploads_open
+        )
+        yield GaugeMetricFamily("avs_events_dead_letters", "Events in the dead-letter stream", value=self.dead_letters)
 
 
 class Metrics:
@@ -35,7 +68,11 @@ class Metrics:
         self.request_seconds = Histogram(
             "avs_request_duration_seconds", "Time to answer a request", route, buckets=_DURATION_BUCKETS, registry=r
         )
-        self.in_flight = Gauge("avs_requests_in_flight", "Requests being answered now", registry=r)
+        # Each worker counts its own requests; the server's is their sum over the workers alive
+        # (a killed worker's last value must not stay in the sum).
+        self.in_flight = Gauge(
+            "avs_requests_in_flight", "Requests being answered now", registry=r, multiprocess_mode="livesum"
+        )
         self.errors = Counter(
             "tusd_errors", "Failed requests, by status and error code", ["status", "code"], registry=r
         )
@@ -45,7 +82,8 @@ class Metrics:
         self.uploads_terminated = Counter("tusd_uploads_terminated", "Uploads abandoned by their client", registry=r)
         self.uploads_failed = Counter("avs_uploads_failed", "Uploads whose image was refused", ["code"], registry=r)
         self.uploads_expired = Counter("avs_uploads_expired", "Uploads removed by the reaper", registry=r)
-        self.uploads_open = Gauge("avs_uploads_open", "Upload sessions not yet expired (read at scrape)", registry=r)
+        self.scrape_gauges = ScrapeGauges()
+        r.register(self.scrape_gauges)
         self.lock_wait = Histogram(
             "avs_lock_wait_seconds",
             "Time to take an upload's lock",
@@ -63,7 +101,14 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
-        self.image_queue = Gauge("avs_image_processing_queue", "Images waiting for or in the worker pool", registry=r)
+        # Every worker has its own image pool: the images waiting server-wide are the sum over
+        # the workers alive.
+        self.image_queue = Gauge(
+            "avs_image_processing_queue",
+            "Images waiting for or in the worker pool",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.redis_errors = Counter("avs_redis_errors", "Requests failed because Redis did not answer", registry=r)
         self.unavailable = Counter("avs_unavailable_responses", "503 answers", registry=r)
         self.limit_rejections = Counter("avs_limit_rejections", "Per-user limit refusals (429)", ["kind"], registry=r)
@@ -76,7 +121,6 @@ class Metrics:
             "avs_event_delivery_failures", "Webhook attempts that failed", endpoint, registry=r
         )
         self.events_dead = Counter("avs_events_dead_lettered", "Events given up on and parked", endpoint, registry=r)
-        self.dead_letters = Gauge("avs_events_dead_letters", "Events in the dead-letter stream", registry=r)
 
     # -- hooks for the core and the services ---------------------------------------------------
 
@@ -145,15 +189,26 @@ def endpoint(metrics: Metrics, token: str, redis_of: Any) -> Any:
         found = redis_of(request)
         if found is not None:
             await _read_gauges(metrics, *found)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry(metrics)), media_type=CONTENT_TYPE_LATEST)
 
     return scrape
 
 
+def _registry(metrics: Metrics) -> CollectorRegistry:
+    """What a scrape serves: this app's registry, or with several workers every worker's files
+    (read afresh per scrape: a restarted worker adds files) and the gauges just read."""
+    if MULTIPROCESS_DIR is None:
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, MULTIPROCESS_DIR)
+    registry.register(metrics.scrape_gauges)
+    return registry
+
+
 async def _read_gauges(metrics: Metrics, redis: aioredis.Redis, prefix: str) -> None:
-    keys = chunks.Keys(prefix)
+    keys, gauges = chunks.Keys(prefix), metrics.scrape_gauges
     try:
-        metrics.uploads_open.set(await redis.zcount(keys.expiry, time.time(), "+inf"))
-        metrics.dead_letters.set(await redis.xlen(keys.dead_events))
+        gauges.uploads_open = await redis.zcount(keys.expiry, time.time(), "+inf")
+        gauges.dead_letters = await redis.xlen(keys.dead_events)
     except RedisError:
         metrics.redis_errors.inc()

@@ -10,18 +10,28 @@ children get its URL through AVS_REDIS_URL: a redis-server per worker would be N
 stores, each writing the same append-only file. The parent restarts a child or the Redis
 that dies, and on SIGTERM/SIGINT stops the children (each finishes its requests), then Redis.
 Children and Redis die with the parent if it is killed (PR_SET_PDEATHSIG, see redis_process).
+
+Metrics: a scrape reaches one worker, so the children write their counts to a directory of
+prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, see server/metrics.py) from
+which any of them serves the whole server's. The directory is made fresh for each run (old
+files would add a previous run's counts) and removed at exit; a worker that exits is marked dead
+there, so the gauges summed over the live workers forget it while its counters still count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from types import FrameType
+
+from prometheus_client import multiprocess
 
 from .redis_process import RedisProcess, die_with_parent
 from .settings import Settings
@@ -51,10 +61,19 @@ class Supervisor:
         self.stopping = threading.Event()
         self.children: list[subprocess.Popen[bytes]] = []
         self.redis: RedisProcess | None = None
+        self.metrics_dir = ""
 
     def run(self) -> int:
+        self.metrics_dir = tempfile.mkdtemp(prefix="avs-metrics-")
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def _run(self) -> int:
         server = self.settings.server
         env = dict(os.environ)
+        env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         if self.settings.redis.url == "embedded":
             self.redis = RedisProcess(self.settings.redis.embedded_dir)
             self.redis.spawn()  # on the main thread, which lives as long as this process
@@ -80,6 +99,7 @@ class Supervisor:
                         log.warning(
                             "worker %d (pid %d) exited with %s; starting another", i, child.pid, child.returncode
                         )
+                        multiprocess.mark_process_dead(child.pid, self.metrics_dir)
                         self.children[i] = self._spawn(args, env, sock)
         finally:
             self._stop_children()
@@ -111,6 +131,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(5)
+            multiprocess.mark_process_dead(child.pid, self.metrics_dir)
 
     def _watch_redis(self) -> None:
         """Restart the embedded Redis if it dies. This thread lives as long as the process, so
