@@ -43,7 +43,8 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedProcess
     )
     process.start()
     yield process
-    process.stop()
+    # `weed` takes its full grace to exit on SIGTERM; the tests' data is thrown away anyway.
+    process.stop(timeout=2)
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +82,42 @@ def start_module_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str
     yield from server_starter(lambda: tmp_path_factory.mktemp("server"), redis_url)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run the module's tests once per storage backend ('local', 's3'), each against "
+        "its own module `server`; without the mark the `server` fixture stores on local disk",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked `backends(...)` runs each test that talks to its `server` (directly or through
+    the `client` fixture) once per backend; `scope="module"` groups them so each backend's module
+    server starts once. A test that starts servers of its own runs once."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "storage_backend" not in metafunc.fixturenames:
+        return
+    uses_module_server = {"server", "client"} & set(metafunc.fixturenames)
+    backends = marker.args if uses_module_server else ("local",)
+    metafunc.parametrize("storage_backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """The `storage.backend` of the module's `server`: "local" unless the module is marked `backends`.
+    Autouse so that every test of a marked module is parametrised, also those that reach the server
+    only through the `client` fixture."""
+    return str(getattr(request, "param", "local"))
+
+
 @pytest.fixture(scope="module")
-def server(start_module_server: StartServer) -> ServerProcess:
-    """A real server process (`python -m server`) shared by the tests of one module."""
+def server(start_module_server: StartServer, storage_backend: str, request: pytest.FixtureRequest) -> ServerProcess:
+    """A real server process (`python -m server`) shared by the tests of one module, on the
+    module's storage backend (for "s3", the tests' SeaweedFS bucket under a fresh prefix)."""
+    if storage_backend == "s3":
+        bucket: s3.Bucket = request.getfixturevalue("bucket")
+        return start_module_server(storage={"backend": "s3", "s3": bucket.storage_config()})
+    assert storage_backend == "local", storage_backend
     return start_module_server()
 
 

@@ -13,6 +13,9 @@ MISMATCH = "https://iana.org/assignments/http-problem-types#mismatching-upload-o
 INCONSISTENT = "https://iana.org/assignments/http-problem-types#inconsistent-upload-length"
 COMPLETED = "https://iana.org/assignments/http-problem-types#completed-upload"
 
+# Once on local disk, once on the S3 backend (SeaweedFS): the protocol must not tell them apart.
+pytestmark = pytest.mark.backends("local", "s3")
+
 
 @pytest.fixture(scope="module")
 def image() -> bytes:

@@ -20,6 +20,9 @@ EXTENSIONS = {
     "concatenation-unfinished",
 }
 
+# Once on local disk, once on the S3 backend (SeaweedFS): the protocol must not tell them apart.
+pytestmark = pytest.mark.backends("local", "s3")
+
 
 @pytest.fixture(scope="module")
 def image() -> bytes:
