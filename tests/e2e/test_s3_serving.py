@@ -114,3 +114,95 @@ def test_while_the_bucket_is_down_healthz_and_uploads_answer_503_then_work_again
         r = client.post(URL, json=whole_image((10, 10, 200)))
         assert r.status_code == 200 and r.json()["complete"] is True, r.text
         assert client.get(f"/avatars/{user}", params={"size": 64}).status_code == 200
+
+
+def test_an_avatar_the_bucket_will_not_store_leaves_the_upload_to_a_retry(start_server, own_seaweed, token):
+    """The bucket refuses the avatar's objects (its avatars/ prefix made read-only in SeaweedFS)
+    while it still takes the upload's: the request that completes the upload answers 503
+    storage-unavailable with Retry-After, the upload is not failed, and once the bucket takes
+    writes again the same request finishes it."""
+    settings = {
+        "endpoint_url": own_seaweed.endpoint_url,
+        "bucket": s3.BUCKET,
+        "access_key_id": s3.ACCESS_KEY,
+        "secret_access_key": s3.SECRET_KEY,
+        "prefix": s3.fresh_prefix(),
+        "max_attempts": 1,
+    }
+    server = start_server(storage={"backend": "s3", "s3": settings})
+    user = f"user-{secrets.token_hex(4)}"
+    data = images.jpeg(colour=(200, 0, 200))
+    half = len(data) // 2
+    chunks = [
+        {
+            "file_name": "a.jpg",
+            "file": b64(part),
+            "content_type": "image/jpeg",
+            "is_chunk": True,
+            "chunk_index": i,
+            "total_chunks": 2,
+        }
+        for i, part in enumerate((data[:half], data[half:]))
+    ]
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token(user)}"}, timeout=60) as client:
+        upload_id = client.post(URL, json=chunks[0]).json()["upload_id"]
+        chunks[1]["upload_id"] = upload_id
+        s3.make_read_only(own_seaweed, settings["prefix"] + "avatars/")
+        try:
+            r = client.post(URL, json=chunks[1])
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "storage-unavailable" and int(r.headers["retry-after"]) > 0
+            status = client.get(f"{URL}/uploads/{upload_id}").json()
+            assert status["state"] != "failed" and status["complete"] is not True, status
+        finally:
+            s3.make_read_only(own_seaweed, settings["prefix"] + "avatars/", read_only=False)
+
+        r = until(
+            lambda: (answer := client.post(URL, json=chunks[1])).status_code == 200 and answer,
+            "the upload never completed once the bucket took writes again",
+        )
+        assert r.json()["complete"] is True and r.json()["state"] == "done", r.text
+        assert client.get(f"/avatars/{user}", params={"size": 64}).status_code == 200
+
+
+def test_a_tus_upload_whose_avatar_the_bucket_will_not_store_is_finished_once_it_does(start_server, own_seaweed, token):
+    """The same for tus: the PATCH carrying the last bytes answers 503 with Retry-After, the upload
+    is not failed, and once the bucket takes writes the client's HEAD (which has the server
+    complete an upload whose bytes are all in) brings the avatar."""
+    settings = {
+        "endpoint_url": own_seaweed.endpoint_url,
+        "bucket": s3.BUCKET,
+        "access_key_id": s3.ACCESS_KEY,
+        "secret_access_key": s3.SECRET_KEY,
+        "prefix": s3.fresh_prefix(),
+        "max_attempts": 1,
+    }
+    server = start_server(storage={"backend": "s3", "s3": settings})
+    user = f"user-{secrets.token_hex(4)}"
+    data = images.jpeg(colour=(0, 200, 200))
+    tus = {"Tus-Resumable": "1.0.0"}
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token(user)}"}, timeout=60) as client:
+        r = client.post("/files/", headers={**tus, "Upload-Length": str(len(data))})
+        location = "/files/" + r.headers["location"].rsplit("/files/", 1)[1]
+        s3.make_read_only(own_seaweed, settings["prefix"] + "avatars/")
+        try:
+            r = client.patch(
+                location,
+                content=data,
+                headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+            )
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) > 0
+            state = client.get(location, headers=tus).json()["state"]
+            assert state != "failed", state
+        finally:
+            s3.make_read_only(own_seaweed, settings["prefix"] + "avatars/", read_only=False)
+
+        def finished() -> bool:
+            assert client.head(location, headers=tus).headers["upload-offset"] == str(len(data))
+            state = client.get(location, headers=tus).json()["state"]
+            assert state != "failed", state
+            return state == "done"
+
+        until(finished, "the upload never completed once the bucket took writes again")
+        assert client.get(f"/avatars/{user}", params={"size": 64}).status_code == 200
