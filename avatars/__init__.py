@@ -3,7 +3,7 @@
 from avatars.errors import ImageRejected, ImageTooComplex, ImageTooLarge, InvalidImage, UnsupportedFormat
 from avatars.pipeline import Pipeline
 from avatars.processing import PipelineSettings, ProcessedAvatar, Rendition
-from avatars.store import AvatarStore, AvatarVersion, LocalAvatarStore, RenditionFile
+from avatars.store import AvatarStore, AvatarVersion, LocalAvatarStore, RenditionBody, RenditionFile
 
 __all__ = [
     "AvatarStore",
@@ -17,6 +17,7 @@ __all__ = [
     "PipelineSettings",
     "ProcessedAvatar",
     "Rendition",
+    "RenditionBody",
     "RenditionFile",
     "UnsupportedFormat",
 ]

@@ -9,27 +9,26 @@ Old versions are deleted after the switch: the one the swap replaced at once, an
 its renditions in another process is never removed under it.
 
 Serving: with `public_base_url` a rendition is a URL (`<public_base_url>/<key>`, a CDN or a
-public bucket; the answer is a redirect). Otherwise it is a local file: a version's renditions
-never change (their names carry the sha256), so each server process keeps the ones it served
-in a bounded cache under its scratch directory and reads S3 once per rendition, not per request.
+public bucket; the answer is a redirect). Otherwise the object is streamed: the pointer is read
+on every request (a swap from any process is seen at once) and the rendition's object opened
+after it. A per-process copy on local disk would save one GET of the bucket per full read
+(about 2 ms against a local SeaweedFS, docs/deploy.md), but it costs disk that grows with the
+number of users and a second place bytes can go stale; a CDN in front is the way to cut reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import aiofiles
-import aiofiles.os
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -41,6 +40,7 @@ from avatars.store import (
     _POINTER_FORMAT,
     _VERSION_PREFIX,
     AvatarVersion,
+    RenditionBody,
     RenditionFile,
     _choose_file,
     _media_types,
@@ -48,7 +48,6 @@ from avatars.store import (
 )
 
 ORPHAN_SECONDS = 600
-CACHE_ENTRIES = 2000
 _FAILURES = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
@@ -66,15 +65,25 @@ def _missing(exc: BaseException) -> bool:
     return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in _MISSING
 
 
+class _ObjectBody:
+    """An S3 object's body as a RenditionBody; a failure mid-read is the bucket's."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    async def read(self, size: int) -> bytes:
+        with _unavailable_on_failure():
+            return bytes(await self.body.read(size))
+
+    def close(self) -> None:
+        self.body.close()
+
+
 class S3AvatarStore:
-    def __init__(
-        self, client: Any, bucket: str, *, scratch: str | Path, prefix: str = "", public_base_url: str = ""
-    ) -> None:
-        """`client` is an open aiobotocore S3 client; `scratch` holds the served renditions' cache."""
+    def __init__(self, client: Any, bucket: str, *, prefix: str = "", public_base_url: str = "") -> None:
+        """`client` is an open aiobotocore S3 client."""
         self.client, self.bucket, self.prefix = client, bucket, prefix
         self.public_base_url = public_base_url.rstrip("/")
-        self.cache = Path(scratch).resolve() / "avatar-cache"
-        self.cache.mkdir(parents=True, exist_ok=True)
 
     def _user_dir(self, user_id: str) -> str:
         digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
@@ -168,61 +177,35 @@ class S3AvatarStore:
         *,
         animated: bool = False,
     ) -> RenditionFile | None:
-        # A swap may delete the version between reading the pointer and fetching the object;
-        # the pointer read again then names the new one.
-        for _ in range(3):
-            pointer = await self._read_pointer(user_id)
-            if pointer is None or (version is not None and version != pointer["version"]):
-                return None
-            entry = _choose_file(pointer, size, accept, animated)
-            if entry is None:
-                return None
-            key = f"{self._user_dir(user_id)}{pointer['directory']}/{entry['name']}"
-            path: Path | None = None
-            url = f"{self.public_base_url}/{key}" if self.public_base_url else ""
-            if not url:
-                path = await self._cached(key, entry)
-                if path is None:
-                    continue
-            return RenditionFile(
-                path=path,
-                media_type=entry["media_type"],
-                size=entry["size"],
-                etag=f'"{entry["sha256"]}"',
-                version=pointer["version"],
-                content_length=entry.get("bytes", 0),
-                animated=entry["animated"],
-                url=url,
-            )
-        return None
+        pointer = await self._read_pointer(user_id)
+        if pointer is None or (version is not None and version != pointer["version"]):
+            return None
+        entry = _choose_file(pointer, size, accept, animated)
+        if entry is None:
+            return None
+        key = f"{self._user_dir(user_id)}{pointer['directory']}/{entry['name']}"
+        return RenditionFile(
+            path=None,
+            media_type=entry["media_type"],
+            size=entry["size"],
+            etag=f'"{entry["sha256"]}"',
+            version=pointer["version"],
+            content_length=entry.get("bytes", 0),
+            animated=entry["animated"],
+            url=f"{self.public_base_url}/{key}" if self.public_base_url else "",
+            opener=functools.partial(self._open_object, key),
+        )
 
-    async def _cached(self, key: str, entry: dict) -> Path | None:
-        """The rendition as a local file, fetched once; None if the object is gone."""
-        path = self.cache / entry["sha256"] / entry["name"]
-        if await aiofiles.os.path.isfile(path):
-            return path
-        tmp = self.cache / f".fetch-{secrets.token_hex(8)}"
-        hasher = hashlib.sha256()
+    async def _open_object(self, key: str) -> tuple[RenditionBody, int] | None:
+        """The object's body, streaming; None if a swap deleted it after the pointer was read."""
         try:
             with _unavailable_on_failure():
                 answer = await self.client.get_object(Bucket=self.bucket, Key=key)
-                async with answer["Body"] as body, aiofiles.open(tmp, "wb") as out:
-                    while block := await body.read(256 * 1024):
-                        hasher.update(block)
-                        await out.write(block)
-            if hasher.hexdigest() != entry["sha256"]:
-                raise AvatarStorageUnavailable("a stored rendition does not match its digest")
-            await aiofiles.os.makedirs(path.parent, exist_ok=True)
-            await aiofiles.os.replace(tmp, path)
         except AvatarStorageUnavailable as exc:
             if _missing(exc):
                 return None
             raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(tmp)
-        await asyncio.to_thread(_prune, self.cache, CACHE_ENTRIES)
-        return path
+        return _ObjectBody(answer["Body"]), int(answer["ContentLength"])
 
     async def remove(self, user_id: str) -> bool:
         user_dir = self._user_dir(user_id)
@@ -259,15 +242,3 @@ class S3AvatarStore:
             if directory == replaced or now - item["LastModified"].timestamp() > ORPHAN_SECONDS:
                 doomed.append(item["Key"])
         await self._delete(doomed)
-
-
-def _prune(cache: Path, keep: int) -> None:
-    """Keep the `keep` most recently fetched renditions of the cache (a rendition is cheap to fetch again)."""
-    entries = [p for p in cache.glob("*/*") if p.is_file()]
-    if len(entries) <= keep:
-        return
-    entries.sort(key=lambda p: p.stat().st_mtime)
-    for path in entries[: len(entries) - keep]:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-            os.rmdir(path.parent)

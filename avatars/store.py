@@ -10,12 +10,12 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 from avatars.negotiation import prefers_webp
@@ -63,10 +63,22 @@ class AvatarVersion:
         return described
 
 
+class RenditionBody(Protocol):
+    """An opened rendition's bytes, read in blocks, then closed."""
+
+    async def read(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+Opener = Callable[[], Awaitable["tuple[RenditionBody, int] | None"]]
+
+
 @dataclass(frozen=True)
 class RenditionFile:
-    """One rendition to serve: from a local `path`, or by redirect to `url` (a CDN or public
-    bucket in front of an object store), never both; the other is None / empty."""
+    """One rendition to serve: from a local `path`, from an `opener` (an object store streams the
+    object), or by redirect to `url` (a CDN or public bucket in front of an object store); the
+    others are None / empty."""
 
     path: Path | None
     media_type: str
@@ -76,6 +88,36 @@ class RenditionFile:
     content_length: int = 0
     animated: bool = False
     url: str = ""
+    opener: Opener | None = field(default=None, compare=False, repr=False)
+
+    async def open(self) -> tuple[RenditionBody, int] | None:
+        """The bytes opened, with their length; None when a swap removed them first (the pointer,
+        read again, names the new version). Reads come from what was opened, so a removal after
+        the open cannot cut the answer short."""
+        if self.opener is not None:
+            return await self.opener()
+        if self.path is None:
+            return None
+        return await asyncio.to_thread(_open_file, self.path)
+
+
+class _FileBody:
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+
+    async def read(self, size: int) -> bytes:
+        return await asyncio.to_thread(self.file.read, size)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _open_file(path: Path) -> tuple[RenditionBody, int] | None:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed by whoever reads the body
+    except FileNotFoundError:
+        return None
+    return _FileBody(file), os.fstat(file.fileno()).st_size
 
 
 class AvatarStore(Protocol):

@@ -238,11 +238,7 @@ def build_services(
     if object_storage is not None:
         bucket, scratch = object_storage.bucket, root / "work" / "s3"
         avatars = S3AvatarStore(
-            object_storage.client,
-            bucket,
-            scratch=scratch,
-            prefix=object_storage.prefix,
-            public_base_url=object_storage.public_base_url,
+            object_storage.client, bucket, prefix=object_storage.prefix, public_base_url=object_storage.public_base_url
         )
         store = S3ChunkStore(object_storage.client, bucket, scratch=scratch, prefix=object_storage.prefix)
     if settings.events:

@@ -44,7 +44,8 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedProcess
     )
     process.start()
     yield process
-    process.stop()
+    # `weed` takes its full grace to exit on SIGTERM; the tests' data is thrown away anyway.
+    process.stop(timeout=2)
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +99,46 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     setup.stop()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run the module's tests once per deployment: 'local' (local disk, one Redis), "
+        "'s3' (the tests' SeaweedFS bucket) and 'cluster' (a three-master Redis Cluster), each against its "
+        "own module `server`; without the mark the `server` fixture is 'local'",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked `backends(...)` runs each test that talks to its `server` (directly or through
+    the `client` fixture) once per deployment; `scope="module"` groups them so each deployment's
+    module server starts once. A test that starts servers of its own follows the Redis of the
+    deployment (`on_redis_backend`) but never its storage, so it runs on 'local' and 'cluster' only."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "storage_backend" not in metafunc.fixturenames:
+        return
+    if {"server", "client"} & set(metafunc.fixturenames):
+        backends = marker.args
+    elif "on_redis_backend" in metafunc.fixturenames:
+        backends = tuple(name for name in marker.args if name in ("local", "cluster"))
+    else:
+        backends = ("local",)
+    metafunc.parametrize("storage_backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """The deployment of the module's `server`: "local" unless the module is marked `backends`.
+    Autouse so that every test of a marked module is parametrised, also those that reach the server
+    only through the `client` fixture."""
+    return str(getattr(request, "param", "local"))
+
+
 @pytest.fixture(scope="module")
-def redis_backend(request: pytest.FixtureRequest) -> str:
-    """Which Redis the module's `server` uses: "standalone" unless a test is `@also_on_cluster`."""
+def redis_backend(request: pytest.FixtureRequest, storage_backend: str) -> str:
+    """Which Redis the module's servers use: "cluster" for that deployment, or a test's own
+    parameter (`pytest.mark.parametrize("redis_backend", ..., indirect=True)`), else "standalone"."""
+    if storage_backend == "cluster":
+        return "cluster"
     return str(getattr(request, "param", "standalone"))
 
 
@@ -114,8 +152,18 @@ def on_redis_backend(redis_backend: str, request: pytest.FixtureRequest) -> dict
 
 
 @pytest.fixture(scope="module")
-def server(start_module_server: StartServer, on_redis_backend: dict[str, Any]) -> ServerProcess:
-    """A real server process (`python -m server`) shared by the tests of one module."""
+def server(
+    start_module_server: StartServer,
+    storage_backend: str,
+    on_redis_backend: dict[str, Any],
+    request: pytest.FixtureRequest,
+) -> ServerProcess:
+    """A real server process (`python -m server`) shared by the tests of one module, on the
+    module's deployment (for "s3", the tests' SeaweedFS bucket under a fresh prefix)."""
+    if storage_backend == "s3":
+        bucket: s3.Bucket = request.getfixturevalue("bucket")
+        return start_module_server(storage={"backend": "s3", "s3": bucket.storage_config()}, **on_redis_backend)
+    assert storage_backend in ("local", "cluster"), storage_backend
     return start_module_server(**on_redis_backend)
 
 

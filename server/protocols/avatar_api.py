@@ -6,17 +6,14 @@ Always on, whichever upload protocols are switched on. Errors answer
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Awaitable, Callable
-from typing import BinaryIO
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from avatars import RenditionFile
+from avatars import RenditionBody, RenditionFile
 
 from .. import gravatar
 from .. import openapi as oa
@@ -37,8 +34,8 @@ def _no_avatar(message: str = "this user has no avatar") -> NotFound:
     return NotFound(message, code="avatar-not-found")
 
 
-# A rendition opened here is read from its open descriptor: a swap that removes the file (or
-# its whole version directory) after the open cannot cut the answer short or turn it into 500.
+# A rendition opened here is read from what was opened (a file descriptor, an object's body): a
+# swap that removes it (or its whole version) after the open cannot cut the answer short or turn it into 500.
 _READ_BLOCK = 64 * 1024
 # A size is picked to the nearest configured square, so any positive number is fine; only text
 # that is not a number, zero, or more digits than any size could need is refused.
@@ -46,11 +43,12 @@ MAX_SIZE_DIGITS = 9
 
 
 class OpenFileResponse(Response):
-    """The bytes of an already open file, then the file closed; headers only for HEAD."""
+    """The bytes of an already opened rendition (a file, or an object streamed from the bucket),
+    then it closed; headers only for HEAD."""
 
-    def __init__(self, file: BinaryIO, length: int, media_type: str, headers: dict[str, str]):
+    def __init__(self, body: RenditionBody, length: int, media_type: str, headers: dict[str, str]):
         super().__init__(None, 200, {**headers, "Content-Length": str(length)}, media_type)
-        self.file = file
+        self.body_source = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -59,53 +57,38 @@ class OpenFileResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 return
             while True:
-                block = await asyncio.to_thread(self.file.read, _READ_BLOCK)
+                block = await self.body_source.read(_READ_BLOCK)
                 if not block:
                     break
                 await send({"type": "http.response.body", "body": block, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
-            self.file.close()
-
-
-async def _open(rendition: RenditionFile) -> tuple[BinaryIO, int] | None:
-    """The file open, with its length; None when a swap removed it before it could be opened."""
-
-    def open_it() -> tuple[BinaryIO, int] | None:
-        if rendition.path is None:
-            return None
-        try:
-            file = open(rendition.path, "rb")  # noqa: SIM115 - closed by OpenFileResponse
-        except FileNotFoundError:
-            return None
-        return file, os.fstat(file.fileno()).st_size
-
-    return await asyncio.to_thread(open_it)
+            self.body_source.close()
 
 
 async def _opened(
-    find: Callable[[], Awaitable[RenditionFile | None]],
-) -> tuple[RenditionFile, BinaryIO | None, int] | None:
-    """The rendition `find` names, opened (a rendition served from a URL has no file). A swap
-    between finding and opening removes the old version's files: ask again, and the pointer
-    names the new version (bounded: a user whose avatar is replaced faster than this loop
-    runs gets 404, never 500)."""
+    find: Callable[[], Awaitable[RenditionFile | None]], if_none_match: str
+) -> tuple[RenditionFile, RenditionBody | None, int] | None:
+    """The rendition `find` names, opened (one served from a URL, or answered 304 because the
+    client holds it, is not opened). A swap between finding and opening removes the old
+    version's files: ask again, and the pointer names the new version (bounded: a user whose
+    avatar is replaced faster than this loop runs gets 404, never 500)."""
     for _ in range(5):
         rendition = await find()
         if rendition is None:
             return None
-        if rendition.url:
+        if rendition.url or _etag_matches(if_none_match, rendition.etag):
             return rendition, None, 0
-        opened = await _open(rendition)
+        opened = await rendition.open()
         if opened is not None:
             return rendition, *opened
     return None
 
 
-def _serve(request: Request, found: tuple[RenditionFile, BinaryIO | None, int], cache_control: str) -> Response:
+def _serve(request: Request, found: tuple[RenditionFile, RenditionBody | None, int], cache_control: str) -> Response:
     """The rendition with its ETag and cache headers: its bytes, 304, or a 302 to its URL
     (storage.s3.public_base_url: a CDN or public bucket serves the bytes)."""
-    rendition, file, length = found
+    rendition, body, length = found
     headers = {
         "ETag": rendition.etag,
         "Cache-Control": cache_control,
@@ -114,12 +97,12 @@ def _serve(request: Request, found: tuple[RenditionFile, BinaryIO | None, int], 
         "Content-Security-Policy": "default-src 'none'",
     }
     if _etag_matches(request.headers.get("if-none-match", ""), rendition.etag):
-        if file is not None:
-            file.close()
+        if body is not None:
+            body.close()
         return Response(status_code=304, headers=headers)
-    if file is None:
+    if body is None:
         return RedirectResponse(rendition.url, status_code=302, headers=headers)
-    return OpenFileResponse(file, length, rendition.media_type, headers)
+    return OpenFileResponse(body, length, rendition.media_type, headers)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -147,7 +130,9 @@ async def avatar(request: Request, services: Services) -> Response:
     size = _size(request)
     user_id = request.path_params["user_id"]
     accept = request.headers.get("accept")
-    found = await _opened(lambda: services.avatars.rendition(user_id, size, accept))
+    found = await _opened(
+        lambda: services.avatars.rendition(user_id, size, accept), request.headers.get("if-none-match", "")
+    )
     if found is None:
         return await _gravatar(services, user_id, size)
     return _serve(request, found, UNVERSIONED_CACHE)
@@ -168,7 +153,10 @@ async def versioned_avatar(request: Request, services: Services) -> Response:
     if not (stem.isascii() and stem.isdigit()) or len(stem) > 5 or media_type is None:
         raise _no_avatar("no such avatar file")
     user_id, version = request.path_params["user_id"], request.path_params["version"]
-    found = await _opened(lambda: services.avatars.rendition(user_id, int(stem), media_type, version))
+    found = await _opened(
+        lambda: services.avatars.rendition(user_id, int(stem), media_type, version),
+        request.headers.get("if-none-match", ""),
+    )
     if found is None:
         raise _no_avatar("no such avatar file")
     if found[0].size != int(stem) or found[0].media_type != media_type:

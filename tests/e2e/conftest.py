@@ -22,7 +22,7 @@ def client(request: pytest.FixtureRequest, redis_backend: str) -> Iterator[httpx
 
     A module whose tests all act as the test user marks itself `pytest.mark.client(auth=True)`;
     the others pass credentials per request, so a test can also send none. (`redis_backend` is
-    named so that `@also_on_cluster` can parametrise the server behind it.)
+    named so that the deployment of the module, `backends` in tests/conftest.py, reaches the server behind it.)
     """
     marker = request.node.get_closest_marker("client")
     options = marker.kwargs if marker is not None else {}

@@ -13,11 +13,11 @@ from PIL import Image
 from tests.support import images
 from tests.support.config import API_KEY
 from tests.support.encoding import b64
-from tests.support.redis_topologies import also_on_cluster
 
 URL = "/accounts/profile-image"
-# Every test once more against a Redis Cluster (tests/conftest.py `server`).
-pytestmark = [pytest.mark.client(auth=True), also_on_cluster]
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster; the protocol
+# must not tell them apart.
+pytestmark = [pytest.mark.client(auth=True), pytest.mark.backends("local", "s3", "cluster")]
 
 
 def split(data: bytes, n: int) -> list[bytes]:

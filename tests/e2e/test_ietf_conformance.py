@@ -6,16 +6,16 @@ import httpx
 import pytest
 
 from tests.support import images
-from tests.support.redis_topologies import also_on_cluster
-
-# Every test once more against a Redis Cluster (tests/conftest.py `server`).
-pytestmark = also_on_cluster
 
 PARTIAL = "application/partial-upload"
 VERSIONS = [3, 4, 5, 6, 7, 8]
 MISMATCH = "https://iana.org/assignments/http-problem-types#mismatching-upload-offset"
 INCONSISTENT = "https://iana.org/assignments/http-problem-types#inconsistent-upload-length"
 COMPLETED = "https://iana.org/assignments/http-problem-types#completed-upload"
+
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster; the protocol
+# must not tell them apart.
+pytestmark = pytest.mark.backends("local", "s3", "cluster")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Redis beyond one node and several processes: a Sentinel failover in the middle of an upload,
 bad Sentinel and Cluster settings, and `server.workers` serving one upload from two processes.
-(The protocol suites run against a Redis Cluster too: see `also_on_cluster`.)"""
+(The protocol suites run against a Redis Cluster too: their `backends` mark, tests/conftest.py.)"""
 
 from __future__ import annotations
 

@@ -7,11 +7,7 @@ import base64
 import pytest
 
 from tests.support import images
-from tests.support.redis_topologies import also_on_cluster
 from tests.support.tus import TUS, checksum, create, head, metadata, patch
-
-# Every test once more against a Redis Cluster (tests/conftest.py `server`).
-pytestmark = also_on_cluster
 
 EXTENSIONS = {
     "creation",
@@ -23,6 +19,10 @@ EXTENSIONS = {
     "concatenation",
     "concatenation-unfinished",
 }
+
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster; the protocol
+# must not tell them apart.
+pytestmark = pytest.mark.backends("local", "s3", "cluster")
 
 
 @pytest.fixture(scope="module")

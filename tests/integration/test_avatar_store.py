@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar
+from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar, RenditionFile
 from avatars._render import init_worker, render_avatar
 from avatars.s3_store import S3AvatarStore
 from tests.support import images as img
@@ -47,7 +47,7 @@ def avatar_store(backend: str, root: Path, bucket: Bucket | None = None) -> Avat
         return LocalAvatarStore(root)
     if backend == "s3":
         assert bucket is not None, "the s3 backend needs the bucket fixture"
-        return S3AvatarStore(bucket.client, bucket.name, scratch=root, prefix=fresh_prefix())
+        return S3AvatarStore(bucket.client, bucket.name, prefix=fresh_prefix())
     raise ValueError(f"no avatar store backend named {backend!r}")
 
 
@@ -114,9 +114,45 @@ async def test_stored_files_are_byte_identical_to_the_renditions(store, rendered
     for r in rendered["seed"].renditions:
         found = await store.rendition("alice", r.size, r.media_type)
         assert found.media_type == r.media_type
-        assert found.path.read_bytes() == r.path.read_bytes()
+        assert await read_rendition(found) == r.path.read_bytes()
         assert found.etag == f'"{r.sha256}"'
         assert found.content_length == r.path.stat().st_size
+
+
+async def read_rendition(found: RenditionFile) -> bytes:
+    """What a server answering with `found` sends: its bytes, from a file or streamed from the bucket."""
+    opened = await found.open()
+    assert opened is not None, "the rendition is gone"
+    body, length = opened
+    try:
+        data = b""
+        while block := await body.read(7000):
+            data += block
+    finally:
+        body.close()
+    assert len(data) == length
+    return data
+
+
+async def test_a_rendition_found_before_a_swap_opens_as_gone_and_one_opened_before_reads_whole(store, rendered):
+    await store.swap_in("alice", rendered["seed"])
+    stale = await store.rendition("alice", 64, "image/webp")
+    opened = await (await store.rendition("alice", 64, "image/webp")).open()
+    assert opened is not None
+    await store.swap_in("alice", rendered["alpha"])
+
+    assert await stale.open() is None  # the server asks again and gets the new version
+    body, length = opened
+    try:
+        data = await body.read(length + 1)
+        while block := await body.read(length):
+            data += block
+    finally:
+        body.close()
+    expected = next(r for r in rendered["seed"].renditions if r.size == 64 and r.media_type == "image/webp")
+    assert data == expected.path.read_bytes()
+    fresh = await store.rendition("alice", 64, "image/webp")
+    assert fresh.version == rendered["alpha"].digest
 
 
 @pytest.mark.parametrize(
@@ -156,8 +192,8 @@ async def test_size_picks_the_nearest_configured_one(store, rendered, wanted, se
 
     found = await store.rendition("alice", wanted, None)
 
-    assert found.size == served
-    assert found.path.name == f"{served}.webp"
+    assert found.size == served and found.media_type == "image/webp"
+    assert len(await read_rendition(found)) == found.content_length
 
 
 @pytest.mark.parametrize("user_id", ["../../etc/passwd", "a/b", "/abs", "..", "ünï 🙂", "x" * 500, ""])
@@ -285,6 +321,7 @@ async def test_animated_renditions_are_served_only_when_asked_for(store, tmp_pat
     still = await store.rendition("alice", 128, None)
     moving = await store.rendition("alice", 128, None, animated=True)
     assert not still.animated and moving.animated
-    assert moving.path.name == "128.animated.webp"
+    expected = next(r for r in processed.renditions if r.size == 128 and r.animated and r.media_type == "image/webp")
+    assert await read_rendition(moving) == expected.path.read_bytes()
     assert (await store.rendition("alice", 128, "image/jpeg", animated=True)).media_type == "image/jpeg"
     assert not (await store.rendition("alice", 512, None, animated=True)).animated  # none at 512

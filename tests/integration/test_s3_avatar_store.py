@@ -27,7 +27,7 @@ def rendered(tmp_path_factory):
 
 
 def make_store(bucket: Bucket, tmp_path: Path, **kwargs) -> S3AvatarStore:
-    return S3AvatarStore(bucket.client, bucket.name, scratch=tmp_path, prefix=fresh_prefix(), **kwargs)
+    return S3AvatarStore(bucket.client, bucket.name, prefix=fresh_prefix(), **kwargs)
 
 
 async def test_a_second_swap_leaves_only_the_new_version_and_remove_leaves_nothing(bucket, tmp_path, rendered):

@@ -18,8 +18,9 @@ from server.redis_process import die_with_parent, free_port, redis_server_binary
 
 SERVICE = "avatars"
 
-# Sampled e2e tests run once more against a Redis Cluster: `@also_on_cluster` on a test of a
-# module using the `server` fixture (tests/conftest.py starts one server per backend).
+# A test that runs once more against a Redis Cluster: `@also_on_cluster` on a test that starts its
+# servers with `on_redis_backend` (tests/conftest.py). Whole protocol modules use
+# `pytest.mark.backends(..., "cluster")` instead.
 also_on_cluster = pytest.mark.parametrize("redis_backend", ["standalone", "cluster"], indirect=True, scope="module")
 
 

@@ -67,3 +67,26 @@ async def open_client(endpoint_url: str) -> AsyncIterator[Any]:
 async def ensure_bucket(client: Any) -> None:
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
         await client.create_bucket(Bucket=BUCKET)
+
+
+def make_read_only(process: Any, key_prefix: str, read_only: bool = True) -> None:
+    """Make the bucket refuse writes under `key_prefix` (or take that back), through SeaweedFS's own
+    filer configuration (`weed shell fs.configure`): a real store failing one kind of write, e.g.
+    the avatar store's while the chunk store's still succeed. `process` is a SeaweedProcess."""
+    import subprocess
+
+    from server.seaweed_process import weed_binary
+
+    args = process.process.args
+    port = next(a.split("=", 1)[1] for a in args if a.startswith("-master.port="))
+    grpc = next(a.split("=", 1)[1] for a in args if a.startswith("-master.port.grpc="))
+    change = "-readOnly" if read_only else "-delete"
+    script = f"fs.configure -locationPrefix=/buckets/{BUCKET}/{key_prefix} {change} -apply\nexit\n"
+    subprocess.run(
+        [weed_binary(), "shell", f"-master=127.0.0.1:{port}.{grpc}"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
