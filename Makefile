@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # tus-js-client for the end-to-end tests, run by the machine's Node.js (18+).
 JS_STAMP := tests/js/node_modules/.installed
+# matplotlib and py-spy for the benchmarks (the `bench` extra), installed only by the bench targets.
+BENCH_STAMP := $(VENV)/.bench-installed
 # Uppy and Swagger UI for the web page (GET /, /docs), copied from npm into web/vendor/: served by
 # the server itself, never from a CDN.
 WEB_STAMP  := web/vendor/.installed
@@ -54,8 +56,11 @@ format: install
 	$(VENV)/bin/ruff check --fix server chunks avatars tests loadtest
 	$(VENV)/bin/ruff format server chunks avatars tests loadtest
 
-bench: install
+# The load and soak runs, then W2 and W3 of bench-tus on local disk beside the S3 backend.
+bench: install $(BENCH_STAMP)
 	$(PY) -m pytest -q -m bench -p no:randomly -s tests/bench
+	BENCH_SERVERS="project project-s3" BENCH_WORKLOADS="W2 W3" BENCH_CHART=var/bench/s3-beside-local.png \
+		$(PY) -m tests.bench.tus_compare
 
 bench-images: install
 	$(PY) -m tests.bench.images
@@ -68,7 +73,6 @@ loadtest: install
 
 # This server against @tus/server under one raw HTTP/1.1 driver (docs/performance.md); BENCH_SCALE=0.2
 # for a quick look, BENCH_REPS, BENCH_WORKLOADS="W1 W3". Draws docs/bench-tus.png.
-BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(PY) -m pip install -q -e '.[test,lint,loadtest,bench]'
 	touch $(BENCH_STAMP)

