@@ -87,7 +87,10 @@ class ChunkRecords:
                         if known is not None:
                             if known[1] != digest:
                                 raise ChunkConflict(f"chunk {index} was already received with different bytes")
-                            return current, True
+                            # WATCH orders writes, not reads: the entry may be newer than the record
+                            # read above. Both were written in one transaction, so this read agrees.
+                            again = await pipe.get(key)
+                            return (current if again is None else _session.decode(binary(again))), True
                         check(current)
                         await self._write(pipe, current, index, _field(size, digest), size)
                         break

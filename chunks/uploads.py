@@ -7,24 +7,20 @@ upload to whatever turns it into an avatar and records the outcome.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from . import concatenation, running_digest
+from . import concatenation, numbered_chunks, running_digest
 from . import session as s
 from .chunk_records import ChunkRecords
 from .errors import (
     ChecksumMismatch,
-    ChunkConflict,
     InvalidRequest,
     OffsetMismatch,
     SessionConflict,
     UploadBusy,
-    UploadError,
     UploadGone,
     UploadNotFound,
     UploadTooLarge,
@@ -76,7 +72,7 @@ class Uploads:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _new(self, owner: str, kind: s.UploadKind, **fields: Any) -> s.UploadSession:
+    def new_session(self, owner: str, kind: s.UploadKind, **fields: Any) -> s.UploadSession:
         now = time.time()
         return s.UploadSession(
             id=s.new_upload_id(),
@@ -86,61 +82,6 @@ class Uploads:
             expires_at=now + self.limits.expire_seconds,
             **fields,
         )
-
-    async def open_chunked(
-        self,
-        owner: str,
-        *,
-        file_name: str,
-        content_type: str,
-        total_chunks: int,
-        alias: str = "",
-        upload_id: str | None = None,
-        first_bytes: int = 0,
-    ) -> s.UploadSession:
-        """The session named by `upload_id`, else the open one under `alias`, else a new one.
-
-        A new one must fit the owner's quotas with `first_bytes` in it (its first chunk's size),
-        so a refused first chunk leaves no empty upload behind.
-
-        A request that contradicts the session (another total or type) is a SessionConflict."""
-        self.limits.check_total_chunks(total_chunks)
-        if upload_id is not None:
-            found: s.UploadSession | None = await self.get(upload_id, owner)
-        else:
-            found = await self.sessions.by_alias(owner, alias)
-            if found is None:
-                fresh = self._new(
-                    owner,
-                    s.UploadKind.CHUNKED,
-                    file_name=file_name,
-                    content_type=content_type,
-                    total_chunks=total_chunks,
-                    alias=alias,
-                )
-                # Checked with its first chunk but counted by put_chunk, which adds each chunk.
-                await self.admit(fresh, first_bytes, count_bytes=False)
-                found = await self.sessions.create(fresh)
-                if found.id != fresh.id:  # a concurrent first chunk under the same name won
-                    await self.quotas.release(owner, fresh.id)
-        assert found is not None
-        self._check_same_upload(found, total_chunks, content_type)
-        return found
-
-    @staticmethod
-    def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type: str) -> None:
-        if session.kind != s.UploadKind.CHUNKED:
-            raise UploadNotFound("no such chunked upload")
-        if session.total_chunks != total_chunks:
-            raise SessionConflict(
-                f"this upload has total_chunks={session.total_chunks}; abandon it to start over",
-                code="total-chunks-mismatch",
-            )
-        if session.content_type != content_type:
-            raise SessionConflict(
-                f"this upload has content_type={session.content_type!r}",
-                code="content-type-mismatch",
-            )
 
     async def open_stream(
         self,
@@ -157,7 +98,7 @@ class Uploads:
         kept for Completion to check (running_digest.check_representation)."""
         if length is not None:
             self.limits.check_length(length)
-        session = self._new(
+        session = self.new_session(
             owner,
             s.UploadKind.STREAM,
             length=length,
@@ -203,50 +144,34 @@ class Uploads:
         if session.awaiting_completion and self.on_awaiting_completion is not None:
             self.on_awaiting_completion(session)
 
-    # -- numbered chunks -----------------------------------------------------------------------
+    # -- numbered chunks (the JSON chunk API; numbered_chunks.py) -------------------------------
+
+    async def open_chunked(
+        self,
+        owner: str,
+        *,
+        file_name: str,
+        content_type: str,
+        total_chunks: int,
+        alias: str = "",
+        upload_id: str | None = None,
+        first_bytes: int = 0,
+    ) -> s.UploadSession:
+        """See numbered_chunks.open_chunked."""
+        return await numbered_chunks.open_chunked(
+            self,
+            owner,
+            file_name,
+            content_type,
+            total_chunks,
+            alias=alias,
+            upload_id=upload_id,
+            first_bytes=first_bytes,
+        )
 
     async def put_chunk(self, session: s.UploadSession, index: int, data: bytes) -> tuple[s.UploadSession, bool]:
-        """Store chunk `index` durably, then record it. Returns (session, duplicate).
-
-        The same bytes again are an idempotent duplicate, even after completion; other bytes
-        for a recorded index are a ChunkConflict. Only recorded chunks count."""
-        self.limits.check_chunk(session.total_chunks, index, data)
-        digest = hashlib.sha256(data).hexdigest()
-        known = await self.chunk_records.entry(session, index)
-        if known is not None:
-            if known[1] != digest:
-                raise ChunkConflict(f"chunk {index} was already received with different bytes")
-            return session, True
-        if session.state != s.UploadState.OPEN:
-            raise SessionConflict(f"this upload is {session.state}; it takes no more chunks", code="upload-not-open")
-        self.limits.check_room(session.received_bytes, len(data))
-
-        # Added to what the upload is counted for, in one Redis script: chunks racing each count.
-        await self.quotas.grow(session.owner, session.id, len(data))
-        try:
-            await self.store.put_part(session.id, index, data, digest)
-        except BaseException:
-            await asyncio.shield(self.quotas.grow(session.owner, session.id, -len(data)))
-            raise
-
-        def check(current: s.UploadSession) -> None:
-            if current.state != s.UploadState.OPEN:
-                raise SessionConflict(
-                    f"this upload is {current.state}; it takes no more chunks", code="upload-not-open"
-                )
-            self.limits.check_room(current.received_bytes, len(data))
-            current.expires_at = time.time() + self.limits.expire_seconds
-
-        try:
-            session, duplicate = await self.chunk_records.record(session.id, index, len(data), digest, check)
-        except UploadError:
-            # Not recorded: the part file is nobody's. (A recorded twin has another digest.)
-            await self.store.drop_part(session.id, index, digest)
-            await self.quotas.grow(session.owner, session.id, -len(data))
-            raise
-        if duplicate:  # a concurrent twin recorded the same bytes (the same file) first
-            await self.quotas.grow(session.owner, session.id, -len(data))
-        return session, duplicate
+        """See numbered_chunks.put_chunk."""
+        return await numbered_chunks.put_chunk(self, session, index, data)
 
     # -- appended streams ----------------------------------------------------------------------
 

@@ -322,7 +322,7 @@ def test_many_requests_completing_one_upload_at_once_swap_the_avatar_exactly_onc
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(complete, range(8)))
     assert [a.status_code for a in answers] == [200] * 8
-    assert {a.json()["state"] for a in answers} == {"done"}
+    assert {a.json()["state"] for a in answers} == {"done"}, [a.json() for a in answers if a.json()["state"] != "done"]
     versions = {a.json()["avatar"]["version"] for a in answers}
     # One swap: every answer names the same new version (a second swap would name its own).
     assert len(versions) == 1 and old_version not in versions

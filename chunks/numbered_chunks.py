@@ -1,0 +1,139 @@
+"""Numbered chunks (the JSON chunk API): each chunk a part named by its digest, recorded once.
+
+A chunk is stored before it is recorded (chunk_records.py), so only acknowledged bytes count;
+the same bytes again are a duplicate, other bytes for a recorded index a ChunkConflict.
+`chunks.uploads.Uploads` calls in here; what these functions need of it is `Uploads` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any, Protocol
+
+from . import session as s
+from .chunk_records import ChunkRecords
+from .errors import ChunkConflict, SessionConflict, UploadError, UploadNotFound
+from .limits import UploadLimits
+from .quotas import Quotas
+from .session_store import SessionStore
+from .storage import ChunkStore
+
+
+class Uploads(Protocol):
+    """What numbered chunks need of `chunks.uploads.Uploads` (which calls in here, so is not imported)."""
+
+    sessions: SessionStore
+    store: ChunkStore
+    limits: UploadLimits
+    quotas: Quotas
+    chunk_records: ChunkRecords
+
+    async def get(self, upload_id: str, owner: str) -> s.UploadSession: ...
+
+    async def admit(self, session: s.UploadSession, held_bytes: int, *, count_bytes: bool = True) -> None: ...
+
+    def new_session(self, owner: str, kind: s.UploadKind, **fields: Any) -> s.UploadSession: ...
+
+
+async def open_chunked(
+    uploads: Uploads,
+    owner: str,
+    file_name: str,
+    content_type: str,
+    total_chunks: int,
+    *,
+    alias: str = "",
+    upload_id: str | None = None,
+    first_bytes: int = 0,
+) -> s.UploadSession:
+    """The session named by `upload_id`, else the open one under `alias`, else a new one.
+
+    A new one must fit the owner's quotas with `first_bytes` in it (its first chunk's size),
+    so a refused first chunk leaves no empty upload behind.
+
+    A request that contradicts the session (another total or type) is a SessionConflict."""
+    uploads.limits.check_total_chunks(total_chunks)
+    if upload_id is not None:
+        found: s.UploadSession | None = await uploads.get(upload_id, owner)
+    else:
+        found = await uploads.sessions.by_alias(owner, alias)
+        if found is None:
+            fresh = uploads.new_session(
+                owner,
+                s.UploadKind.CHUNKED,
+                file_name=file_name,
+                content_type=content_type,
+                total_chunks=total_chunks,
+                alias=alias,
+            )
+            # Checked with its first chunk but counted by put_chunk, which adds each chunk.
+            await uploads.admit(fresh, first_bytes, count_bytes=False)
+            found = await uploads.sessions.create(fresh)
+            if found.id != fresh.id:  # a concurrent first chunk under the same name won
+                await uploads.quotas.release(owner, fresh.id)
+    assert found is not None
+    _check_same_upload(found, total_chunks, content_type)
+    return found
+
+
+def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type: str) -> None:
+    if session.kind != s.UploadKind.CHUNKED:
+        raise UploadNotFound("no such chunked upload")
+    if session.total_chunks != total_chunks:
+        raise SessionConflict(
+            f"this upload has total_chunks={session.total_chunks}; abandon it to start over",
+            code="total-chunks-mismatch",
+        )
+    if session.content_type != content_type:
+        raise SessionConflict(
+            f"this upload has content_type={session.content_type!r}",
+            code="content-type-mismatch",
+        )
+
+
+async def put_chunk(
+    uploads: Uploads, session: s.UploadSession, index: int, data: bytes
+) -> tuple[s.UploadSession, bool]:
+    """Store chunk `index` durably, then record it. Returns (session, duplicate).
+
+    The same bytes again are an idempotent duplicate, even after completion; other bytes
+    for a recorded index are a ChunkConflict. Only recorded chunks count."""
+    uploads.limits.check_chunk(session.total_chunks, index, data)
+    digest = hashlib.sha256(data).hexdigest()
+    known = await uploads.chunk_records.entry(session, index)
+    if known is not None:
+        if known[1] != digest:
+            raise ChunkConflict(f"chunk {index} was already received with different bytes")
+        # The session as it stands now: the request that recorded this chunk may have brought
+        # the last one since `session` was read, and then this one must wait for its outcome.
+        return await uploads.get(session.id, session.owner), True
+    if session.state != s.UploadState.OPEN:
+        raise SessionConflict(f"this upload is {session.state}; it takes no more chunks", code="upload-not-open")
+    uploads.limits.check_room(session.received_bytes, len(data))
+
+    # Added to what the upload is counted for, in one Redis script: chunks racing each count.
+    await uploads.quotas.grow(session.owner, session.id, len(data))
+    try:
+        await uploads.store.put_part(session.id, index, data, digest)
+    except BaseException:
+        await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -len(data)))
+        raise
+
+    def check(current: s.UploadSession) -> None:
+        if current.state != s.UploadState.OPEN:
+            raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
+        uploads.limits.check_room(current.received_bytes, len(data))
+        current.expires_at = time.time() + uploads.limits.expire_seconds
+
+    try:
+        session, duplicate = await uploads.chunk_records.record(session.id, index, len(data), digest, check)
+    except UploadError:
+        # Not recorded: the part file is nobody's. (A recorded twin has another digest.)
+        await uploads.store.drop_part(session.id, index, digest)
+        await uploads.quotas.grow(session.owner, session.id, -len(data))
+        raise
+    if duplicate:  # a concurrent twin recorded the same bytes (the same file) first
+        await uploads.quotas.grow(session.owner, session.id, -len(data))
+    return session, duplicate
