@@ -7,9 +7,13 @@ import io
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from tests.support import images
+
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.backends("local", "s3", "cluster")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SAMPLE_DATA_URI = (FIXTURES / "seed001_data_uri.txt").read_text().strip()

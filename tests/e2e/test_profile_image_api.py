@@ -18,6 +18,9 @@ from tests.support import images
 from tests.support.image_host import ImageHost
 from tests.support.server import ServerProcess, StartServer
 
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.backends("local", "s3", "cluster")
+
 MAX_IMAGE_BYTES = 300_000
 FETCH_TIMEOUT = 1.5
 

@@ -12,6 +12,9 @@ from PIL import Image
 from tests.support import images
 from tests.support.server import ServerProcess, StartServer
 
+# Once per deployment: local disk, the S3 backend (SeaweedFS) and a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.backends("local", "s3", "cluster")
+
 PATH = "/users/image/upload"
 MAX_IMAGE_BYTES = 300_000
 
