@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,13 +36,12 @@ from avatars.processing import ProcessedAvatar
 from avatars.store import (
     _EXTENSIONS,
     _POINTER,
-    _POINTER_FORMAT,
     _VERSION_PREFIX,
     AvatarVersion,
     RenditionBody,
     RenditionFile,
     _choose_file,
-    _media_types,
+    _pointer_record,
     _version_of,
 )
 
@@ -98,21 +96,7 @@ class S3AvatarStore:
         except BaseException:
             await asyncio.shield(self._delete_under(user_dir + directory + "/"))
             raise
-        largest = max(r.size for r in processed.renditions)
-        pointer = {
-            "format": _POINTER_FORMAT,
-            "user_id": user_id,
-            "version": processed.digest,
-            "directory": directory,
-            "width": largest,
-            "height": largest,
-            "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
-            "media_types": _media_types(processed),
-            "source_format": processed.source_format,
-            "animated": any(r.animated for r in processed.renditions),
-            "updated_at": time.time(),
-            "files": files,
-        }
+        pointer = _pointer_record(user_id, processed, directory, files)
         with _unavailable_on_failure():
             await self.client.put_object(
                 Bucket=self.bucket,

@@ -195,21 +195,7 @@ class LocalAvatarStore:
             except BaseException:
                 shutil.rmtree(user_dir / directory, ignore_errors=True)
                 raise
-            largest = max(r.size for r in processed.renditions)
-            pointer = {
-                "format": _POINTER_FORMAT,
-                "user_id": user_id,
-                "version": processed.digest,
-                "directory": directory,
-                "width": largest,
-                "height": largest,
-                "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
-                "media_types": _media_types(processed),
-                "source_format": processed.source_format,
-                "animated": any(r.animated for r in processed.renditions),
-                "updated_at": time.time(),
-                "files": files,
-            }
+            pointer = _pointer_record(user_id, processed, directory, files)
             _replace_pointer(user_dir, pointer)
             # Only now is the previous version unreachable; remove it, and any
             # directory a crash between write and swap left behind.
@@ -283,6 +269,25 @@ def _choose_file(pointer: dict, size: int | None, accept: str | None, animated: 
     if webp is None or (fallback is not None and not prefers_webp(accept, fallback["media_type"])):
         return fallback
     return webp
+
+
+def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, files: list[dict]) -> dict:
+    """The pointer to a swapped-in version, as every store writes it (`current.json`)."""
+    largest = max(r.size for r in processed.renditions)
+    return {
+        "format": _POINTER_FORMAT,
+        "user_id": user_id,
+        "version": processed.digest,
+        "directory": directory,
+        "width": largest,
+        "height": largest,
+        "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
+        "media_types": _media_types(processed),
+        "source_format": processed.source_format,
+        "animated": any(r.animated for r in processed.renditions),
+        "updated_at": time.time(),
+        "files": files,
+    }
 
 
 def _media_types(processed: ProcessedAvatar) -> list[str]:
