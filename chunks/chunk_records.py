@@ -19,7 +19,7 @@ from redis.exceptions import WatchError
 from . import session as _session
 from .errors import ChunkConflict, UploadNotFound
 from .session import UploadSession
-from .session_store import SessionStore, binary, redis_errors, text
+from .session_store import Noted, SessionStore, binary, redis_errors, text
 
 Entry = tuple[int, str]  # size, sha256 hex
 
@@ -36,6 +36,15 @@ def _field(size: int, digest: str) -> str:
 def _legacy(session: UploadSession, index: int) -> Entry | None:
     found = session.received_chunks.get(index)
     return None if found is None else (int(found[0]), str(found[1]))
+
+
+def _counted(current: UploadSession, size: int) -> dict[str, str]:
+    """Count one more chunk of `size` on `current`; the chunks its record listed, to move into the hash."""
+    legacy = {str(i): _field(int(e[0]), str(e[1])) for i, e in current.received_chunks.items()}
+    current.received_chunks = {}
+    current.chunk_count += 1
+    current.chunk_bytes += size
+    return legacy
 
 
 class ChunkRecords:
@@ -73,6 +82,7 @@ class ChunkRecords:
         session before a new chunk is recorded, may raise to refuse it and may change it (its
         expiry time); it can run more than once."""
         key, chunks_key = self.keys.session(upload_id), self.keys.chunks(upload_id)
+        noted = Noted()
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
@@ -92,7 +102,12 @@ class ChunkRecords:
                             again = await pipe.get(key)
                             return (current if again is None else _session.decode(binary(again))), True
                         check(current)
-                        await self._write(pipe, current, index, _field(size, digest), size)
+                        legacy = _counted(current, size)
+                        if noted.missing(current, False):
+                            await pipe.reset()  # the index is written on another connection (Noted)
+                            await self.sessions.note_before_commit(noted, current, False)
+                            continue
+                        await self._write(pipe, current, index, _field(size, digest), legacy)
                         break
                     except WatchError:
                         continue
@@ -100,12 +115,9 @@ class ChunkRecords:
         await self.sessions.replicated()
         return current, False
 
-    async def _write(self, pipe: Pipeline, current: UploadSession, index: int, value: str, size: int) -> None:
-        legacy = {str(i): _field(int(e[0]), str(e[1])) for i, e in current.received_chunks.items()}
-        current.received_chunks = {}
-        current.chunk_count += 1
-        current.chunk_bytes += size
-        await self.sessions.index_completable(current)
+    async def _write(
+        self, pipe: Pipeline, current: UploadSession, index: int, value: str, legacy: dict[str, str]
+    ) -> None:
         ttl = self.sessions.ttl(current)
         key, chunks_key = self.keys.session(current.id), self.keys.chunks(current.id)
         pipe.multi()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -49,6 +50,24 @@ def binary(value: bytes | str) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError("session records are binary: the Redis client must not decode responses")
     return value
+
+
+@dataclass
+class Noted:
+    """What has been written ahead of one transaction on a session (the outbox's pending mark,
+    the completion index), so a retried transaction does not write it again.
+
+    Those writes go through the pool on a connection of their own, and a WATCH transaction holds
+    its connection until EXEC: writing them while it is held would need two connections per
+    transaction, and as many concurrent transactions as the pool has connections would then wait
+    on each other until the pool's timeout (every last chunk of a load test answering 503). So
+    the transaction lets go of its connection (`reset`), they are written, and it starts again."""
+
+    outbox: bool = False
+    completable: bool = False
+
+    def missing(self, session: UploadSession, with_event: bool) -> bool:
+        return (with_event and not self.outbox) or (session.awaiting_completion and not self.completable)
 
 
 class SessionStore:
@@ -107,13 +126,20 @@ class SessionStore:
         Our own record is stored first, so an alias never points at a session not yet written.
         The alias key has no hash tag of its own: this transaction touches it alone."""
         alias_key = self.keys.alias(session.owner, session.alias)
+        named: dict[str, UploadSession | None] = {}
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(alias_key)
                     existing = await pipe.get(alias_key)
                     if existing is not None:
-                        found = await self.get(text(existing))
+                        if text(existing) not in named:
+                            # Read on another connection, so not while this one is held (see Noted);
+                            # then watched again: a change of the alias meanwhile is seen.
+                            await pipe.reset()
+                            named[text(existing)] = await self.get(text(existing))
+                            continue
+                        found = named[text(existing)]
                         # The alias key is a hash of owner and name: only a live session of the
                         # same owner under the same name counts, never whatever else it names.
                         if found is not None and self._same_alias(found, session) and not found.expired():
@@ -198,6 +224,7 @@ class SessionStore:
         session and the outcome, names the event to record in the same transaction (or None)."""
         key = self.keys.session(upload_id)
         happened: tuple[str, dict[str, Any]] | None = None
+        noted = Noted()
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
@@ -210,9 +237,11 @@ class SessionStore:
                         current = _session.decode(binary(blob))
                         outcome = change(current)
                         happened = event(current, outcome) if event is not None else None
-                        if happened is not None:
-                            await self.outbox.prepare(self.redis, upload_id)
-                        await self.index_completable(current)
+                        if noted.missing(current, happened is not None):
+                            # Written on another connection, so not while this one is held: see Noted.
+                            await pipe.reset()
+                            await self.note_before_commit(noted, current, happened is not None)
+                            continue
                         pipe.multi()
                         pipe.set(key, _session.encode(current), ex=self.ttl(current))
                         if happened is not None:
@@ -229,6 +258,15 @@ class SessionStore:
             await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
         await self.replicated()
         return current, outcome
+
+    async def note_before_commit(self, noted: Noted, session: UploadSession, with_event: bool) -> None:
+        """Write what must precede a transaction that changes `session` (see Noted)."""
+        if with_event and not noted.outbox:
+            await self.outbox.prepare(self.redis, session.id)
+            noted.outbox = True
+        if session.awaiting_completion and not noted.completable:
+            await self.index_completable(session)
+            noted.completable = True
 
     async def index_completable(self, session: UploadSession) -> None:
         """List an upload that has all its bytes for the completion sweeper, before its record says so.

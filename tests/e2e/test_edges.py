@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from server.redis_process import RedisProcess, free_port
+from tests.support import images
 from tests.support.config import API_KEY
 from tests.support.server import ServerProcess
 
@@ -302,6 +303,79 @@ def test_the_redis_pool_is_bounded_and_requests_wait_for_a_connection(start_serv
             mine = probe.client_id()
             others = [c for c in probe.client_list() if int(c["id"]) != mine]
             assert len(others) <= 2, [(c["cmd"], c["age"], c["name"]) for c in others]
+    finally:
+        own.stop()
+
+
+def test_a_pool_smaller_than_the_completions_at_once_serves_them_all(start_server, token, tmp_path):
+    """Completing an upload changes its record in a WATCH transaction and writes an index on the
+    side. Were the side write made while the transaction holds its connection, every transaction
+    would need two, and as many completions at once as the pool has connections would wait on
+    each other until the pool's timeout: every last chunk answered 503 (seen under W3 load)."""
+    own = RedisProcess(tmp_path / "redis", port=free_port(), appendonly=False)
+    own.start()
+    try:
+        bounded = start_server(redis_url=own.url, redis={"max_connections": 2, "pool_timeout_seconds": 4})
+        photo = images.jpeg(96, 96, colour=(200, 40, 40))
+        users = [f"pool-done-{i}" for i in range(12)]
+
+        async def last_bytes_at_once() -> tuple[list[int], list[int]]:
+            async with httpx.AsyncClient(base_url=bounded.url, timeout=60) as client:
+                locations = []
+                for user in users[:6]:  # tus: all but the last byte, one upload at a time
+                    auth = {**TUS, "Authorization": f"Bearer {token(user)}"}
+                    created = await client.post("/files/", headers={**auth, "Upload-Length": str(len(photo))})
+                    patch = {**auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+                    assert (
+                        await client.patch(created.headers["location"], headers=patch, content=photo[:-1])
+                    ).status_code == 204
+                    locations.append((created.headers["location"], auth))
+                for user in users[6:]:  # the JSON chunk API: the first of two chunks
+                    first = {
+                        "file_name": "me.jpg",
+                        "file": base64.b64encode(photo[:100]).decode(),
+                        "is_chunk": True,
+                        "chunk_index": 0,
+                        "total_chunks": 2,
+                        "content_type": "image/jpeg",
+                    }
+                    answer = await client.post(URL, json=first, headers={"Authorization": f"Bearer {token(user)}"})
+                    assert answer.status_code == 200, answer.text
+                last_patches = [
+                    client.patch(
+                        url,
+                        headers={
+                            **auth,
+                            "Content-Type": "application/offset+octet-stream",
+                            "Upload-Offset": str(len(photo) - 1),
+                        },
+                        content=photo[-1:],
+                    )
+                    for url, auth in locations
+                ]
+                last_chunks = [
+                    client.post(
+                        URL,
+                        json={
+                            "file_name": "me.jpg",
+                            "file": base64.b64encode(photo[100:]).decode(),
+                            "is_chunk": True,
+                            "chunk_index": 1,
+                            "total_chunks": 2,
+                            "content_type": "image/jpeg",
+                        },
+                        headers={"Authorization": f"Bearer {token(user)}"},
+                    )
+                    for user in users[6:]
+                ]
+                answers = await asyncio.gather(*last_patches, *last_chunks)
+            return [a.status_code for a in answers[:6]], [a.status_code for a in answers[6:]]
+
+        patched, posted = asyncio.run(last_bytes_at_once())
+        assert patched == [204] * 6 and posted == [200] * 6, (patched, posted)
+        for user in users:  # and each is its user's avatar
+            got = httpx.get(f"{bounded.url}/avatars/{user}", params={"size": 64})
+            assert got.status_code == 200, (user, got.status_code)
     finally:
         own.stop()
 
