@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from . import concatenation, running_digest
 from .errors import DigestUnavailable, SessionConflict, UploadError, UploadNotFound, UploadRejected
+from .locks import holder_token
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
 from .streams import Checksum
@@ -109,7 +109,7 @@ class Completion:
     async def _claim(self, upload_id: str) -> UploadSession | None:
         """Take the right to complete the upload; None if another request holds it or it settled."""
         claim_seconds = self._uploads.limits.claim_seconds
-        token = secrets.token_hex(8)
+        token = holder_token()
 
         def take(current: UploadSession) -> bool:
             now = time.time()

@@ -21,7 +21,6 @@ a record changed under us) falls back to the general path, which raises the usua
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
@@ -30,7 +29,7 @@ from redis.exceptions import RedisError
 
 from . import session as _session
 from .errors import StoreUnavailable
-from .locks import Lease, UploadLocks
+from .locks import Lease, UploadLocks, holder_token
 from .session import UploadSession
 from .session_store import SessionStore, binary
 
@@ -93,7 +92,7 @@ class HotPath:
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, owner: str, wait_seconds: float) -> AsyncIterator[HeldUpload]:
         """The upload locked for `owner`, with its record read under the lock (None: read it yourself)."""
-        token = secrets.token_hex(16)
+        token = holder_token()
         lock_key, stop_key = self.keys.lock(upload_id), self.keys.stop(upload_id)
         try:
             answer = await self._begin(

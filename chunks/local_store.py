@@ -32,6 +32,9 @@ from .streams import Checksum, VerifiedBody
 # told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
 _NOT_STORED = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 _COPY_BLOCK = 1024 * 1024
+# Blocks up to this size are written from the event loop (page cache: microseconds); larger
+# ones, which a socket read does not deliver but another caller might, in a worker thread.
+_INLINE_WRITE = 256 * 1024
 # A checksummed body has no checkpoints: nothing counts before its digest is known.
 _NO_CHECKPOINTS = 1 << 62
 
@@ -143,37 +146,33 @@ class LocalChunkStore:
     # -- streams -------------------------------------------------------------------------------
 
     async def create_stream(self, upload_id: str) -> None:
+        # In the event loop: a mkdir and an empty file cost less than a worker-thread hop. Not
+        # synced: a stream file lost in a crash reads as no bytes, which is what it held.
         path = self._stream(upload_id)
-        await aiofiles.os.makedirs(path.parent, exist_ok=True)
-
-        def create() -> None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        await asyncio.to_thread(create)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
     async def reconcile(self, upload_id: str, recorded_offset: int) -> int:
+        # The stat in the event loop (cheaper than a hop); a torn tail, which is rare, is cut
+        # and synced in a worker thread.
         path = self._stream(upload_id)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return 0
+        if size <= recorded_offset:
+            return size
 
-        def reconcile() -> int:
+        def cut() -> int:
+            fd = os.open(path, os.O_WRONLY)
             try:
-                fd = os.open(path, os.O_WRONLY)
-            except FileNotFoundError:
-                return 0
-            try:
-                size = os.fstat(fd).st_size
-                if size <= recorded_offset:
-                    return size
                 os.ftruncate(fd, recorded_offset)
                 os.fsync(fd)
                 return recorded_offset
             finally:
                 os.close(fd)
 
-        return await asyncio.to_thread(reconcile)
+        return await asyncio.to_thread(cut)
 
     async def append(
         self,
@@ -185,12 +184,13 @@ class LocalChunkStore:
         checksum: Checksum | None,
         checkpoint: Callable[[int], Awaitable[None]],
         checkpoint_bytes: int,
+        on_sync: Callable[[int], None] | None = None,
     ) -> tuple[int, BaseException | None]:
         if checksum is None:
-            return await self._write(upload_id, offset, body, limit, checkpoint, checkpoint_bytes)
+            return await self._write(upload_id, offset, body, limit, checkpoint, checkpoint_bytes, on_sync)
         verified = VerifiedBody(body, checksum)
         written, interrupted = await self._write(
-            upload_id, offset, verified.blocks(), limit, _no_checkpoint, _NO_CHECKPOINTS
+            upload_id, offset, verified.blocks(), limit, _no_checkpoint, _NO_CHECKPOINTS, on_sync
         )
         if interrupted is None and verified.matches():
             return written, None
@@ -208,16 +208,19 @@ class LocalChunkStore:
         limit: int,
         checkpoint: Callable[[int], Awaitable[None]],
         checkpoint_bytes: int,
+        on_sync: Callable[[int], None] | None,
     ) -> tuple[int, BaseException | None]:
         """Write `body` at `offset`; fdatasync and call `checkpoint` once `checkpoint_bytes` are
         written and more bytes arrive (a body that ends there is synced once, at its end).
 
-        Each block is written as it arrives (a stuck body's bytes are on disk, for the request
-        that takes over) with one worker-thread hop, the file opened in the first; the end is one
-        more hop for fdatasync and close: a 64 KiB PATCH is two or three hops, not one per block
-        plus exists, open, seek, flush, fsync and close. An interruption is handed back, not
-        raised, once the bytes before it are durable; a storage error truncates back to the
-        last durable offset and raises StorageFull."""
+        Each block is written as it arrives (a stuck body's bytes are in the file, for the request
+        that takes over from it), in the event loop when it is small: a pwrite of the 64 KiB a
+        socket read delivers lands in the page cache in microseconds, less than a worker-thread
+        hop costs. What waits for the disk, fdatasync, runs in a worker thread with `on_sync`
+        (hashing) once per checkpoint, and once at the end with the close: a 64 KiB PATCH makes
+        one thread hop. An interruption is handed back, not raised, once the bytes before it
+        are durable; a storage error truncates back to the last durable offset and raises
+        StorageFull."""
         target = _StreamFile(self._stream(upload_id), self._injected_fault)
         durable = written = offset
         interrupted: BaseException | None = None
@@ -236,18 +239,22 @@ class LocalChunkStore:
                     break
                 if written - durable >= checkpoint_bytes:
                     # More bytes came after a checkpoint's worth: make those durable and count them.
-                    await asyncio.to_thread(target.write, b"", written, True)
+                    await asyncio.to_thread(target.sync, written, on_sync, False)
                     durable = written
                     await checkpoint(durable)
-                await asyncio.to_thread(target.write, block, written, False)
+                if len(block) <= _INLINE_WRITE:
+                    target.write(block, written)
+                else:
+                    await asyncio.to_thread(target.write, block, written)
                 written += len(block)
             # Shielded: a cancelled request must still leave a consistent, durable file.
-            await asyncio.shield(asyncio.to_thread(target.write, b"", written, True))
+            await asyncio.shield(asyncio.to_thread(target.sync, written, on_sync, True))
         except OSError as exc:
             await asyncio.to_thread(target.rollback, durable)
             raise _storage_error(exc) from exc
         finally:
-            await asyncio.shield(asyncio.to_thread(target.close))
+            if target.is_open:
+                await asyncio.shield(asyncio.to_thread(target.close))
         return written, interrupted
 
     async def concatenate(self, upload_id: str, sources: list[str]) -> int:
@@ -277,15 +284,20 @@ class LocalChunkStore:
 
 
 class _StreamFile:
-    """An upload's stream file during one append, opened on first use in a worker thread.
+    """An upload's stream file during one append, opened on first write.
 
-    Its calls run in worker threads one at a time; the lock keeps `close` (run even when the
-    request was cancelled) from closing the descriptor under a write still in flight."""
+    Small writes run in the event loop, syncs and large writes in worker threads, one at a time;
+    the lock keeps `close` (run even when the request was cancelled) from closing the
+    descriptor under a sync still in flight."""
 
     def __init__(self, path: Path, fault: Callable[[], None]) -> None:
         self.path, self._fault = path, fault
         self._fd: int | None = None
         self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
 
     def _open(self) -> int:
         if self._fd is None:
@@ -296,7 +308,7 @@ class _StreamFile:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
         return self._fd
 
-    def write(self, data: bytes | bytearray, position: int, sync: bool) -> None:
+    def write(self, data: bytes | bytearray, position: int) -> None:
         with self._lock:
             fd = self._open()
             view = memoryview(data)
@@ -304,9 +316,18 @@ class _StreamFile:
                 done = os.pwrite(fd, view, position)
                 view, position = view[done:], position + done
             self._fault()
-            if sync:
+
+    def sync(self, position: int, on_sync: Callable[[int], None] | None, close: bool) -> None:
+        """Make the bytes up to `position` durable (after `on_sync(position)`); then close if asked."""
+        with self._lock:
+            if on_sync is not None:
+                on_sync(position)
+            if self._fd is not None:
+                self._fault()
                 # fdatasync also writes the file's new size: what a later read needs.
-                os.fdatasync(fd)
+                os.fdatasync(self._fd)
+            if close:
+                self._close()
 
     def rollback(self, durable: int) -> None:
         with self._lock, contextlib.suppress(OSError):
@@ -316,6 +337,9 @@ class _StreamFile:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

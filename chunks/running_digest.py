@@ -13,10 +13,12 @@ against hashlib), `AVAILABLE` is False and uploads simply carry no digest state.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import hashlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -183,16 +185,20 @@ def check_representation(session: UploadSession, expected: Checksum) -> None:
 class AppendDigests:
     """The running digests through one append, from the state that covers its start offset.
 
-    `through` hashes each block as the store takes it; `states_at(offset)` is the state that
-    covers exactly `offset` stored bytes, or None if that is not a point it passed (the store
-    kept fewer bytes than it was handed, for example a block past the upload's length)."""
+    `through` notes each block as the store takes it; `fold_to(offset)` hashes the noted blocks
+    up to `offset`, and is meant to run in the worker thread that makes those bytes durable
+    (ChunkStore.append's `on_sync`), so hashing, which costs about as much CPU as the rest of a
+    64 KiB PATCH, stays off the event loop. `states_at(offset)` is the state that covers exactly
+    `offset` stored bytes (folding whatever is left), or None if that is not a point it passed
+    (the store kept fewer bytes than it was handed, for example a block past the upload's length)."""
 
     def __init__(self, offset: int, states: dict[str, bytes]) -> None:
         self._start = offset
         self._start_states = dict(states)
         self._running = {name: RunningDigest(name, state) for name, state in states.items()}
         self._count = offset  # bytes folded into _running
-        self._pending = b""  # the last block handed out: folded in once the store asks for more
+        self._pending: collections.deque[bytes] = collections.deque()  # handed out, not yet folded
+        self._lock = threading.Lock()  # fold_to runs in a worker thread, states_at in the loop
 
     @classmethod
     def for_session(cls, session: UploadSession) -> AppendDigests | None:
@@ -203,24 +209,24 @@ class AppendDigests:
         except (KeyError, ValueError):
             return None
 
-    def _fold(self) -> None:
-        for running in self._running.values():
-            running.update(self._pending)
-        self._count += len(self._pending)
-        self._pending = b""
+    def fold_to(self, offset: int) -> None:
+        """Hash the blocks handed out that end at or before `offset` (thread-safe)."""
+        with self._lock:
+            while self._pending and self._count + len(self._pending[0]) <= offset:
+                block = self._pending.popleft()
+                for running in self._running.values():
+                    running.update(block)
+                self._count += len(block)
 
     async def through(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for block in body:
-            # The store asks for a block only after writing the one before it.
-            self._fold()
-            self._pending = block
+            self._pending.append(block)
             yield block
 
     def states_at(self, offset: int) -> dict[str, bytes] | None:
         if offset == self._start:
             return self._start_states
-        if self._pending and offset == self._count + len(self._pending):
-            self._fold()
+        self.fold_to(offset)
         if offset == self._count:
             return {name: running.state for name, running in self._running.items()}
         return None

@@ -179,7 +179,9 @@ class S3ChunkStore:
         checksum: Checksum | None,
         checkpoint: Callable[[int], Awaitable[None]],
         checkpoint_bytes: int,
+        on_sync: Callable[[int], None] | None = None,
     ) -> tuple[int, BaseException | None]:
+        # on_sync is not called: its work (hashing) is done by the caller when it records the offset.
         head = await self._head(upload_id)
         if head is None:
             await self.create_stream(upload_id)

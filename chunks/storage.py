@@ -52,10 +52,15 @@ class ChunkStore(Protocol):
         checksum: Checksum | None,
         checkpoint: Callable[[int], Awaitable[None]],
         checkpoint_bytes: int,
+        on_sync: Callable[[int], None] | None = None,
     ) -> tuple[int, BaseException | None]:
         """Write `body` at `offset`, at most `limit` bytes. Returns the stored offset and what
         interrupted the body, if anything (a disconnect, a stop request, an OverflowError past
         `limit`); the bytes before an interruption are kept.
+
+        `on_sync(offset)`, if given, is called before each checkpoint and at the end with the
+        offset about to be made durable, in a worker thread where the store has one (the caller
+        hashes the written blocks there, off the event loop); a store may not call it at all.
 
         Without a checksum, `checkpoint(offset)` is awaited each time at least `checkpoint_bytes`
         more are durable, so a crash loses little. With one, the block counts only if it arrived

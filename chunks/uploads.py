@@ -226,6 +226,7 @@ class Uploads:
                     checksum=checksum,
                     checkpoint=checkpoint,
                     checkpoint_bytes=self.limits.checkpoint_bytes,
+                    on_sync=digests.fold_to if digests else None,
                 )
             except ChecksumMismatch:
                 await self._record_offset(upload_id, offset, held=held)

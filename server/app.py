@@ -26,7 +26,6 @@ from . import metrics as metrics_module
 from .auth import check_secret
 from .endpoint import json_problem
 from .links import TrustedHosts, allowed_hosts
-from .object_storage import ObjectStorageUnusable, open_object_storage
 from .ratelimit import RateLimit, RequestRate
 from .redis_process import RedisProcess
 from .request_log import SCOPE_PROBLEM, RequestObserver, note
@@ -77,6 +76,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         stack.push_async_callback(redis.aclose)
         object_storage = None
         if settings.storage.backend == "s3":
+            # Imported only here: aiobotocore and aiohttp are ~30 MiB a local-disk server never needs.
+            from .object_storage import ObjectStorageUnusable, open_object_storage
+
             try:
                 object_storage = await open_object_storage(settings.storage.s3, stack)
             except ObjectStorageUnusable as exc:

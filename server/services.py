@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiofiles
 import aiofiles.os
@@ -35,8 +35,6 @@ from avatars import (
     PipelineSettings,
     ProcessedAvatar,
 )
-from avatars.s3_store import S3AvatarStore
-from chunks.s3_store import S3ChunkStore
 
 from .auth import Authenticator
 from .bodies import BodyPace, MemoryBudget
@@ -44,10 +42,12 @@ from .events import AnnouncingAvatarStore, Events
 from .gravatar import GravatarChoices
 from .hooks import PreCreateHook
 from .metrics import Metrics, Timer
-from .object_storage import ObjectStorage
 from .pending_fetches import PendingFetches
 from .ratelimit import RequestRate
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .object_storage import ObjectStorage
 
 log = logging.getLogger("server")
 
@@ -236,6 +236,10 @@ def build_services(
         root, fault_enospc_flag=settings.storage.fault_enospc_flag or None
     )
     if object_storage is not None:
+        # Imported only with the S3 backend (botocore and aiohttp are ~30 MiB per process).
+        from avatars.s3_store import S3AvatarStore
+        from chunks.s3_store import S3ChunkStore
+
         bucket, scratch = object_storage.bucket, root / "work" / "s3"
         avatars = S3AvatarStore(
             object_storage.client, bucket, prefix=object_storage.prefix, public_base_url=object_storage.public_base_url

@@ -51,6 +51,9 @@ def main() -> int:
                 str(out),
                 "--nonblocking",
                 "--threads",
+                # BENCH_PROFILE_GIL=1: only samples of the thread holding the GIL, so time a thread
+                # spends waiting to take it back after a syscall is not counted as its work.
+                *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

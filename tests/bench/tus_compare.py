@@ -40,6 +40,7 @@ LABELS = {
     "base": "before (BENCH_BASE_DIR)",
     "project": "this server",
     "project-s3": "this server, storage.backend: s3",
+    "project-w2": "this server, server.workers: 2",
 }
 PROJECT_CONFIG = """\
 redis: {{url: embedded, embedded_dir: {store}/redis}}
@@ -54,6 +55,9 @@ PROJECT_S3_CONFIG = PROJECT_CONFIG.replace(
     "storage: {{backend: s3, root: {store}/data, s3: {{endpoint_url: embedded, embedded_dir: {store}/seaweedfs, "
     "access_key_id: bench-key, secret_access_key: bench-secret}}}}",
 )
+
+# Two worker processes on one port (server/workers.py), sharing the embedded Redis.
+PROJECT_W2_CONFIG = PROJECT_CONFIG.replace("{{log_level: warning}}", "{{log_level: warning, workers: 2}}")
 
 
 def _free_port() -> int:
@@ -117,7 +121,7 @@ def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
         cmd = ["node", str(NODE_PEER), str(port), str(store)]
         url, headers = f"http://127.0.0.1:{port}/files", {}
     else:  # "project", "project-s3" or "base"
-        config = PROJECT_S3_CONFIG if kind == "project-s3" else PROJECT_CONFIG
+        config = {"project-s3": PROJECT_S3_CONFIG, "project-w2": PROJECT_W2_CONFIG}.get(kind, PROJECT_CONFIG)
         (store / "bench.yaml").write_text(config.format(store=store))
         cmd = [sys.executable, "-m", "server", "--config", str(store / "bench.yaml"), "--port", str(port)]
         url, headers = f"http://127.0.0.1:{port}/files/", {"X-Api-Key": "benchkey"}
