@@ -118,10 +118,19 @@ class Outbox:
 
     def stage(self, pipe: Pipeline, event_type: str, data: dict[str, Any]) -> None:
         """Queue the event on `pipe`, inside the caller's MULTI over the upload's keys."""
-        if self.keys is not None:
-            staged = self.keys.outbox(data["upload_id"])
-            pipe.rpush(staged, json.dumps({"type": event_type, "body": event_body(event_type, data).decode()}))
-            pipe.expire(staged, _STAGED_TTL_SECONDS)
+        staged = self.staged(event_type, data)
+        if staged is not None:
+            key, entry, ttl = staged
+            pipe.rpush(key, entry)
+            pipe.expire(key, ttl)
+
+    def staged(self, event_type: str, data: dict[str, Any]) -> tuple[str, str, int] | None:
+        """The list an event is staged in, its entry and the list's TTL (None: nobody listens),
+        for a caller that writes them in a script of its own (SessionStore.update)."""
+        if self.keys is None:
+            return None
+        entry = json.dumps({"type": event_type, "body": event_body(event_type, data).decode()})
+        return self.keys.outbox(data["upload_id"]), entry, _STAGED_TTL_SECONDS
 
     def committed(self, event_type: str, data: dict[str, Any]) -> None:
         if self._notify is not None:

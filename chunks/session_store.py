@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError, WatchError
@@ -52,16 +52,30 @@ def binary(value: bytes | str) -> bytes:
     return value
 
 
+# KEYS: session[, the upload's staged events]. ARGV: record read, new record, TTL s[, event, its TTL s].
+# 1 written; 0 the record changed since it was read (nothing written). One hash tag: Cluster-safe.
+_COMPARE_AND_SET = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if KEYS[2] then
+  redis.call('rpush', KEYS[2], ARGV[4])
+  redis.call('expire', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+
 @dataclass
 class Noted:
     """What has been written ahead of one transaction on a session (the outbox's pending mark,
     the completion index), so a retried transaction does not write it again.
 
-    Those writes go through the pool on a connection of their own, and a WATCH transaction holds
-    its connection until EXEC: writing them while it is held would need two connections per
-    transaction, and as many concurrent transactions as the pool has connections would then wait
-    on each other until the pool's timeout (every last chunk of a load test answering 503). So
-    the transaction lets go of its connection (`reset`), they are written, and it starts again."""
+    A WATCH transaction holds its connection until EXEC, and these writes go through the pool
+    on another: written while it is held, every transaction would need two connections, and as
+    many concurrent transactions as the pool has connections would wait on each other until the
+    pool's timeout (every last chunk of a load test answering 503). So a WATCH transaction lets
+    go of its connection (`reset`) before writing them, and starts again (ChunkRecords.record);
+    SessionStore.update holds no connection between its read and its write."""
 
     outbox: bool = False
     completable: bool = False
@@ -87,6 +101,7 @@ class SessionStore:
         self.wait_timeout_ms = max(1, int(wait_timeout_seconds * 1000))
         # Events are staged inside the transactions below (see outbox.py).
         self.outbox = outbox or Outbox()
+        self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
 
     def ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -217,45 +232,45 @@ class SessionStore:
     async def update(
         self, upload_id: str, change: Callable[[UploadSession], T], event: EventOf | None = None
     ) -> tuple[UploadSession, T]:
-        """Apply `change` to the stored session atomically (WATCH/MULTI, retried on contention).
+        """Apply `change` to the stored session atomically (read, then compare-and-set, retried
+        when another writer came in between).
 
         `change` mutates the session it is given and may raise to abort; it can run more than
         once, so it must not have side effects outside the session. `event`, given the changed
-        session and the outcome, names the event to record in the same transaction (or None)."""
+        session and the outcome, names the event to record in the same step (or None).
+
+        Two round trips, a GET and one script that writes the record only if it is still the
+        one read (and stages the event beside it): what WATCH/MULTI/EXEC gives in three, and
+        without holding a pooled connection while the writes that must come first (Noted) go
+        out on another."""
         key = self.keys.session(upload_id)
-        happened: tuple[str, dict[str, Any]] | None = None
         noted = Noted()
         with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(key)
-                        blob = await pipe.get(key)
-                        if blob is None:
-                            await pipe.reset()
-                            raise UploadNotFound("no such upload")
-                        current = _session.decode(binary(blob))
-                        outcome = change(current)
-                        happened = event(current, outcome) if event is not None else None
-                        if noted.missing(current, happened is not None):
-                            # Written on another connection, so not while this one is held: see Noted.
-                            await pipe.reset()
-                            await self.note_before_commit(noted, current, happened is not None)
-                            continue
-                        pipe.multi()
-                        pipe.set(key, _session.encode(current), ex=self.ttl(current))
-                        if happened is not None:
-                            self.outbox.stage(pipe, *happened)
-                        await pipe.execute()
-                        break
-                    except WatchError:
-                        continue
-            # After the record: a lost index update leaves an older score, which the reaper
-            # corrects when it finds the session not yet expired.
+            while True:
+                blob = await self.redis.get(key)
+                if blob is None:
+                    raise UploadNotFound("no such upload")
+                current = _session.decode(binary(blob))
+                # A record already awaiting completion was listed by the change that made it so.
+                noted.completable = noted.completable or current.awaiting_completion
+                expires_at = current.expires_at
+                outcome = change(current)
+                happened = event(current, outcome) if event is not None else None
+                staged = self.outbox.staged(*happened) if happened is not None else None
+                await self.note_before_commit(noted, current, staged is not None)
+                keys, args = [key], [blob, _session.encode(current), self.ttl(current)]
+                if staged is not None:
+                    keys.append(staged[0])
+                    args.extend(staged[1:])
+                if await self._compare_and_set(keys=keys, args=args):
+                    break
             if happened is not None:
                 await self._relay(upload_id)
                 self.outbox.committed(*happened)
-            await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
+            if current.expires_at != expires_at:
+                # After the record: a lost index update leaves an older score, which the reaper
+                # corrects when it finds the session not yet expired.
+                await self.redis.zadd(self.keys.expiry, {upload_id: current.expires_at})
         await self.replicated()
         return current, outcome
 

@@ -32,7 +32,7 @@ def _frames(line: str) -> tuple[list[str], int]:
 
 
 def main() -> int:
-    w = WORKLOADS["W3"].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
+    w = WORKLOADS[os.environ.get("BENCH_PROFILE_WORKLOAD", "W3")].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
     out = Path(os.environ.get("BENCH_PROFILE", ROOT / "var" / "bench" / "patch-profile.txt"))
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = ROOT / ".venv" / "bin" / "py-spy"

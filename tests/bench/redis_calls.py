@@ -2,8 +2,8 @@
 
     .venv/bin/python -m tests.bench.redis_calls        # 20 uploads x 16 PATCHes of 64 KiB
 
-Starts the project fresh (embedded Redis), creates the uploads, resets the counters, sends the
-PATCHes, and prints each command's calls per PATCH. The last PATCH of each upload completes it
+Starts the project fresh (embedded Redis), creates the uploads, sends the PATCHes, and prints
+each command's calls per POST and per PATCH (the counters reset between the phases). The last PATCH of each upload completes it
 (image pipeline, settle), so a steady-state PATCH is the "middle" figure printed separately.
 """
 
@@ -45,10 +45,12 @@ def main() -> int:
         async def go() -> list[dict[str, int]]:
             conn = Connection("127.0.0.1", port, headers)
             locations = []
+            client.config_resetstat()
             for _ in range(UPLOADS):
                 status, answer = await conn.request("POST", "/" + path, {**TUS, "Upload-Length": str(PATCHES * CHUNK)})
                 assert status == 201, status
                 locations.append("/" + answer["location"].split("/", 3)[3])
+            post = _stats(client)
             client.config_resetstat()
             await _patch_all(conn, locations, 0, PATCHES - 1)
             middle = _stats(client)
@@ -56,17 +58,19 @@ def main() -> int:
             await _patch_all(conn, locations, PATCHES - 1, PATCHES)
             last = _stats(client)
             await conn.close()
-            return [middle, last]
+            return [post, middle, last]
 
-        middle, last = asyncio.run(go())
-    n = UPLOADS * (PATCHES - 1)
-    print(f"steady-state PATCH ({n}): {sum(middle.values()) / n:.2f} commands")
-    for name, calls in sorted(middle.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:12} {calls / n:.2f}")
-    print(f"completing PATCH ({UPLOADS}): {sum(last.values()) / UPLOADS:.2f} commands")
-    for name, calls in sorted(last.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:12} {calls / UPLOADS:.2f}")
+        post, middle, last = asyncio.run(go())
+    _print(f"POST ({UPLOADS})", post, UPLOADS)
+    _print(f"steady-state PATCH ({UPLOADS * (PATCHES - 1)})", middle, UPLOADS * (PATCHES - 1))
+    _print(f"completing PATCH ({UPLOADS})", last, UPLOADS)
     return 0
+
+
+def _print(what: str, stats: dict[str, int], n: int) -> None:
+    print(f"{what}: {sum(stats.values()) / n:.2f} commands")
+    for name, calls in sorted(stats.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:12} {calls / n:.2f}")
 
 
 if __name__ == "__main__":
