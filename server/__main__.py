@@ -10,11 +10,7 @@ import os
 import socket
 import sys
 
-from . import redis_client
 from . import settings as settings_module
-from .auth import InsecureSecret, check_secret, issue_token
-from .request_log import configure
-from .workers import STARTUP_FAILED, Supervisor
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -34,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=f"settings file (default: $AVS_CONFIG or {DEFAULT_CONFIG})")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
-    # Internal: a worker of `server.workers` (server/workers.py) serving the parent's socket.
+    # Internal: a worker of `server.workers` (server/workers.py) serving the parent's socket,
+    # and the parent itself once its checks are done (see below).
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config_path = _config_path(args.config)
     try:
@@ -47,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     # The app's own checks (the JWT secret, the allowed Host names) see where it really listens.
     settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, host=host, port=port))
 
+    if args.supervise:
+        from .log_format import configure
+        from .workers import Supervisor
+
+        configure(settings.server.log_format, settings.server.log_level)
+        return Supervisor(settings, config_path).run()
     if args.worker_fd is None:
+        from . import redis_client
+        from .auth import InsecureSecret, check_secret
+
         problem = asyncio.run(redis_client.check(settings.redis.url, settings.redis))
         if problem is not None:
             parser.exit(2, f"error: {problem}\n")  # one line: a setting to fix, not a crash to read
@@ -56,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                 check_secret(settings.auth, host)  # once here, rather than N workers failing alike
             except InsecureSecret as exc:
                 parser.error(str(exc))
-            configure(settings.server.log_format, settings.server.log_level)
-            return Supervisor(settings, config_path).run()
+            # The supervisor only starts and watches Redis and the workers: it goes on as a fresh
+            # interpreter (exec: the same pid), without the ~25 MiB the checks above imported.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, "-m", "server", *argv, "--supervise"])
     return _serve(parser, settings, args.worker_fd)
 
 
@@ -65,7 +75,10 @@ def _serve(parser: argparse.ArgumentParser, settings: settings_module.Settings, 
     import uvicorn
 
     from .app import create_app
+    from .auth import InsecureSecret
     from .http_limits import limited_protocol
+    from .log_format import configure
+    from .workers import STARTUP_FAILED
 
     # One handler for every logger, uvicorn's too (log_config=None): JSON or readable lines, and
     # one access line per request from server.request_log instead of uvicorn's.
@@ -99,6 +112,8 @@ def _token(argv: list[str]) -> int:
     parser.add_argument("--config")
     args = parser.parse_args(argv)
     settings = settings_module.load(_config_path(args.config))
+    from .auth import issue_token
+
     print(issue_token(settings.auth, args.user_id, email=args.email, ttl=args.ttl))
     return 0
 

@@ -1,8 +1,9 @@
 """`server.workers: N`: N worker processes serving one port, from one `python -m server`.
 
-The parent binds the listening socket once and starts N children (`python -m server
---worker-fd FD`), each a whole server (its own event loop, image pool, reaper and sweeper) on
-that inherited socket; the kernel spreads connections among them. The children share nothing
+The parent binds the listening sockets (one per child with SO_REUSEPORT, see
+`listening_sockets`) and starts N children (`python -m server --worker-fd FD`), each a whole
+server (its own event loop, image pool, reaper and sweeper) on its inherited socket; the kernel
+spreads connections among them. The children share nothing
 but Redis and `storage.root`, which is all an upload needs: any process serves any request.
 
 An embedded Redis (`redis.url: embedded`) is started here, once, by the parent, and the
@@ -44,14 +45,37 @@ _POLL_SECONDS = 0.5
 STARTUP_FAILED = 3
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port with SO_REUSEPORT where there is one.
+
+    With a single shared socket, whichever worker wakes first accepts a whole burst of new
+    connections (a load test opening 100 at once put nearly all on one worker, which ran at
+    100 % of a core while the other idled). With a socket each, the kernel spreads connections
+    evenly over them. Linux lets only processes of the same user join the port."""
+    if not hasattr(socket, "SO_REUSEPORT") or count == 1:
+        return [listening_socket(host, port)] * count
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(listening_socket(host, port, reuse_port=True))
+            port = sockets[0].getsockname()[1]  # port 0: the one the first socket was given
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class Supervisor:
@@ -80,15 +104,14 @@ class Supervisor:
             self.redis.wait_ready()
             env["AVS_REDIS_URL"] = self.redis.url
             threading.Thread(target=self._watch_redis, name="embedded redis", daemon=True).start()
-        sock = listening_socket(server.host, server.port)
+        socks = listening_sockets(server.host, server.port, server.workers)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         try:
             args = [sys.executable, "-m", "server", "--host", server.host, "--port", str(server.port)]
             if self.config_path:
                 args += ["--config", self.config_path]
-            args += ["--worker-fd", str(sock.fileno())]
-            self.children = [self._spawn(args, env, sock) for _ in range(server.workers)]
+            self.children = [self._spawn(args, env, sock) for sock in socks]
             log.info("serving on %s:%d with %d workers", server.host, server.port, server.workers)
             while not self.stopping.wait(_POLL_SECONDS):
                 for i, child in enumerate(self.children):
@@ -100,17 +123,18 @@ class Supervisor:
                             "worker %d (pid %d) exited with %s; starting another", i, child.pid, child.returncode
                         )
                         multiprocess.mark_process_dead(child.pid, self.metrics_dir)
-                        self.children[i] = self._spawn(args, env, sock)
+                        self.children[i] = self._spawn(args, env, socks[i])
         finally:
             self._stop_children()
-            sock.close()
+            for sock in set(socks):
+                sock.close()
             if self.redis is not None:
                 self.redis.stop()
         return 0
 
     def _spawn(self, args: list[str], env: dict[str, str], sock: socket.socket) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            args,
+            [*args, "--worker-fd", str(sock.fileno())],
             env=env,
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
