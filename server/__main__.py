@@ -98,6 +98,7 @@ def _serve(parser: argparse.ArgumentParser, settings: settings_module.Settings, 
         access_log=False,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
+        server_header=False,  # no "server: uvicorn" on every answer: one header less, nothing advertised
     )
     server = uvicorn.Server(config)
     server.run(sockets=None if worker_fd is None else [socket.socket(fileno=worker_fd)])

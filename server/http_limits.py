@@ -39,7 +39,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_problem: str | None = None
         self._in_head = True
         self._head_seen = 0  # raw bytes received while the head was incomplete
-        self._head_counted = 0  # bytes of the head's lines the parser has handed over
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._arm_head_timer()
@@ -62,7 +61,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_counted = 0
         self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -70,16 +68,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.url) > self.max_header_bytes:
             self._refuse(f"the request line is longer than {self.max_header_bytes} bytes")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value) + _LINE_OVERHEAD
-        if size > self.max_header_bytes:
-            self._refuse(f"a header is longer than {self.max_header_bytes} bytes")
-        self._head_counted += size
-        if self._head_counted + len(self.url) > self.max_headers_total_bytes:
-            self._refuse(f"the request headers are larger than {self.max_headers_total_bytes} bytes in all")
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Measured once the head is whole rather than in an on_header override, a Python call
+        # per header of every request; the raw count in data_received bounds a head while it grows.
+        counted = len(self.url)
+        for name, value in self.headers:
+            size = len(name) + len(value) + _LINE_OVERHEAD
+            if size > self.max_header_bytes:
+                self._refuse(f"a header is longer than {self.max_header_bytes} bytes")
+            counted += size
+        if counted > self.max_headers_total_bytes:
+            self._refuse(f"the request headers are larger than {self.max_headers_total_bytes} bytes in all")
         self._in_head = False
         self._head_seen = 0
         self._cancel_head_timer()

@@ -8,6 +8,7 @@ request to the dialect that claims it. The dialects meet only here, never import
 from __future__ import annotations
 
 import email.utils
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -84,7 +85,13 @@ def upload_id_from_url(url: str) -> str | None:
 
 
 def http_date(timestamp: float) -> str:
-    return email.utils.formatdate(timestamp, usegmt=True)
+    return _http_date(int(timestamp))
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(seconds: int) -> str:
+    # Every tus answer carries Upload-Expires; within a second they are all the same text.
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def has_body(request: Request) -> bool:
