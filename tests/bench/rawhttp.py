@@ -57,6 +57,7 @@ class Connection:
         self.host, self.port = host, port
         self.extra = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         self.reader: asyncio.StreamReader | None = None
+        self.body = b""  # the last answer's whole body
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(
@@ -81,13 +82,14 @@ class Connection:
                 name, _, value = line.partition(":")
                 answer[name.strip().lower()] = value.strip()
         if method != "HEAD":
-            answer[":body"] = (await self._skip_body(answer))[:300].decode("latin-1")
+            self.body = await self._skip_body(answer)
+            answer[":body"] = self.body[:300].decode("latin-1")
         if answer.get("connection", "").lower() == "close":
             await self.close()
         return status, answer
 
     async def _skip_body(self, answer: dict[str, str]) -> bytes:
-        """The answer's body (small: these are status answers), read so the connection can go on."""
+        """The answer's body (small: status answers or avatars), read so the connection can go on."""
         assert self.reader is not None
         if answer.get("transfer-encoding", "").lower() == "chunked":
             body = b""
