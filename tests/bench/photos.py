@@ -227,7 +227,7 @@ def _pyspy(pid: int) -> subprocess.Popen[bytes] | None:
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
     form = ["--format", "raw"] if target.endswith(".txt") else []  # .txt: collapsed stacks, else a flame graph
-    return subprocess.Popen([str(spy), "record", "--subprocesses", "--idle", *form, "-o", target, "-p", str(pid)])
+    return subprocess.Popen([str(spy), "record", "--subprocesses", *form, "-o", target, "-p", str(pid)])
 
 
 if __name__ == "__main__":
