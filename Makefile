@@ -56,9 +56,13 @@ format: install
 	$(VENV)/bin/ruff check --fix server chunks avatars tests loadtest
 	$(VENV)/bin/ruff format server chunks avatars tests loadtest
 
-# The load and soak runs, then W2 and W3 of bench-tus on local disk beside the S3 backend.
+# The load and soak runs; the JSON chunk API against tus in the same shapes (tests/bench/chunk_api.py);
+# W5, real photos against plain Pillow (tests/bench/photos.py); then W2 and W3 of bench-tus on local
+# disk beside the S3 backend. Each is bounded by `timeout`.
 bench: install $(BENCH_STAMP)
 	$(PY) -m pytest -q -m bench -p no:randomly -s tests/bench
+	BENCH_SCALE=$${BENCH_SCALE:-0.4} timeout 900 $(PY) -m tests.bench.chunk_api
+	timeout 900 $(PY) -m tests.bench.photos
 	BENCH_SERVERS="project project-s3" BENCH_WORKLOADS="W2 W3" BENCH_CHART=var/bench/s3-beside-local.png \
 		$(PY) -m tests.bench.tus_compare
 

@@ -122,7 +122,7 @@ def encode(im: Image.Image, ext: str, settings: PipelineSettings, tag_srgb: bool
     buf = io.BytesIO()
     profile = srgb_tag(tag_srgb)
     if ext == "webp":
-        clean.save(buf, "WEBP", quality=settings.webp_quality, method=4, **profile)
+        clean.save(buf, "WEBP", quality=settings.webp_quality, method=settings.webp_method, **profile)
     elif ext == "jpg":
         clean.save(buf, "JPEG", quality=settings.jpeg_quality, optimize=True, **profile)
     else:

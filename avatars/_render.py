@@ -195,8 +195,15 @@ def _write_renditions(
 ) -> list[Rendition]:
     fallback = "png" if square.mode == "RGBA" else "jpg"
     renditions = []
+    made = [square]
     for size in sorted(set(settings.sizes), reverse=True):
-        sized = square if size == square.width else square.resize((size, size), Image.Resampling.LANCZOS)
+        # Each size is resized from the smallest image already made that is at least twice as
+        # large: 512 -> 256 -> 128 -> 64 costs half of resizing each from 512 (profiled, the
+        # resizes were a third of a photo's time in its worker), and differs from the direct
+        # resize by less than one level (PSNR > 50 dB, docs/performance.md).
+        source = min((im for im in made if im.width >= 2 * size), key=lambda im: im.width, default=square)
+        sized = source if size == source.width else source.resize((size, size), Image.Resampling.LANCZOS)
+        made.append(sized)
         for ext in ("webp", fallback):
             data = encode(sized, ext, settings, tag_srgb)
             renditions.append(write_file(data, workdir / f"{size}.{ext}", size, ext))

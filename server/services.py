@@ -342,6 +342,7 @@ def _pipeline(settings: Settings) -> Pipeline:
             max_png_chunks=limits.max_png_chunks,
             job_seconds=limits.image_job_seconds,
             webp_quality=avatars.webp_quality,
+            webp_method=avatars.webp_method,
             jpeg_quality=avatars.jpeg_quality,
             keep_animation=avatars.keep_animation,
             workers=avatars.workers,

@@ -113,7 +113,8 @@ class TreeMeter:
 
 
 @contextlib.contextmanager
-def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
+def serving(kind: str, config: str | None = None) -> Iterator[tuple[str, dict[str, str], int, Path]]:
+    """`config`: the project's config as a template with {store} (default PROJECT_CONFIG)."""
     store = Path(tempfile.mkdtemp(prefix=f"bench-tus-{kind}-"))
     port = _free_port()
     log = open(store / "server.log", "wb")
@@ -121,8 +122,10 @@ def serving(kind: str) -> Iterator[tuple[str, dict[str, str], int, Path]]:
         cmd = ["node", str(NODE_PEER), str(port), str(store)]
         url, headers = f"http://127.0.0.1:{port}/files", {}
     else:  # "project", "project-s3" or "base"
-        config = {"project-s3": PROJECT_S3_CONFIG, "project-w2": PROJECT_W2_CONFIG}.get(kind, PROJECT_CONFIG)
-        (store / "bench.yaml").write_text(config.format(store=store))
+        template = config or {"project-s3": PROJECT_S3_CONFIG, "project-w2": PROJECT_W2_CONFIG}.get(
+            kind, PROJECT_CONFIG
+        )
+        (store / "bench.yaml").write_text(template.format(store=store))
         cmd = [sys.executable, "-m", "server", "--config", str(store / "bench.yaml"), "--port", str(port)]
         url, headers = f"http://127.0.0.1:{port}/files/", {"X-Api-Key": "benchkey"}
     # "base": another checkout of the project (BENCH_BASE_DIR, say the commit before a change),

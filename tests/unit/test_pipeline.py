@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from avatars import (
     ImageTooLarge,
@@ -450,3 +451,35 @@ async def test_animated_output_is_deterministic(animating_pipeline, tmp_path):
     second = await animating_pipeline.process(source, tmp_path / "two")
 
     assert first.digest == second.digest
+
+
+# -- encoder effort and the resize chain (docs/performance.md, "W5: real photos") -------------
+
+
+def test_webp_effort_follows_the_setting(tmp_path):
+    from avatars._render import render_avatar
+
+    made = {}
+    for method in (0, 6):
+        processed = render_avatar(SEED, tmp_path / f"m{method}", PipelineSettings(webp_method=method))
+        made[method] = rendition(processed, 512).path.read_bytes()
+    assert made[0] != made[6]
+    assert len(made[6]) < len(made[0])  # more effort, fewer bytes, same quality setting
+    assert decode(rendition(processed, 512).path).size == (512, 512)
+
+
+def test_webp_effort_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="webp_method"):
+        PipelineSettings(webp_method=7)
+
+
+async def test_smaller_sizes_look_like_a_direct_resize_of_the_largest(pipeline, tmp_path):
+    """Sizes are resized one from another (512 -> 256 -> 128 -> 64); each must still look like the
+    largest rendition resized straight to it."""
+    processed = await run(pipeline, tmp_path, SEED.read_bytes())
+    largest = decode(rendition(processed, 512, "image/jpeg").path).convert("RGB")
+    for size in (256, 128, 64):
+        direct = largest.resize((size, size), Image.Resampling.LANCZOS)
+        chained = decode(rendition(processed, size, "image/jpeg").path).convert("RGB")
+        squared = ImageStat.Stat(ImageChops.difference(direct, chained).point(lambda v: v * v)).mean
+        assert 10 * math.log10(255**2 / max(sum(squared) / 3, 1e-9)) > 30, size

@@ -1,0 +1,234 @@
+"""W5, real photos end to end: `python -m tests.bench.photos` (part of `make bench`).
+
+200 uploads of 1080x1080 photo-like JPEGs of ~455 KB (tests/bench/images.py `_photo`), each one
+tus POST (Upload-Length) and one PATCH, 20 at once, spread over 100 users (one API key each).
+The last PATCH answers once the avatar is stored, so avatars/s is the image pipeline's rate.
+In the same run, the plain-Pillow baseline: draft decode, the 4 configured sizes, each saved as
+WebP q82 and JPEG q85, in two processes. Afterwards every user's avatar is fetched at every size
+(WebP, and the fallback for one size) and checked: square, the asked size, sRGB, no EXIF.
+
+    BENCH_W5_UPLOADS=40 .venv/bin/python -m tests.bench.photos   # a quick look
+    BENCH_PYSPY=var/bench/w5.svg ...                             # py-spy flame graph of the server tree
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageCms
+
+from tests.bench.images import _photo
+from tests.bench.rawhttp import Connection, Result
+from tests.bench.tus_compare import PROJECT_CONFIG, TreeMeter, serving
+
+SIDE, TARGET_BYTES, VARIANTS = 1080, 455_000, 8
+SIZES = (512, 256, 128, 64)
+USERS, CONCURRENCY = 100, 20
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def _key(user: int) -> str:
+    return f"w5key{user:03d}"
+
+
+def _user(user: int) -> str:
+    return f"w5-user-{user:03d}"
+
+
+CONFIG = PROJECT_CONFIG.replace(
+    "auth: {{api_keys: {{benchkey: bench}}}}",
+    "auth: {{api_keys: {{" + ", ".join(f"{_key(u)}: {_user(u)}" for u in range(USERS)) + "}}}}",
+)
+
+
+def make_photos(directory: Path) -> list[Path]:
+    """VARIANTS different photos (the noise differs), each saved at the quality that lands near TARGET_BYTES."""
+    paths = []
+    for i in range(VARIANTS):
+        im = _photo(SIDE, SIDE)
+        low, high = 70, 98
+        for _ in range(8):  # bisect the JPEG quality: bounded
+            mid = (low + high) // 2
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=mid)
+            low, high = (mid, high) if len(buf.getvalue()) < TARGET_BYTES else (low, mid)
+        path = directory / f"photo{i}.jpg"
+        im.save(path, "JPEG", quality=low)
+        paths.append(path)
+    return paths
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+async def _one(conn: Connection, base: str, user: int, body: bytes, out: Result) -> None:
+    key = {"X-Api-Key": _key(user), **TUS}
+    status, headers = await conn.request("POST", base, {**key, "Upload-Length": str(len(body))})
+    if status != 201 or "location" not in headers:
+        out.error(f"POST {status} {headers.get(':body', '')}")
+        return
+    started = time.perf_counter()
+    status, headers = await conn.request(
+        "PATCH",
+        urlsplit(headers["location"]).path,
+        {**key, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        body,
+    )
+    out.patch_ms.append((time.perf_counter() - started) * 1000)
+    out.patches += 1
+    if status != 204 or headers.get("upload-offset") != str(len(body)):
+        out.error(f"PATCH {status} {headers.get('upload-offset')} {headers.get(':body', '')}")
+        return
+    out.uploads += 1
+    out.bytes_acked += len(body)
+
+
+async def drive(url: str, photos: list[bytes], uploads: int) -> Result:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    out = Result("W5")
+    queue = list(range(uploads))
+
+    async def worker() -> None:
+        conn = Connection(host, port, {})
+        try:
+            while queue:
+                index = queue.pop()
+                try:
+                    await _one(conn, parts.path, index % USERS, photos[index % len(photos)], out)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    out.error(f"{type(exc).__name__}: {exc}")
+                    await conn.close()
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(CONCURRENCY))), 600)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def check_avatar(data: bytes, size: int, kind: str) -> str | None:
+    """What is wrong with one served avatar, or None."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format != kind:
+            return f"{im.format} instead of {kind}"
+        if im.size != (size, size):
+            return f"{im.size} instead of {size}x{size}"
+        if im.mode != "RGB":
+            return f"mode {im.mode}"
+        if im.info.get("exif") or len(im.getexif()):
+            return "EXIF left in"
+        icc = im.info.get("icc_profile")
+        if icc and "sRGB" not in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))):
+            return "not sRGB"
+    return None
+
+
+async def verify(url: str, users: int) -> list[str]:
+    parts = urlsplit(url)
+    conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80, {})
+    problems: list[str] = []
+    try:
+        for user in range(users):
+            asks = [(size, "image/webp", "WEBP") for size in SIZES] + [(SIZES[1], "image/jpeg", "JPEG")]
+            for size, accept, kind in asks:
+                status, _ = await conn.request("GET", f"/avatars/{_user(user)}?size={size}", {"Accept": accept})
+                problem = f"status {status}" if status != 200 else check_avatar(conn.body, size, kind)
+                if problem:
+                    problems.append(f"{_user(user)} {size} {kind}: {problem}")
+    finally:
+        await conn.close()
+    return problems
+
+
+# -- the plain-Pillow baseline ------------------------------------------------------------
+
+
+def _baseline_one(job: tuple[Path, Path]) -> None:
+    source, out = job
+    with Image.open(source) as im:
+        im.draft("RGB", (max(SIZES), max(SIZES)))
+        for size in SIZES:
+            side = min(im.size)
+            box = ((im.width - side) // 2, (im.height - side) // 2)
+            sized = im.resize((size, size), Image.Resampling.LANCZOS, box=(*box, box[0] + side, box[1] + side))
+            sized.save(out / f"{size}.webp", quality=82)
+            sized.save(out / f"{size}.jpg", quality=85)
+
+
+def baseline(paths: list[Path], uploads: int, directory: Path) -> float:
+    """Seconds for `uploads` avatars made by two processes."""
+    jobs = []
+    for i in range(uploads):
+        (directory / f"b{i}").mkdir()
+        jobs.append((paths[i % len(paths)], directory / f"b{i}"))
+    with multiprocessing.get_context("forkserver").Pool(2) as pool:
+        pool.map(_baseline_one, jobs[:4])  # started and warm before the clock
+        started = time.perf_counter()
+        pool.map(_baseline_one, jobs, chunksize=1)
+        return time.perf_counter() - started
+
+
+# -- the table -------------------------------------------------------------------------
+
+
+def main() -> int:
+    uploads = int(os.environ.get("BENCH_W5_UPLOADS", "200"))
+    with tempfile.TemporaryDirectory(prefix="bench-w5-") as tmp:
+        paths = make_photos(Path(tmp))
+        photos = [p.read_bytes() for p in paths]
+        print(
+            f"W5: {uploads} uploads of {SIDE}x{SIDE} JPEGs of ~{sum(map(len, photos)) // len(photos) // 1000} KB,"
+            f" {CONCURRENCY} at once, {min(uploads, USERS)} users",
+            file=sys.stderr,
+        )
+        with serving("project", CONFIG) as (url, _, pid, _store), TreeMeter(pid) as meter:
+            asyncio.run(drive(url, photos[:1], min(4, uploads)))  # starts the image workers: not timed
+            cpu0 = meter.start_cpu()
+            spy = _pyspy(pid)
+            result = asyncio.run(drive(url, photos, uploads))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on an interrupt
+                spy.wait(60)
+            cpu = meter.cpu_seconds - cpu0
+            problems = asyncio.run(verify(url, min(uploads, USERS)))
+        base_seconds = baseline(paths, uploads, Path(tmp))
+    server_rate = result.uploads / result.seconds if result.seconds else 0.0
+    base_rate = uploads / base_seconds
+    print("| W5 | avatars/s | PATCH p50 ms | PATCH p99 ms | server CPU ms/avatar | errors |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| this server | {server_rate:.1f} | {result.percentile(0.5):.0f} | {result.percentile(0.99):.0f} |"
+        f" {cpu * 1000 / max(1, result.uploads):.0f} | {result.errors} |"
+    )
+    print(f"| plain Pillow, 2 processes | {base_rate:.1f} | | | {2000 / base_rate:.0f} (2 cores) | |")
+    print(f"\nratio server / baseline: {server_rate / base_rate:.2f}x (target >= 1.5x)")
+    print(f"avatars checked: {min(uploads, USERS)} users x {len(SIZES) + 1} renditions, {len(problems)} problems")
+    for line in [*result.samples, *problems[:5]]:
+        print("  ", line)
+    return 1 if result.errors or problems else 0
+
+
+def _pyspy(pid: int) -> subprocess.Popen[bytes] | None:
+    target = os.environ.get("BENCH_PYSPY")
+    if not target:
+        return None
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    form = ["--format", "raw"] if target.endswith(".txt") else []  # .txt: collapsed stacks, else a flame graph
+    return subprocess.Popen([str(spy), "record", "--subprocesses", *form, "-o", target, "-p", str(pid)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
