@@ -32,9 +32,13 @@ class _Worker:
         # forkserver: workers never inherit the server's threads, sockets or event loop, and
         # start much faster than with spawn.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Read when the forkserver starts (the first worker): it dies with this process.
+            context.set_forkserver_preload(["__main__", "avatars._forkserver_preload"])
         self.executor = ProcessPoolExecutor(
             max_workers=1,
-            mp_context=multiprocessing.get_context(method),
+            mp_context=context,
             initializer=_init_worker,
             initargs=(settings.max_pixels,),
             max_tasks_per_child=settings.max_tasks_per_worker,
@@ -119,7 +123,10 @@ class Pipeline:
 
 
 def _init_worker(max_pixels: int) -> None:
+    from avatars._process_guard import die_with_parent
     from avatars._render import init_worker
+
+    die_with_parent()  # and with the forkserver, which dies with the server
 
     init_worker(max_pixels)
 

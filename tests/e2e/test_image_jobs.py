@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.support import images
@@ -81,3 +82,23 @@ def test_a_killed_worker_is_replaced_and_its_job_retried(start_server: StartServ
     assert small().status_code == 200
     assert victim.pid not in [w.pid for w in image_workers(server)]
     assert server.process is not None and server.process.poll() is None
+
+
+def test_a_sigkilled_server_leaves_no_image_process_behind(start_server: StartServer, auth):
+    server = start_server(avatars={"workers": 1})
+    assert upload(server, auth, images.jpeg()).status_code == 200  # the pool is up: forkserver + worker
+    assert server.process is not None
+    pool = [p for p in psutil.Process(server.process.pid).children(recursive=True) if "redis-server" not in p.name()]
+    assert any("forkserver" in " ".join(p.cmdline()) for p in pool) and image_workers(server)
+    server.kill()
+
+    def gone(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(gone(p) for p in pool):
+        time.sleep(0.05)
+    assert all(gone(p) for p in pool), [(p.pid, p.cmdline()[:3]) for p in pool if not gone(p)]
