@@ -34,7 +34,7 @@ from tests.bench.tus_driver import WORKLOADS, Result, Workload, run
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PEER = ROOT / "tests" / "js" / "tus_peer.mjs"
-SERVERS = ("node", "project")
+SERVERS = ("node", "project", "project-w2")
 LABELS = {
     "node": "@tus/server",
     "base": "before (BENCH_BASE_DIR)",
@@ -179,7 +179,13 @@ def _median(rows: list[dict[str, object]], key: str) -> float:
     return float(statistics.median(float(r[key]) for r in rows))  # type: ignore[arg-type]
 
 
+# The servers compared with Node in the chart, in this order, with their bar colours.
+_CHARTED = {"base": "#e9c46a", "project": "#2a9d8f", "project-w2": "#264653", "project-s3": "#e76f51"}
+
+
 def table(rows: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
+    """The markdown table, and per workload: Node's figures and each other server's ratio,
+    p99 and CPU ms per PATCH (for the chart and the JSON)."""
     lines = [
         "| workload | server | uploads/s | MB/s | PATCH p50 / p99 ms | CPU ms/PATCH | peak RSS MiB | errors | ratio (MB/s) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -187,8 +193,8 @@ def table(rows: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
     summary = []
     for name in dict.fromkeys(str(r["workload"]) for r in rows):
         node = [r for r in rows if r["workload"] == name and r["server"] == "node"]
-        ours = [r for r in rows if r["workload"] == name and r["server"] == "project"]
         base = _median(node, "MB_s") if node else 0.0
+        entry: dict[str, object] = {"workload": name}
         for kind in LABELS:
             group = [r for r in rows if r["workload"] == name and r["server"] == kind]
             if not group:
@@ -201,20 +207,13 @@ def table(rows: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
                 f"{_median(group, 'cpu_ms_per_patch'):.2f} | {max(float(r['peak_rss_mib']) for r in group):.0f} | "  # type: ignore[arg-type]
                 f"{sum(int(r['errors']) for r in group)} | {ratio} |"  # type: ignore[call-overload]
             )
-        before = [r for r in rows if r["workload"] == name and r["server"] == "base"]
-        if node and ours:
-            summary.append(
-                {
-                    "workload": name,
-                    "ratio": _median(ours, "MB_s") / base if base else 0.0,
-                    "ratio_before": _median(before, "MB_s") / base if base and before else None,
-                    "p99_node": _median(node, "patch_p99_ms"),
-                    "p99_ours": _median(ours, "patch_p99_ms"),
-                    "cpu_node": _median(node, "cpu_ms_per_patch"),
-                    "cpu_ours": _median(ours, "cpu_ms_per_patch"),
-                    "cpu_before": _median(before, "cpu_ms_per_patch") if before else None,
-                }
-            )
+            entry[kind] = {
+                "ratio": mbs / base if base else 0.0,
+                "p99": _median(group, "patch_p99_ms"),
+                "cpu": _median(group, "cpu_ms_per_patch"),
+            }
+        if node and any(kind in entry for kind in _CHARTED):
+            summary.append(entry)
     return "\n".join(lines), summary
 
 
@@ -226,33 +225,28 @@ def chart(summary: list[dict[str, object]], path: Path, title: str) -> None:
 
     names = [str(s["workload"]) for s in summary]
     x = list(range(len(names)))
-    with_before = all(s.get("ratio_before") is not None for s in summary)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    ratios = [float(s["ratio"]) for s in summary]  # type: ignore[arg-type]
-    if with_before:
-        before = [float(s["ratio_before"]) for s in summary]  # type: ignore[arg-type]
-        axes[0].bar([i - 0.2 for i in x], before, width=0.4, label="before", color="#e9c46a")
-        for i, r in enumerate(before):
-            axes[0].annotate(f"{r:.2f}×", (i - 0.2, r), ha="center", va="bottom", fontsize=8)
-    offset, width = (0.2, 0.4) if with_before else (0.0, 0.6)
-    axes[0].bar([i + offset for i in x], ratios, width=width, label="this server", color="#2a9d8f")
-    for i, r in enumerate(ratios):
-        axes[0].annotate(f"{r:.2f}×", (i + offset, r), ha="center", va="bottom", fontsize=8)
+    kinds = [k for k in _CHARTED if all(k in s for s in summary)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    width = 0.8 / max(1, len(kinds))
+    for k, kind in enumerate(kinds):
+        ratios = [float(s[kind]["ratio"]) for s in summary]  # type: ignore[index]
+        where = [i - 0.4 + width * (k + 0.5) for i in x]
+        axes[0].bar(where, ratios, width=width, label=LABELS[kind], color=_CHARTED[kind])
+        for i, r in zip(where, ratios, strict=True):
+            axes[0].annotate(f"{r:.2f}×", (i, r), ha="center", va="bottom", fontsize=7)
     axes[0].axhline(1.0, color="black", linewidth=1, label="@tus/server = 1")
     axes[0].set_xticks(x, names)
     axes[0].set_title("MB/s relative to @tus/server (same run)")
-    axes[0].legend(fontsize=8)
-    series = [("@tus/server", "cpu_node", "#8d99ae")]
-    if with_before:
-        series.append(("before", "cpu_before", "#e9c46a"))
-    series.append(("this server (fsync)", "cpu_ours", "#264653"))
+    axes[0].legend(fontsize=7)
+    series = ["node", *kinds]
     width = 0.8 / len(series)
-    for k, (label, key, colour) in enumerate(series):
-        values = [float(s[key]) for s in summary]  # type: ignore[arg-type]
-        axes[1].bar([i - 0.4 + width * (k + 0.5) for i in x], values, width=width, label=label, color=colour)
+    for k, kind in enumerate(series):
+        values = [float(s[kind]["cpu"]) for s in summary]  # type: ignore[index]
+        colour = "#8d99ae" if kind == "node" else _CHARTED[kind]
+        axes[1].bar([i - 0.4 + width * (k + 0.5) for i in x], values, width=width, label=LABELS[kind], color=colour)
     axes[1].set_xticks(x, names)
-    axes[1].set_title("server CPU ms per PATCH (whole process tree)")
-    axes[1].legend(fontsize=8)
+    axes[1].set_title("CPU ms per PATCH (process tree; only this server fsyncs)")
+    axes[1].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
