@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -32,6 +33,7 @@ from .streams import Checksum, VerifiedBody
 # told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
 _NOT_STORED = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 _COPY_BLOCK = 1024 * 1024
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 # Blocks up to this size are written from the event loop (page cache: microseconds); larger
 # ones, which a socket read does not deliver but another caller might, in a worker thread.
 _INLINE_WRITE = 256 * 1024
@@ -75,7 +77,7 @@ class LocalChunkStore:
 
     def _dir(self, upload_id: str) -> Path:
         # Ids are made by the core (urlsafe base64); refuse anything else rather than trust it in a path.
-        if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+        if not _SAFE_ID.fullmatch(upload_id):
             raise ValueError("malformed upload id")
         return self.root / upload_id
 
