@@ -230,6 +230,7 @@ async def create(request: Request, services: Services, owner: str, version: int)
         owner,
         length=length,
         expected_digest=expected,
+        running_digests=True,  # Want-Repr-Digest and a Repr-Digest on the last request need them
         file_name=_file_name(request),
         content_type=media_types.plain(request.headers.get("content-type", ""))[:100],
     )
