@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -152,7 +153,7 @@ class Completion:
             entries = await self._uploads.chunk_records.entries(session)
             parts = sorted((index, digest) for index, (_, digest) in entries.items())
         async with self._uploads.store.local_copy(session.id, parts) as path:
-            size = (await asyncio.to_thread(path.stat)).st_size
+            size = os.stat(path).st_size  # a stat: cheaper in the event loop than a thread hop
             if size != session.received_bytes:
                 raise SessionConflict(
                     f"assembled {size} bytes but {session.received_bytes} were recorded", code="length-mismatch"

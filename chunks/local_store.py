@@ -134,7 +134,7 @@ class LocalChunkStore:
     async def local_copy(self, upload_id: str, parts: list[tuple[int, str]] | None) -> AsyncIterator[Path]:
         if parts is None:
             stream = self._stream(upload_id)
-            if not await aiofiles.os.path.isfile(stream):
+            if not os.path.isfile(stream):  # noqa: ASYNC240 - one stat: cheaper here than a thread hop
                 raise FileNotFoundError("the upload's stream is not stored")
             yield stream  # already a local file: no copy
             return

@@ -347,9 +347,12 @@ class SessionStore:
             if event_type is not None:
                 await self._relay(session.id)
                 self.outbox.committed(event_type, upload_data(session))
-            # After the record: an index entry without a session is dropped by the reaper.
-            await self.redis.zrem(self.keys.expiry, session.id)
-            await self.redis.zrem(self.keys.completable, session.id)
+            # After the record: an index entry without a session is dropped by the reaper. One
+            # round trip (not a transaction: two keys, two slots on a Cluster).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.expiry, session.id)
+                pipe.zrem(self.keys.completable, session.id)
+                await pipe.execute()
         if session.alias:
             await self.forget_alias(session)
         await self.replicated()

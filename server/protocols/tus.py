@@ -274,8 +274,11 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
     else:
         session = await load(services, upload_id, owner)
         check(session)
-        # A retry of the request that completed the upload (no new bytes) gets its outcome again.
-        if session.state == chunks.UploadState.OPEN or offset != session.offset:
+        # A retry of the request that completed the upload (no new bytes) gets its outcome again,
+        # and so does an empty PATCH at the end of an upload that has every byte: its completion
+        # may be under way already (the sweeper, a HEAD), which an append would answer 409.
+        open_for_bytes = session.state == chunks.UploadState.OPEN and not session.all_received
+        if open_for_bytes or offset != session.offset or length is not None:
             session = await services.uploads.append(
                 upload_id, owner, offset, body(request, services), length=length, checksum=checksum
             )
