@@ -21,6 +21,7 @@ a record changed under us) falls back to the general path, which raises the usua
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
@@ -125,7 +126,8 @@ class HotPath:
         with `release`). None when the record changed under us: use SessionStore.update."""
         if held.session is None or held.blob is None:
             return None
-        current = _session.decode(held.blob)
+        # A shallow copy is enough: `change` assigns fields, it does not mutate their values.
+        current = copy.copy(held.session)
         change(current)
         blob = _session.encode(current)
         upload_id = current.id

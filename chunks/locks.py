@@ -57,12 +57,26 @@ holder_token = _HolderTokens()
 
 
 class Lease:
-    """A held lock. `stop_requested` is set when another request wants the upload."""
+    """A held lock. `stop_requested` is set when another request wants the upload, and the
+    callbacks given to `on_stop` are called then (streams.until_stopped ends a read with one:
+    cheaper than a task waiting on the event for every request)."""
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.stop_requested = asyncio.Event()
         self.lost = False
+        self._on_stop: list[Callable[[], None]] = []
+
+    def request_stop(self) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_requested.set()
+            for callback in list(self._on_stop):
+                callback()
+
+    def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when a stop is requested; returns what forgets it."""
+        self._on_stop.append(callback)
+        return lambda: self._on_stop.remove(callback)
 
 
 # Told how long each acquisition waited and whether it had to ask a holder to let go ("wait"),
@@ -161,7 +175,7 @@ class UploadLocks:
                 continue
             if state == 0:
                 lease.lost = True
-                lease.stop_requested.set()
+                lease.request_stop()
                 return
             if state == 2:
-                lease.stop_requested.set()
+                lease.request_stop()

@@ -36,14 +36,13 @@ async def until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterat
     blocks = body.__aiter__()
     reading = stopping = False
 
-    def on_stop(_: object) -> None:
+    def on_stop() -> None:
         nonlocal stopping
         if reading and not stopping:
             stopping = True
             task.cancel()
 
-    stop = asyncio.ensure_future(lease.stop_requested.wait())
-    stop.add_done_callback(on_stop)
+    forget = lease.on_stop(on_stop)
     try:
         while True:
             if lease.stop_requested.is_set():
@@ -62,8 +61,7 @@ async def until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterat
             if block:
                 yield block
     finally:
-        stop.remove_done_callback(on_stop)
-        stop.cancel()
+        forget()
 
 
 class VerifiedBody:
