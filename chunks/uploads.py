@@ -133,13 +133,15 @@ class Uploads:
         may still be reading: that writer is asked to save and let go first, so the answer is
         an offset the next append will accept (the IETF resumable-upload draft's "Concurrency"
         section asks exactly this of a server)."""
-        session = await self.get(upload_id, owner)
-        if session.kind == s.UploadKind.STREAM and session.state == s.UploadState.OPEN:
-            try:
-                async with self.locks.hold(upload_id, lock_wait):
-                    session = await self._reconciled(upload_id, owner)
-            except UploadBusy:
-                session = await self.get(upload_id, owner)
+        if not s.looks_like_upload_id(upload_id):
+            raise UploadNotFound("no such upload")
+        try:
+            # The owner check, the lock and the record in one script (hot_path.py), whatever the
+            # upload's kind or state: holding the lock a moment is harmless where no one writes.
+            async with self.hot.hold(upload_id, owner, lock_wait) as held:
+                session = await self._reconciled(upload_id, owner, held)
+        except UploadBusy:
+            session = await self.get(upload_id, owner)
         self.asked_about(session)
         return session
 
