@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
+from avatars._fallback import fallback_entry, make_fallback
 from avatars.negotiation import prefers_webp
 from avatars.processing import ProcessedAvatar
 
@@ -225,7 +226,12 @@ class LocalAvatarStore:
             try:
                 length = path.stat().st_size
             except FileNotFoundError:
-                continue
+                if "deferred" not in entry:
+                    continue
+                try:
+                    length = _make_deferred(path, entry)
+                except FileNotFoundError:  # a swap removed the version meanwhile
+                    continue
             return RenditionFile(
                 path=path,
                 media_type=entry["media_type"],
@@ -274,6 +280,7 @@ def _choose_file(pointer: dict, size: int | None, accept: str | None, animated: 
 def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, files: list[dict]) -> dict:
     """The pointer to a swapped-in version, as every store writes it (`current.json`)."""
     largest = max(r.size for r in processed.renditions)
+    files = files + _deferred_entries(processed, files)
     return {
         "format": _POINTER_FORMAT,
         "user_id": user_id,
@@ -282,7 +289,7 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
         "width": largest,
         "height": largest,
         "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
-        "media_types": _media_types(processed),
+        "media_types": _media_types(files),
         "source_format": processed.source_format,
         "animated": any(r.animated for r in processed.renditions),
         "updated_at": time.time(),
@@ -290,9 +297,23 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
     }
 
 
-def _media_types(processed: ProcessedAvatar) -> list[str]:
-    found = {r.media_type for r in processed.renditions}
+def _media_types(files: list[dict]) -> list[str]:
+    found = {f["media_type"] for f in files}
     return sorted(found, key=lambda m: (m != "image/webp", m))
+
+
+def _deferred_entries(processed: ProcessedAvatar, files: list[dict]) -> list[dict]:
+    """A fallback entry, not made yet, for every still size that has none: all made from the
+    largest still WebP (avatars/_fallback.py)."""
+    fallback = processed.fallback
+    stills = [f for f in files if not f["animated"]]
+    webps = [f for f in stills if f["media_type"] == "image/webp"]
+    if fallback is None or not webps:
+        return []
+    source = max(webps, key=lambda f: f["size"])
+    present = {f["size"] for f in stills if f["media_type"] == fallback.media_type}
+    sizes = sorted({f["size"] for f in webps} - present, reverse=True)
+    return [fallback_entry(source, size, fallback.media_type, fallback.quality) for size in sizes]
 
 
 def _version_of(pointer: dict) -> AvatarVersion:
@@ -323,6 +344,26 @@ def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
         )
     _fsync_dir(directory)
     return files
+
+
+def _make_deferred(path: Path, entry: dict) -> int:
+    """Make a fallback first asked for and keep it beside the version's other files; its length.
+
+    Written to a temporary name and fsynced, then linked into place: a reader sees the whole file
+    or none, and of concurrent first requests (threads or processes) the first link wins and the
+    others serve it (they made the same bytes). The directory is not fsynced: a crash may forget
+    the name, and the next request makes the file again.
+    """
+    data = make_fallback((path.parent / entry["deferred"]["from"]).read_bytes(), entry)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_durably(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
 
 
 def _replace_pointer(user_dir: Path, pointer: dict) -> None:
