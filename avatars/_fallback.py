@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 
+from avatars.processing import ProcessedAvatar
+
 # The mapping used by every store: a fallback's file name ends in its media type's extension.
 FALLBACK_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
 
@@ -37,6 +39,20 @@ def fallback_entry(source: dict, size: int, media_type: str, quality: int) -> di
         "sha256": hashlib.sha256(tag).hexdigest(),
         "deferred": {"from": source["name"], "quality": quality},
     }
+
+
+def deferred_entries(processed: ProcessedAvatar, files: list[dict]) -> list[dict]:
+    """A fallback entry, not made yet, for every still size that has none: all made from the
+    largest still WebP (avatars/_fallback.py)."""
+    fallback = processed.fallback
+    stills = [f for f in files if not f["animated"]]
+    webps = [f for f in stills if f["media_type"] == "image/webp"]
+    if fallback is None or not webps:
+        return []
+    source = max(webps, key=lambda f: f["size"])
+    present = {f["size"] for f in stills if f["media_type"] == fallback.media_type}
+    sizes = sorted({f["size"] for f in webps} - present, reverse=True)
+    return [fallback_entry(source, size, fallback.media_type, fallback.quality) for size in sizes]
 
 
 def make_fallback(webp: bytes, entry: dict) -> bytes:
@@ -63,7 +79,5 @@ def make_fallback(webp: bytes, entry: dict) -> bytes:
     if entry["media_type"] == "image/png":
         clean.save(buf, "PNG", optimize=True, **srgb_tag(tagged))
     else:
-        clean.convert("RGB").save(
-            buf, "JPEG", quality=entry["deferred"]["quality"], optimize=True, **srgb_tag(tagged)
-        )
+        clean.convert("RGB").save(buf, "JPEG", quality=entry["deferred"]["quality"], optimize=True, **srgb_tag(tagged))
     return buf.getvalue()

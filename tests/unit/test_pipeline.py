@@ -55,7 +55,10 @@ def fallback(processed: ProcessedAvatar, size: int) -> Image.Image:
     source = rendition(processed, max(r.size for r in processed.renditions if not r.animated))
     assert processed.fallback is not None
     entry = fallback_entry(
-        {"sha256": source.sha256, "name": source.path.name}, size, processed.fallback.media_type, processed.fallback.quality
+        {"sha256": source.sha256, "name": source.path.name},
+        size,
+        processed.fallback.media_type,
+        processed.fallback.quality,
     )
     im = Image.open(io.BytesIO(make_fallback(source.path.read_bytes(), entry)))
     im.load()
