@@ -21,7 +21,7 @@ from avatars._animation import write_animated
 from avatars._imaging import _UPRIGHT, decoding, encode, finish_square, normalize_mode, write_file
 from avatars._sniff import sniff_file
 from avatars._structure import check_structure
-from avatars.processing import PipelineSettings, ProcessedAvatar, Rendition
+from avatars.processing import DeferredFallback, PipelineSettings, ProcessedAvatar, Rendition
 
 _OPENERS = {
     "JPEG": ["JPEG", "MPO"],  # a JPEG with multi-picture data opens as MPO
@@ -74,13 +74,15 @@ def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> Pr
             renditions += write_animated(im, frames, workdir, settings, icc_profile, orientation)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    fallback = DeferredFallback("image/png" if square.mode == "RGBA" else "image/jpeg", settings.jpeg_quality)
     return ProcessedAvatar(
         source_format=source_format,
         width=width,
         height=height,
         has_alpha=square.mode == "RGBA",
         renditions=tuple(renditions),
-        digest=_digest(renditions),
+        digest=_digest(renditions, fallback),
+        fallback=fallback,
     )
 
 
@@ -193,7 +195,8 @@ def _reduce_in_bands(
 def _write_renditions(
     square: Image.Image, workdir: Path, settings: PipelineSettings, tag_srgb: bool = False
 ) -> list[Rendition]:
-    fallback = "png" if square.mode == "RGBA" else "jpg"
+    """The WebP renditions; the fallbacks are made by the store when first asked for
+    (avatars/_fallback.py)."""
     renditions = []
     made = [square]
     for size in sorted(set(settings.sizes), reverse=True):
@@ -204,14 +207,14 @@ def _write_renditions(
         source = min((im for im in made if im.width >= 2 * size), key=lambda im: im.width, default=square)
         sized = source if size == source.width else source.resize((size, size), Image.Resampling.LANCZOS)
         made.append(sized)
-        for ext in ("webp", fallback):
-            data = encode(sized, ext, settings, tag_srgb)
-            renditions.append(write_file(data, workdir / f"{size}.{ext}", size, ext))
+        data = encode(sized, "webp", settings, tag_srgb)
+        renditions.append(write_file(data, workdir / f"{size}.webp", size, "webp"))
     return renditions
 
 
-def _digest(renditions: list[Rendition]) -> str:
+def _digest(renditions: list[Rendition], fallback: DeferredFallback) -> str:
     h = hashlib.sha256()
     for r in renditions:
         h.update(f"{r.size} {r.media_type} {int(r.animated)} {r.sha256}\n".encode())
+    h.update(f"fallback {fallback.media_type} {fallback.quality}\n".encode())
     return h.hexdigest()[:32]

@@ -58,10 +58,21 @@ class Rendition:
 
 
 @dataclass(frozen=True)
+class DeferredFallback:
+    """A fallback offered for every still size but made only when first asked for, by the avatar
+    store (avatars/_fallback.py): clients that do not take WebP are rare, and the JPEG (or PNG)
+    encodes and their fsyncs were a third of an upload's work."""
+
+    media_type: str  # "image/jpeg", or "image/png" for images with alpha
+    quality: int  # JPEG quality
+
+
+@dataclass(frozen=True)
 class ProcessedAvatar:
     source_format: str  # "JPEG", "PNG", "WEBP", "GIF", "HEIF", "AVIF"
     width: int  # upright source size (after EXIF orientation)
     height: int
     has_alpha: bool
     renditions: tuple[Rendition, ...]
-    digest: str  # content hash over all renditions: the version id
+    digest: str  # content hash over all renditions (and the deferred fallback): the version id
+    fallback: DeferredFallback | None = None

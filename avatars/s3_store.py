@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
+from avatars._fallback import make_fallback
 from avatars.errors import AvatarStorageUnavailable
 from avatars.processing import ProcessedAvatar
 from avatars.store import (
@@ -75,6 +76,21 @@ class _ObjectBody:
 
     def close(self) -> None:
         self.body.close()
+
+
+class _BytesBody:
+    """A fallback just made, served from memory (a few KB)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.offset = data, 0
+
+    async def read(self, size: int) -> bytes:
+        chunk = self.data[self.offset : self.offset + size]
+        self.offset += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.data = b""
 
 
 class S3AvatarStore:
@@ -142,11 +158,16 @@ class S3AvatarStore:
         return None if pointer is None else _version_of(pointer)
 
     async def _read_pointer(self, user_id: str) -> dict | None:
+        data = await self._get_bytes(self._user_dir(user_id) + _POINTER)
+        return None if data is None else json.loads(data)
+
+    async def _get_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes, or None if there is no such object."""
         try:
             with _unavailable_on_failure():
-                answer = await self.client.get_object(Bucket=self.bucket, Key=self._user_dir(user_id) + _POINTER)
+                answer = await self.client.get_object(Bucket=self.bucket, Key=key)
                 async with answer["Body"] as body:
-                    return json.loads(await body.read())
+                    return bytes(await body.read())
         except AvatarStorageUnavailable as exc:
             if _missing(exc):
                 return None
@@ -167,7 +188,14 @@ class S3AvatarStore:
         entry = _choose_file(pointer, size, accept, animated)
         if entry is None:
             return None
-        key = f"{self._user_dir(user_id)}{pointer['directory']}/{entry['name']}"
+        prefix = f"{self._user_dir(user_id)}{pointer['directory']}/"
+        key = prefix + entry["name"]
+        opener = functools.partial(self._open_object, key)
+        if "deferred" in entry:
+            if self.public_base_url:
+                await self._ensure_deferred(prefix, entry)
+            else:
+                opener = functools.partial(self._open_or_make, prefix, entry)
         return RenditionFile(
             path=None,
             media_type=entry["media_type"],
@@ -177,7 +205,7 @@ class S3AvatarStore:
             content_length=entry.get("bytes", 0),
             animated=entry["animated"],
             url=f"{self.public_base_url}/{key}" if self.public_base_url else "",
-            opener=functools.partial(self._open_object, key),
+            opener=opener,
         )
 
     async def _open_object(self, key: str) -> tuple[RenditionBody, int] | None:
@@ -190,6 +218,43 @@ class S3AvatarStore:
                 return None
             raise
         return _ObjectBody(answer["Body"]), int(answer["ContentLength"])
+
+    async def _open_or_make(self, prefix: str, entry: dict) -> tuple[RenditionBody, int] | None:
+        """A fallback's object, made and kept first if nobody asked for it before."""
+        opened = await self._open_object(prefix + entry["name"])
+        if opened is not None:
+            return opened
+        data = await self._make_deferred(prefix, entry)
+        return None if data is None else (_BytesBody(data), len(data))
+
+    async def _ensure_deferred(self, prefix: str, entry: dict) -> None:
+        """Before redirecting to a fallback's URL: the object is there (made now if not)."""
+        try:
+            with _unavailable_on_failure():
+                await self.client.head_object(Bucket=self.bucket, Key=prefix + entry["name"])
+        except AvatarStorageUnavailable as exc:
+            if not _missing(exc):
+                raise
+            await self._make_deferred(prefix, entry)
+
+    async def _make_deferred(self, prefix: str, entry: dict) -> bytes | None:
+        """Make a fallback first asked for from the version's largest WebP and PUT it beside the
+        others; None if a swap removed the version meanwhile. Concurrent first requests each PUT
+        the same bytes (avatars/_fallback.py: the encoders are deterministic), so whichever PUT
+        lands last changes nothing a reader or the ETag could see."""
+        webp = await self._get_bytes(prefix + entry["deferred"]["from"])
+        if webp is None:
+            return None
+        data = await asyncio.to_thread(make_fallback, webp, entry)
+        with _unavailable_on_failure():
+            await self.client.put_object(
+                Bucket=self.bucket,
+                Key=prefix + entry["name"],
+                Body=data,
+                ContentType=entry["media_type"],
+                CacheControl="public, max-age=31536000, immutable",
+            )
+        return data
 
     async def remove(self, user_id: str) -> bool:
         user_dir = self._user_dir(user_id)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
+from avatars._fallback import deferred_entries, make_fallback
 from avatars.negotiation import prefers_webp
 from avatars.processing import ProcessedAvatar
 
@@ -225,7 +226,12 @@ class LocalAvatarStore:
             try:
                 length = path.stat().st_size
             except FileNotFoundError:
-                continue
+                if "deferred" not in entry:
+                    continue
+                try:
+                    length = _make_deferred(path, entry)
+                except FileNotFoundError:  # a swap removed the version meanwhile
+                    continue
             return RenditionFile(
                 path=path,
                 media_type=entry["media_type"],
@@ -274,6 +280,7 @@ def _choose_file(pointer: dict, size: int | None, accept: str | None, animated: 
 def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, files: list[dict]) -> dict:
     """The pointer to a swapped-in version, as every store writes it (`current.json`)."""
     largest = max(r.size for r in processed.renditions)
+    files = files + deferred_entries(processed, files)
     return {
         "format": _POINTER_FORMAT,
         "user_id": user_id,
@@ -282,7 +289,7 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
         "width": largest,
         "height": largest,
         "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
-        "media_types": _media_types(processed),
+        "media_types": _media_types(files),
         "source_format": processed.source_format,
         "animated": any(r.animated for r in processed.renditions),
         "updated_at": time.time(),
@@ -290,8 +297,8 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
     }
 
 
-def _media_types(processed: ProcessedAvatar) -> list[str]:
-    found = {r.media_type for r in processed.renditions}
+def _media_types(files: list[dict]) -> list[str]:
+    found = {f["media_type"] for f in files}
     return sorted(found, key=lambda m: (m != "image/webp", m))
 
 
@@ -311,18 +318,54 @@ def _version_of(pointer: dict) -> AvatarVersion:
 
 def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
     directory.mkdir()
-    files = []
-    for r in processed.renditions:
-        name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
-        data = r.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != r.sha256:
-            raise ValueError("a rendition changed on disk after it was processed")
-        _write_durably(directory / name, data)
-        files.append(
-            {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
-        )
+    files, fds = [], []
+    try:
+        for r in processed.renditions:
+            name = f"{r.size}{'.animated' if r.animated else ''}.{_EXTENSIONS[r.media_type]}"
+            data = r.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != r.sha256:
+                raise ValueError("a rendition changed on disk after it was processed")
+            fds.append(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            _write_all(fds[-1], data)
+            files.append(
+                {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
+            )
+        # Every file written first, then each synced: the first sync's journal commit carries all
+        # the new files' metadata and the others wait only for their own data (on this machine's
+        # ext4, 4 files: ~0.7 ms instead of ~1.0 ms written and fsynced one by one).
+        for fd in fds:
+            os.fdatasync(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
     _fsync_dir(directory)
     return files
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _make_deferred(path: Path, entry: dict) -> int:
+    """Make a fallback first asked for and keep it beside the version's other files; its length.
+
+    Written to a temporary name and fsynced, then linked into place: a reader sees the whole file
+    or none, and of concurrent first requests (threads or processes) the first link wins and the
+    others serve it (they made the same bytes). The directory is not fsynced: a crash may forget
+    the name, and the next request makes the file again.
+    """
+    data = make_fallback((path.parent / entry["deferred"]["from"]).read_bytes(), entry)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_durably(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
 
 
 def _replace_pointer(user_dir: Path, pointer: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from pathlib import Path
@@ -60,6 +61,39 @@ def test_clients_without_webp_get_the_fallback(client, user):
     r = client.get(f"/avatars/{user}", headers={"Accept": "image/jpeg,image/png;q=0.9"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).format == "JPEG"
+
+
+def test_a_fallback_made_on_first_request_answers_like_the_others(client, user):
+    described = upload(client, images.jpeg(800, 600))
+    jpeg = {"Accept": "image/jpeg"}
+
+    first = client.get(f"/avatars/{user}", params={"size": 64}, headers=jpeg)
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    im = Image.open(io.BytesIO(first.content))
+    assert (im.format, im.size, im.mode) == ("JPEG", (64, 64), "RGB") and not im.getexif()
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag != client.get(f"/avatars/{user}", params={"size": 64}).headers["etag"]
+    cached = client.get(f"/avatars/{user}", params={"size": 64}, headers={**jpeg, "If-None-Match": etag})
+    assert cached.status_code == 304
+    again = client.get(described["fallback_urls"]["64"])
+    assert again.status_code == 200 and again.content == first.content and again.headers["etag"] == etag
+    assert client.get("/me/avatar").json()["fallback_urls"] == described["fallback_urls"]
+
+
+@ON_DISK
+def test_an_upload_stores_webp_only_and_a_fallback_is_written_once(client, user, server):
+    upload(client, images.jpeg())
+    digest = hashlib.sha256(user.encode()).hexdigest()  # where avatars/store.py keeps this user's files
+    user_dir = Path(server.config["storage"]["root"]) / "avatars" / digest[:2] / digest
+    assert {p.suffix for p in user_dir.rglob("v-*/*")} == {".webp"}
+
+    first = client.get(f"/avatars/{user}", params={"size": 128}, headers={"Accept": "image/jpeg"})
+    (made,) = user_dir.rglob("*.jpg")
+    written = made.stat()
+    second = client.get(f"/avatars/{user}", params={"size": 128}, headers={"Accept": "image/jpeg"})
+
+    assert made.name == "128.jpg" and second.content == first.content
+    assert (made.stat().st_ino, made.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
 
 def test_versioned_urls_are_immutable_and_stale_ones_disappear(client, user):

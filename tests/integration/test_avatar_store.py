@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import math
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageChops, ImageStat
 
 from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar, RenditionFile
 from avatars._render import init_worker, render_avatar
@@ -184,6 +187,68 @@ async def test_transparent_avatars_fall_back_to_png(store, rendered):
     assert (await store.rendition("alice", 128, "image/webp")).media_type == "image/webp"
 
 
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    squared = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")).point(lambda v: v * v)).mean
+    return 10 * math.log10(255**2 / max(sum(squared) / 3, 1e-9))
+
+
+@pytest.mark.parametrize("size", [512, 128])
+async def test_a_fallback_first_asked_for_is_made_from_the_webp_and_then_kept(store, rendered, size):
+    await store.swap_in("alice", rendered["seed"])
+    webp = Image.open(io.BytesIO(await read_rendition(await store.rendition("alice", size, "image/webp"))))
+
+    first = await store.rendition("alice", size, "image/jpeg")
+    data = await read_rendition(first)
+    again = await store.rendition("alice", size, "image/jpeg")
+
+    jpeg = Image.open(io.BytesIO(data))
+    assert (jpeg.format, jpeg.size, jpeg.mode) == ("JPEG", (size, size), "RGB")
+    assert "exif" not in jpeg.info and not jpeg.getexif() and "icc_profile" not in jpeg.info
+    assert psnr(jpeg, webp) > 30  # the same picture, one JPEG encode away
+    assert (again.etag, again.media_type) == (first.etag, "image/jpeg")
+    assert await read_rendition(again) == data
+
+
+async def test_a_transparent_avatars_png_fallback_keeps_its_alpha(store, rendered):
+    await store.swap_in("alice", rendered["alpha"])
+
+    png = Image.open(io.BytesIO(await read_rendition(await store.rendition("alice", 128, "image/png"))))
+
+    assert (png.format, png.size, png.mode) == ("PNG", (128, 128), "RGBA")
+    assert png.getpixel((16, 64))[3] < 10 and png.getpixel((112, 16))[3] > 245  # left clear, right opaque
+
+
+async def test_fallbacks_are_written_on_the_first_request_only(local_store, rendered):
+    await local_store.swap_in("alice", rendered["seed"])
+    (version,) = version_dirs(local_store)
+    assert sorted(p.suffix for p in version.iterdir()) == [".webp"] * 4  # an upload makes no fallback
+
+    await read_rendition(await local_store.rendition("alice", 256, "image/jpeg"))
+    made = (version / "256.jpg").stat()
+    await read_rendition(await local_store.rendition("alice", 256, "image/jpeg"))
+    await read_rendition(await local_store.rendition("alice", 256, "image/jpeg", rendered["seed"].digest))
+
+    kept = (version / "256.jpg").stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert sorted(p.name for p in version.iterdir() if p.suffix != ".webp") == ["256.jpg"]
+
+
+async def test_concurrent_first_requests_for_a_fallback_get_the_same_bytes(store, rendered):
+    await store.swap_in("alice", rendered["seed"])
+
+    async def fetch() -> tuple[str, bytes]:
+        found = await store.rendition("alice", 128, "image/jpeg")
+        return found.etag, await read_rendition(found)
+
+    answers = await asyncio.gather(*(fetch() for _ in range(8)))
+
+    assert len(set(answers)) == 1
+    assert Image.open(io.BytesIO(answers[0][1])).size == (128, 128)
+    if isinstance(store, LocalAvatarStore):
+        (version,) = version_dirs(store)
+        assert sorted(p.name for p in version.iterdir() if p.suffix != ".webp") == ["128.jpg"]  # no temp left
+
+
 @pytest.mark.parametrize(
     "wanted, served", [(None, 512), (512, 512), (100, 128), (96, 128), (70, 64), (1, 64), (9000, 512)]
 )
@@ -229,7 +294,9 @@ async def test_concurrent_swaps_for_one_user_leave_exactly_one_version(local_sto
     current = pointer(local_store)
     assert current["directory"] == only.name
     assert current["version"] in {a.digest for a in avatars}
-    assert sorted(p.name for p in only.iterdir()) == sorted(f["name"] for f in current["files"])
+    # Every file the pointer names as made; the fallbacks are made when first asked for.
+    made = [f["name"] for f in current["files"] if "deferred" not in f]
+    assert sorted(p.name for p in only.iterdir()) == sorted(made)
 
 
 async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(local_store, rendered):

@@ -20,6 +20,7 @@ from avatars import (
     ProcessedAvatar,
     UnsupportedFormat,
 )
+from avatars._fallback import fallback_entry, make_fallback
 from tests.support import images as img
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed001.jpg"
@@ -48,6 +49,22 @@ def rendition(processed: ProcessedAvatar, size: int, media_type: str = "image/we
     return next(r for r in processed.renditions if r.size == size and r.media_type == media_type and not r.animated)
 
 
+def fallback(processed: ProcessedAvatar, size: int) -> Image.Image:
+    """The fallback (JPEG, or PNG with alpha) the avatar store makes when a client first asks
+    for it: from the largest WebP, by the store's own code (avatars/_fallback.py)."""
+    source = rendition(processed, max(r.size for r in processed.renditions if not r.animated))
+    assert processed.fallback is not None
+    entry = fallback_entry(
+        {"sha256": source.sha256, "name": source.path.name},
+        size,
+        processed.fallback.media_type,
+        processed.fallback.quality,
+    )
+    im = Image.open(io.BytesIO(make_fallback(source.path.read_bytes(), entry)))
+    im.load()
+    return im
+
+
 def close(pixel, expected, tolerance: int = 40) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
 
@@ -68,19 +85,24 @@ def assert_upright_quadrants(im: Image.Image) -> None:
 # -- what comes out ------------------------------------------------------------
 
 
-async def test_seed_photo_becomes_every_configured_size_in_webp_and_jpeg(pipeline, tmp_path):
+async def test_seed_photo_becomes_every_configured_size_in_webp_with_a_jpeg_fallback(pipeline, tmp_path):
     processed = await pipeline.process(SEED, tmp_path / "out")
 
     assert processed.source_format == "JPEG"
     assert (processed.width, processed.height) == (200, 200)
     assert not processed.has_alpha
     got = sorted((r.size, r.media_type) for r in processed.renditions)
-    assert got == sorted((s, m) for s in (512, 256, 128, 64) for m in ("image/webp", "image/jpeg"))
+    assert got == sorted((s, "image/webp") for s in (512, 256, 128, 64))
     for r in processed.renditions:
         im = decode(r.path)
         assert im.size == (r.size, r.size)
-        assert im.format == {"image/webp": "WEBP", "image/jpeg": "JPEG"}[r.media_type]
+        assert im.format == "WEBP"
         assert r.path.parent == tmp_path / "out"
+    # The JPEG fallback is offered, made by the store when first asked for.
+    assert processed.fallback is not None and processed.fallback.media_type == "image/jpeg"
+    for size in (512, 256, 128, 64):
+        im = fallback(processed, size)
+        assert im.format == "JPEG" and im.size == (size, size)
 
 
 async def test_configured_sizes_are_exactly_the_sizes_written(tmp_path):
@@ -176,9 +198,12 @@ async def test_transparency_is_kept_in_webp_and_png_fallback(pipeline, tmp_path,
     processed = await run(pipeline, tmp_path, factory())
 
     assert processed.has_alpha
-    assert {r.media_type for r in processed.renditions} == {"image/webp", "image/png"}
-    for r in processed.renditions:
-        im = decode(r.path).convert("RGBA")
+    assert {r.media_type for r in processed.renditions} == {"image/webp"}
+    assert processed.fallback is not None and processed.fallback.media_type == "image/png"
+    made = [decode(r.path) for r in processed.renditions] + [fallback(processed, s) for s in (256, 64)]
+    assert {im.format for im in made} == {"WEBP", "PNG"}
+    for im in made:
+        im = im.convert("RGBA")
         s = im.width
         assert im.getpixel((s // 8, s // 2))[3] < 10  # left half: transparent
         assert im.getpixel((s * 7 // 8, s // 8))[3] > 245  # right half: opaque
@@ -189,7 +214,7 @@ async def test_transparency_is_kept_in_webp_and_png_fallback(pipeline, tmp_path,
 async def test_palette_transparency_is_kept(pipeline, tmp_path, width, height):
     processed = await run(pipeline, tmp_path, img.png_palette(width, height, transparent=True))
 
-    im = decode(rendition(processed, 256, "image/png").path).convert("RGBA")
+    im = fallback(processed, 256).convert("RGBA")
     assert im.getpixel((40, 40))[3] == 0
     assert im.getpixel((216, 216))[3] == 255
     assert close(im.getpixel((216, 216))[:3], img.YELLOW)
@@ -200,7 +225,8 @@ async def test_fully_opaque_alpha_channel_gets_a_jpeg_fallback(pipeline, tmp_pat
     processed = await run(pipeline, tmp_path, data)
 
     assert not processed.has_alpha
-    assert "image/jpeg" in {r.media_type for r in processed.renditions}
+    assert processed.fallback is not None and processed.fallback.media_type == "image/jpeg"
+    assert fallback(processed, 64).mode == "RGB"
 
 
 # -- privacy -------------------------------------------------------------------
@@ -259,8 +285,7 @@ async def test_wide_gamut_colours_are_converted_to_srgb_not_dropped(pipeline, tm
 
     processed = await run(pipeline, tmp_path, img.jpeg_with_profile(profile(), colour))
 
-    for media_type in ("image/webp", "image/jpeg"):
-        im = decode(rendition(processed, 128, media_type).path)
+    for im in (decode(rendition(processed, 128).path), fallback(processed, 128)):
         assert is_srgb_profile(im.info["icc_profile"])  # converted, and says so
         assert close(im.convert("RGB").getpixel((64, 64)), expected, 8)
 
@@ -436,7 +461,7 @@ async def test_keep_animation_adds_animated_webp_next_to_the_still_avatar(animat
         assert im.info["duration"] == (60 if factory is img.gif_animated else 80)
         assert_no_metadata(r.path)
     stills = [r for r in processed.renditions if not r.animated]
-    assert len(stills) == 8 and all(getattr(Image.open(r.path), "n_frames", 1) == 1 for r in stills)
+    assert len(stills) == 4 and all(getattr(Image.open(r.path), "n_frames", 1) == 1 for r in stills)
 
 
 async def test_keep_animation_leaves_stills_alone(animating_pipeline, tmp_path):
@@ -477,9 +502,9 @@ async def test_smaller_sizes_look_like_a_direct_resize_of_the_largest(pipeline, 
     """Sizes are resized one from another (512 -> 256 -> 128 -> 64); each must still look like the
     largest rendition resized straight to it."""
     processed = await run(pipeline, tmp_path, SEED.read_bytes())
-    largest = decode(rendition(processed, 512, "image/jpeg").path).convert("RGB")
+    largest = decode(rendition(processed, 512).path).convert("RGB")
     for size in (256, 128, 64):
         direct = largest.resize((size, size), Image.Resampling.LANCZOS)
-        chained = decode(rendition(processed, size, "image/jpeg").path).convert("RGB")
+        chained = decode(rendition(processed, size).path).convert("RGB")
         squared = ImageStat.Stat(ImageChops.difference(direct, chained).point(lambda v: v * v)).mean
         assert 10 * math.log10(255**2 / max(sum(squared) / 3, 1e-9)) > 30, size
