@@ -88,7 +88,8 @@ def main() -> int:
     w = chunk_api.SHAPES["W3"].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
     profile = ROOT / "var" / "bench" / "chunk-api-profile.txt"
     profile.parent.mkdir(parents=True, exist_ok=True)
-    with serving("project") as (url, headers, pid, store):
+    # BENCH_KIND=base measures the checkout at BENCH_BASE_DIR instead (tus_compare.serving).
+    with serving(os.environ.get("BENCH_KIND", "project")) as (url, headers, pid, store):
         port = urlsplit(url).port or 80
         client = redis.Redis(unix_socket_path=str(store / "redis" / "redis.sock"))
         first, middle, last = asyncio.run(_count(port, headers, client))
