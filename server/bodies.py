@@ -106,42 +106,18 @@ async def read(request: Request, limit: int, pace: BodyPace) -> bytearray:
     """The whole body, for protocols that make it one small document (a JSON chunk).
 
     Gathered into one buffer, sized up front when the length is declared, so the body is held
-    once (a list of blocks joined at the end is held twice). Paced as `stream` paces, by one
-    timeout moved on at each block rather than an `asyncio.wait_for` per block, which makes a
-    task each time (about 6 % of a 64 KiB JSON chunk's CPU, docs/performance.md): nothing else
-    runs inside this read that the timeout could cancel."""
+    once (a list of blocks joined at the end is held twice)."""
     length = declared_length(request)
-    if length is not None and length > limit:
-        raise BodyTooLarge(f"the body is larger than {limit} bytes")
-    timeout, min_rate, grace = pace.timeout, pace.min_rate, pace.grace
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + timeout
-
-    def due(received: int) -> float:
-        # As in `stream`: before the total deadline, and soon enough that the average rate so
-        # far stays above the minimum (a slow-loris body holds a worker and a lock).
-        return deadline if min_rate <= 0 else min(deadline, started + grace + received / min_rate)
-
-    body = bytearray(length or 0)
+    body = bytearray(length if length is not None and length <= limit else 0)
     filled = 0
-    try:
-        async with asyncio.timeout_at(due(0)) as scope:
-            async for block in request.stream():
-                end = filled + len(block)
-                if end > limit:
-                    raise BodyTooLarge(f"the body is larger than {limit} bytes")
-                if end <= len(body):
-                    body[filled:end] = block
-                else:
-                    del body[filled:]
-                    body += block
-                filled = end
-                scope.reschedule(due(filled))
-    except TimeoutError:
-        raise _timeout(timeout, min_rate, due(filled) < deadline) from None
-    except ClientDisconnect:
-        raise Disconnected("the client went away before sending the whole body") from None
+    async for block in stream(request, limit, pace):
+        end = filled + len(block)
+        if end <= len(body):
+            body[filled:end] = block
+        else:
+            del body[filled:]
+            body += block
+        filled = end
     del body[filled:]
     return body
 
