@@ -90,22 +90,32 @@ class LocalChunkStore:
     # -- numbered parts ------------------------------------------------------------------------
 
     async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> None:
+        # One worker-thread hop for the whole of it (aiofiles took seven: makedirs, open, write,
+        # flush, close, replace, and two for the syncs), as the stream path does per request.
         directory = self._dir(upload_id)
-        final = self._part(upload_id, index, digest)
+        await asyncio.to_thread(self._put_part, directory, self._part(upload_id, index, digest), index, data)
+
+    def _put_part(self, directory: Path, final: Path, index: int, data: bytes) -> None:
+        """Write `data` to a temp name, fdatasync it, rename it to `final` and fsync the directory:
+        once this returns, the part is there under its name after a crash."""
         tmp = directory / f".tmp-{index:06d}-{secrets.token_hex(8)}"
         try:
-            await aiofiles.os.makedirs(directory, exist_ok=True)
-            async with aiofiles.open(tmp, "wb") as f:
-                await f.write(data)
-                await f.flush()
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 self._injected_fault()
-                await asyncio.to_thread(os.fsync, f.fileno())
+                os.fdatasync(fd)  # the size is data here: a new file's length is synced with it
+            finally:
+                os.close(fd)
             # The same bytes give the same name, so replacing an earlier copy changes nothing.
-            await aiofiles.os.replace(tmp, final)
-            await asyncio.to_thread(_fsync_dir, directory)
+            os.replace(tmp, final)
+            _fsync_dir(directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                await aiofiles.os.remove(tmp)
+                os.remove(tmp)
             raise _storage_error(exc) from exc
 
     async def drop_part(self, upload_id: str, index: int, digest: str) -> None:
@@ -113,20 +123,23 @@ class LocalChunkStore:
             await aiofiles.os.remove(self._part(upload_id, index, digest))
 
     async def _assemble(self, upload_id: str, parts: list[tuple[int, str]]) -> Path:
+        # One worker-thread hop (aiofiles took four per part and one per MiB).
+        return await asyncio.to_thread(self._assemble_parts, upload_id, parts)
+
+    def _assemble_parts(self, upload_id: str, parts: list[tuple[int, str]]) -> Path:
+        """The parts joined into one file for the image pipeline to read. Not synced: it is a
+        scratch copy, made again from the durable parts by whichever completer runs next."""
         target = self._dir(upload_id) / "assembled"
         tmp = target.with_name(f".assembling-{secrets.token_hex(8)}")
         try:
-            async with aiofiles.open(tmp, "wb") as out:
+            with open(tmp, "wb") as out:
                 for index, digest in parts:
-                    async with aiofiles.open(self._part(upload_id, index, digest), "rb") as part:
-                        while block := await part.read(_COPY_BLOCK):
-                            await out.write(block)
-                await out.flush()
-                await asyncio.to_thread(os.fsync, out.fileno())
-            await aiofiles.os.replace(tmp, target)
+                    with open(self._part(upload_id, index, digest), "rb") as part:
+                        shutil.copyfileobj(part, out, _COPY_BLOCK)
+            os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                await aiofiles.os.remove(tmp)
+                os.remove(tmp)
             raise _storage_error(exc) from exc
         return target
 

@@ -13,8 +13,8 @@ import time
 from typing import Any, Protocol
 
 from . import session as s
-from .chunk_records import ChunkRecords
-from .errors import ChunkConflict, SessionConflict, UploadError, UploadNotFound
+from .chunk_records import ChunkRead, ChunkRecords, Recorded
+from .errors import ChunkConflict, SessionConflict, UploadError, UploadGone, UploadNotFound
 from .limits import UploadLimits
 from .quotas import Quotas
 from .session_store import SessionStore
@@ -78,6 +78,22 @@ async def open_chunked(
     return found
 
 
+async def open_chunk(
+    uploads: Uploads, owner: str, upload_id: str, index: int, total_chunks: int, content_type: str
+) -> ChunkRead:
+    """`owner`'s chunked upload `upload_id` with chunk `index`'s entry, read in one round trip
+    (what `open_chunked` with an upload id and `put_chunk`'s own read take two for): pass it to
+    `store_chunk`. Raises as `open_chunked` does."""
+    uploads.limits.check_total_chunks(total_chunks)
+    read = await uploads.chunk_records.read(upload_id, index) if s.looks_like_upload_id(upload_id) else None
+    if read is None or read.session.owner != owner or read.session.expired():
+        # The general lookup tells unknown, foreign, expired and abandoned apart.
+        await uploads.get(upload_id, owner)
+        raise UploadNotFound("no such upload")
+    _check_same_upload(read.session, total_chunks, content_type)
+    return read
+
+
 def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type: str) -> None:
     if session.kind != s.UploadKind.CHUNKED:
         raise UploadNotFound("no such chunked upload")
@@ -96,22 +112,37 @@ def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type
 async def put_chunk(
     uploads: Uploads, session: s.UploadSession, index: int, data: bytes
 ) -> tuple[s.UploadSession, bool]:
-    """Store chunk `index` durably, then record it. Returns (session, duplicate).
+    """`store_chunk`, answering (session, duplicate)."""
+    stored = await store_chunk(uploads, session, index, data)
+    return stored.session, stored.duplicate
+
+
+async def store_chunk(
+    uploads: Uploads, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None
+) -> Recorded:
+    """Store chunk `index` durably, then record it.
 
     The same bytes again are an idempotent duplicate, even after completion; other bytes
-    for a recorded index are a ChunkConflict. Only recorded chunks count."""
+    for a recorded index are a ChunkConflict. Only recorded chunks count. `read`: the upload
+    as `open_chunk` read it (else it is read here, one round trip)."""
     uploads.limits.check_chunk(session.total_chunks, index, data)
     digest = hashlib.sha256(data).hexdigest()
-    known = await uploads.chunk_records.entry(session, index)
-    if known is not None:
-        if known[1] != digest:
+    if read is None:
+        read = await uploads.chunk_records.read(session.id, index)
+        if read is None:
+            raise UploadNotFound("no such upload")
+    # Read with the entry, in one step: if the request that recorded this chunk brought the
+    # last one, this session says so, and a duplicate waits for its outcome (complete_upload).
+    current = read.session
+    if read.known is not None:
+        if read.known[1] != digest:
             raise ChunkConflict(f"chunk {index} was already received with different bytes")
-        # The session as it stands now: the request that recorded this chunk may have brought
-        # the last one since `session` was read, and then this one must wait for its outcome.
-        return await uploads.get(session.id, session.owner), True
-    if session.state != s.UploadState.OPEN:
-        raise SessionConflict(f"this upload is {session.state}; it takes no more chunks", code="upload-not-open")
-    uploads.limits.check_room(session.received_bytes, len(data))
+        if current.expired():
+            raise UploadGone("this upload expired; start a new one")
+        return Recorded(current, True, None)
+    if current.state != s.UploadState.OPEN:
+        raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
+    uploads.limits.check_room(current.received_bytes, len(data))
 
     # Added to what the upload is counted for, in one Redis script: chunks racing each count.
     await uploads.quotas.grow(session.owner, session.id, len(data))
@@ -128,12 +159,12 @@ async def put_chunk(
         current.expires_at = time.time() + uploads.limits.expire_seconds
 
     try:
-        session, duplicate = await uploads.chunk_records.record(session.id, index, len(data), digest, check)
+        recorded = await uploads.chunk_records.record(session.id, index, len(data), digest, check, read)
     except UploadError:
         # Not recorded: the part file is nobody's. (A recorded twin has another digest.)
         await uploads.store.drop_part(session.id, index, digest)
         await uploads.quotas.grow(session.owner, session.id, -len(data))
         raise
-    if duplicate:  # a concurrent twin recorded the same bytes (the same file) first
+    if recorded.duplicate:  # a concurrent twin recorded the same bytes (the same file) first
         await uploads.quotas.grow(session.owner, session.id, -len(data))
-    return session, duplicate
+    return recorded

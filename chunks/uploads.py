@@ -14,7 +14,7 @@ from typing import Any
 
 from . import concatenation, numbered_chunks, running_digest
 from . import session as s
-from .chunk_records import ChunkRecords
+from .chunk_records import ChunkRead, ChunkRecords, Recorded
 from .errors import (
     ChecksumMismatch,
     InvalidRequest,
@@ -177,6 +177,18 @@ class Uploads:
 
     async def put_chunk(self, session: s.UploadSession, index: int, data: bytes) -> tuple[s.UploadSession, bool]:
         return await numbered_chunks.put_chunk(self, session, index, data)  # see there
+
+    async def open_chunk(
+        self, owner: str, upload_id: str, index: int, *, total_chunks: int, content_type: str
+    ) -> ChunkRead:
+        """See numbered_chunks.open_chunk."""
+        return await numbered_chunks.open_chunk(self, owner, upload_id, index, total_chunks, content_type)
+
+    async def store_chunk(
+        self, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None
+    ) -> Recorded:
+        """See numbered_chunks.store_chunk."""
+        return await numbered_chunks.store_chunk(self, session, index, data, read)
 
     # -- appended streams ----------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""A JSON-API chunk in two Redis round trips (chunks/chunk_records.py) against a real redis-server:
+one script reads the session and the chunk's entry, one records the chunk only if the session is
+still the one read; a change made in between is kept, a twin chunk is still a duplicate or a
+conflict, and a live upload is not reaped for the expiry index it no longer refreshes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+import chunks
+
+
+def _calls(info: dict, command: str) -> int:
+    return int(info.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def _opened(core, total: int = 4) -> chunks.UploadSession:
+    return await core.uploads.open_chunked(
+        "alice", file_name="a.jpg", content_type="image/jpeg", total_chunks=total, alias="name:a.jpg"
+    )
+
+
+async def _open_chunk(core, session: chunks.UploadSession, index: int):
+    return await core.uploads.open_chunk(
+        "alice", session.id, index, total_chunks=session.total_chunks, content_type="image/jpeg"
+    )
+
+
+async def test_a_steady_chunk_takes_two_scripts_and_no_transaction(core):
+    session = await _opened(core)
+    await core.uploads.put_chunk(session, 0, b"a" * 1000)
+    before = await core.redis.info("commandstats")
+    read = await _open_chunk(core, session, 1)
+    stored = await core.uploads.store_chunk(read.session, 1, b"b" * 1000, read)
+    after = await core.redis.info("commandstats")
+    assert (stored.duplicate, stored.received, stored.session.received_bytes) == (False, [0, 1], 2000)
+    assert _calls(after, "evalsha") - _calls(before, "evalsha") == 2
+    for command in ("watch", "multi", "exec", "zadd"):
+        assert _calls(after, command) == _calls(before, command), command
+    # Every GET and HGET ran inside the two scripts (one each reads the record).
+    assert _calls(after, "get") - _calls(before, "get") == 2
+    assert _calls(after, "hget") - _calls(before, "hget") == 1
+    assert await core.uploads.chunk_records.indices(await core.uploads.get(session.id, "alice")) == [0, 1]
+
+
+async def test_a_change_made_between_the_read_and_the_record_is_kept(core):
+    session = await _opened(core)
+    read = await _open_chunk(core, session, 2)
+
+    # Another request changes the record (as the completion sweeper or an operator would) after
+    # this chunk's read: the record script must not write the stale copy back.
+    def mark(current: chunks.UploadSession) -> None:
+        current.metadata["changed"] = "meanwhile"
+
+    await core.uploads.sessions.update(session.id, mark)
+    stored = await core.uploads.store_chunk(read.session, 2, b"c" * 500, read)
+    current = await core.uploads.get(session.id, "alice")
+    assert current.metadata == {"changed": "meanwhile"}
+    assert (stored.received, current.received_bytes, current.chunk_count) == ([2], 500, 1)
+
+
+async def test_a_twin_recorded_between_the_read_and_the_record_is_a_duplicate_or_a_conflict(core):
+    session = await _opened(core)
+    same, other = await _open_chunk(core, session, 0), await _open_chunk(core, session, 0)
+    await core.uploads.put_chunk(session, 0, b"x" * 100)
+    twin = await core.uploads.store_chunk(same.session, 0, b"x" * 100, same)
+    assert twin.duplicate
+    with pytest.raises(chunks.ChunkConflict):
+        await core.uploads.store_chunk(other.session, 0, b"y" * 100, other)
+    current = await core.uploads.get(session.id, "alice")
+    assert (current.received_bytes, current.chunk_count) == (100, 1)
+    assert await core.uploads.chunk_records.entries(current) == {0: (100, hashlib.sha256(b"x" * 100).hexdigest())}
+
+
+async def test_an_upload_kept_alive_by_its_chunks_is_not_reaped_at_its_first_expiry(core):
+    session = await _opened(core, total=3)
+    indexed = session.expires_at  # where creating it put it in the expiry index
+    # The chunk scripts do not move the expiry index; each chunk extends the session itself.
+    await core.uploads.put_chunk(session, 0, os.urandom(100))
+    read = await _open_chunk(core, session, 1)
+    extended = (await core.uploads.store_chunk(read.session, 1, os.urandom(100), read)).session.expires_at
+    assert extended > indexed
+    # Past the index's time but before the session's: the reaper re-indexes, removes nothing.
+    assert await core.uploads.reap(now=(indexed + extended) / 2) == 0
+    assert (await core.uploads.get(session.id, "alice")).received_bytes == 200
+    assert await core.uploads.reap(now=time.time() + 7 * 24 * 3600) == 1
