@@ -181,14 +181,12 @@ class Uploads:
     async def open_chunk(
         self, owner: str, upload_id: str, index: int, *, total_chunks: int, content_type: str
     ) -> ChunkRead:
-        """See numbered_chunks.open_chunk."""
-        return await numbered_chunks.open_chunk(self, owner, upload_id, index, total_chunks, content_type)
+        return await numbered_chunks.open_chunk(self, owner, upload_id, index, total_chunks, content_type)  # see there
 
     async def store_chunk(
         self, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None
     ) -> Recorded:
-        """See numbered_chunks.store_chunk."""
-        return await numbered_chunks.store_chunk(self, session, index, data, read)
+        return await numbered_chunks.store_chunk(self, session, index, data, read)  # see there
 
     # -- appended streams ----------------------------------------------------------------------
 
