@@ -17,7 +17,6 @@ import base64
 import collections
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 import redis
 
 from tests.bench import chunk_api
-from tests.bench.profile_patch import _frames
+from tests.bench.profile_patch import _frames, start_py_spy
 from tests.bench.rawhttp import Connection
 from tests.bench.tus_compare import ROOT, TreeMeter, serving
 
@@ -95,25 +94,7 @@ def main() -> int:
         first, middle, last = asyncio.run(_count(port, headers, client))
         spy = None
         if os.environ.get("BENCH_PROFILE"):
-            spy = subprocess.Popen(
-                [
-                    str(ROOT / ".venv/bin/py-spy"),
-                    "record",
-                    "-p",
-                    str(pid),
-                    "-r",
-                    "200",
-                    "-f",
-                    "raw",
-                    "-o",
-                    str(profile),
-                    "--nonblocking",
-                    "--threads",
-                    "--gil",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            spy = start_py_spy(pid, profile, gil=True)
             time.sleep(1.0)
         with TreeMeter(pid) as meter:
             before = meter.start_cpu()

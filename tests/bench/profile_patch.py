@@ -31,33 +31,21 @@ def _frames(line: str) -> tuple[list[str], int]:
     return frames, int(count)
 
 
+def start_py_spy(pid: int, out: Path, *, gil: bool) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid`'s threads into `out` (raw collapsed stacks, 200 Hz) until SIGINT.
+    `gil`: only samples of the thread holding the GIL, so time a thread spends waiting to take it
+    back after a syscall is not counted as its work."""
+    command = [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "-p", str(pid), "-r", "200", "-f", "raw"]
+    command += ["-o", str(out), "--nonblocking", "--threads", *(["--gil"] if gil else [])]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def main() -> int:
     w = WORKLOADS[os.environ.get("BENCH_PROFILE_WORKLOAD", "W3")].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
     out = Path(os.environ.get("BENCH_PROFILE", ROOT / "var" / "bench" / "patch-profile.txt"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    spy = ROOT / ".venv" / "bin" / "py-spy"
     with serving("project") as (url, headers, pid, _):
-        proc = subprocess.Popen(
-            [
-                str(spy),
-                "record",
-                "-p",
-                str(pid),
-                "-r",
-                "200",
-                "-f",
-                "raw",
-                "-o",
-                str(out),
-                "--nonblocking",
-                "--threads",
-                # BENCH_PROFILE_GIL=1: only samples of the thread holding the GIL, so time a thread
-                # spends waiting to take it back after a syscall is not counted as its work.
-                *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        proc = start_py_spy(pid, out, gil=bool(os.environ.get("BENCH_PROFILE_GIL")))
         time.sleep(1.0)
         result = asyncio.run(run(url, w, headers))
         proc.send_signal(2)
