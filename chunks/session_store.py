@@ -70,12 +70,11 @@ class Noted:
     """What has been written ahead of one transaction on a session (the outbox's pending mark,
     the completion index), so a retried transaction does not write it again.
 
-    A WATCH transaction holds its connection until EXEC, and these writes go through the pool
-    on another: written while it is held, every transaction would need two connections, and as
-    many concurrent transactions as the pool has connections would wait on each other until the
-    pool's timeout (every last chunk of a load test answering 503). So a WATCH transaction lets
-    go of its connection (`reset`) before writing them, and starts again (ChunkRecords.record);
-    SessionStore.update holds no connection between its read and its write."""
+    They are written between a record's read and its compare-and-set script (SessionStore.update,
+    ChunkRecords.record), when no pooled connection is held. (They were once written inside WATCH
+    transactions, which hold their connection until EXEC: every transaction then needed two
+    connections, and as many at once as the pool had waited on each other until the pool's
+    timeout, every last chunk of a load test answering 503.)"""
 
     outbox: bool = False
     completable: bool = False
