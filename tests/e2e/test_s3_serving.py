@@ -111,7 +111,17 @@ def test_while_the_bucket_is_down_healthz_and_uploads_answer_503_then_work_again
 
         own_seaweed.start()
         until(lambda: client.get("/healthz").status_code == 200, "the server never saw the bucket back")
-        r = client.post(URL, json=whole_image((10, 10, 200)))
+
+        def retried() -> httpx.Response | None:
+            # A restarted SeaweedFS answers HEAD (healthz) a moment before it takes writes again
+            # (object_storage.py waits for the same at start): until then, 503 with Retry-After.
+            r = client.post(URL, json=whole_image((10, 10, 200)))
+            if r.status_code == 503:
+                assert r.json()["code"] == "storage-unavailable" and int(r.headers["retry-after"]) > 0
+                return None
+            return r
+
+        r = until(retried, "uploads never worked again")
         assert r.status_code == 200 and r.json()["complete"] is True, r.text
         assert client.get(f"/avatars/{user}", params={"size": 64}).status_code == 200
 
