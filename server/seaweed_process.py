@@ -35,6 +35,10 @@ def weed_binary() -> str:
     return found
 
 
+class SeaweedExited(RuntimeError):
+    """`weed` stopped before it answered."""
+
+
 class SeaweedProcess:
     """One `weed server` with an S3 gateway on `s3_port`, data under `data_dir`.
 
@@ -96,9 +100,18 @@ class SeaweedProcess:
                 preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.spawn()
-        self.wait_ready(timeout)
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Spawn and wait until ready. A start that dies at once is tried again, with new ports:
+        `free_port` can pick a free port but not hold it, and on a busy machine another process
+        sometimes takes one of the six before `weed` binds it ("bind: address already in use")."""
+        for attempt in range(1, attempts + 1):
+            self.spawn()
+            try:
+                self.wait_ready(timeout)
+                return
+            except SeaweedExited:
+                if attempt == attempts:
+                    raise
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the S3 gateway answers HTTP (any status: it refuses anonymous calls)."""
@@ -106,7 +119,7 @@ class SeaweedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}")
+                raise SeaweedExited(f"weed exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}")
             try:
                 urllib.request.urlopen(self.endpoint_url, timeout=1.0).close()
                 return
