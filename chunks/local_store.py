@@ -27,7 +27,7 @@ import aiofiles.os
 
 from .errors import ChecksumMismatch, StorageFull
 from .storage import StoreFeature
-from .streams import Checksum, VerifiedBody
+from .streams import BoundedBody, Checksum, VerifiedBody
 
 # errno values that mean "the bytes were not stored": the write is rolled back and the client
 # told to retry later, rather than acknowledging bytes a full or failing disk did not keep.
@@ -238,20 +238,9 @@ class LocalChunkStore:
         StorageFull."""
         target = _StreamFile(self._stream(upload_id), self._injected_fault)
         durable = written = offset
-        interrupted: BaseException | None = None
+        bounded = BoundedBody(body, limit)
         try:
-            blocks = body.__aiter__()
-            while True:
-                try:
-                    block = await blocks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                    interrupted = exc
-                    break
-                if written + len(block) - offset > limit:
-                    interrupted = OverflowError("body longer than allowed")
-                    break
+            async for block in bounded.blocks():
                 if written - durable >= checkpoint_bytes:
                     # More bytes came after a checkpoint's worth: make those durable and count them.
                     await asyncio.to_thread(target.sync, written, on_sync, False)
@@ -270,7 +259,7 @@ class LocalChunkStore:
         finally:
             if target.is_open:
                 await asyncio.shield(asyncio.to_thread(target.close))
-        return written, interrupted
+        return written, bounded.interrupted
 
     async def concatenate(self, upload_id: str, sources: list[str]) -> int:
         path = self._stream(upload_id)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from .errors import StoreUnavailable
 from .s3_errors import unavailable_on_failure
 from .s3_head import Head, Point
-from .streams import VerifiedBody
+from .streams import BoundedBody, VerifiedBody
 
 
 class Objects(Protocol):
@@ -60,19 +60,8 @@ class StreamAppend:
         """Returns the stored offset and what interrupted the body (see ChunkStore.append)."""
         offset = written = durable = self.start.size
         await self._load_tail()
-        interrupted: BaseException | None = None
-        blocks = body.__aiter__()
-        while True:
-            try:
-                block = await blocks.__anext__()
-            except StopAsyncIteration:
-                break
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                interrupted = exc
-                break
-            if written + len(block) - offset > limit:
-                interrupted = OverflowError("body longer than allowed")
-                break
+        bounded = BoundedBody(body, limit)
+        async for block in bounded.blocks():
             self.buffer += block
             written += len(block)
             self.dirty = True
@@ -82,6 +71,7 @@ class StreamAppend:
                 await self._commit(acked=self.stored.now)
                 durable = written
                 await checkpoint(durable)
+        interrupted = bounded.interrupted
         if verified is not None and (interrupted is not None or not verified.matches()):
             return offset, interrupted
         if self.dirty:

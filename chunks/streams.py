@@ -1,4 +1,4 @@
-"""One request body written into a stream upload: stop requests and checksum verification."""
+"""One request body written into a stream upload: stop requests, its bound and checksum verification."""
 
 from __future__ import annotations
 
@@ -62,6 +62,35 @@ async def until_stopped(body: AsyncIterator[bytes], lease: Lease) -> AsyncIterat
                 yield block
     finally:
         forget()
+
+
+class BoundedBody:
+    """`body`'s blocks up to `limit` bytes in all, for a store's append loop (local_store.py,
+    s3_append.py). Whatever ends the body early is kept in `interrupted`, not raised: a
+    disconnect or a stop request (the exception itself), or an OverflowError for the block that
+    would go past `limit` (which is not handed out). The store makes the bytes before it durable
+    and hands the interruption back to the core (ChunkStore.append)."""
+
+    def __init__(self, body: AsyncIterator[bytes], limit: int) -> None:
+        self._body, self._limit = body, limit
+        self.interrupted: BaseException | None = None
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        taken = 0
+        source = self._body.__aiter__()
+        while True:
+            try:
+                block = await source.__anext__()
+            except StopAsyncIteration:
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                self.interrupted = exc
+                return
+            taken += len(block)
+            if taken > self._limit:
+                self.interrupted = OverflowError("body longer than allowed")
+                return
+            yield block
 
 
 class VerifiedBody:
