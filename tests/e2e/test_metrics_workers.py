@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import psutil
@@ -16,13 +15,10 @@ from tests.support.config import server_config
 from tests.support.redis_topologies import wait_until
 from tests.support.server import ServerProcess
 from tests.support.tus import create
+from tests.support.workers import one_client_per_worker
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 CREATED = ("POST", "/files/", "201")
-
-
-def _worker_pid(client: httpx.Client) -> int:
-    return int(client.get("/debug/resources").json()["pid"])
 
 
 def _scrape(client: httpx.Client) -> Samples:
@@ -33,21 +29,6 @@ def _scrape(client: httpx.Client) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for s in family.samples
     }
-
-
-def _one_client_per_worker(server: ServerProcess) -> dict[int, httpx.Client]:
-    """One connection stays with one worker: open connections until both workers answered."""
-    clients: dict[int, httpx.Client] = {}
-    deadline = time.monotonic() + 30
-    while len(clients) < 2:
-        assert time.monotonic() < deadline, "every connection went to one worker"
-        client = httpx.Client(base_url=server.url, timeout=30)
-        pid = _worker_pid(client)
-        if pid in clients:
-            client.close()
-        else:
-            clients[pid] = client
-    return clients
 
 
 def _assert_server_totals(client: httpx.Client, created: int) -> None:
@@ -69,7 +50,7 @@ def test_a_scrape_reaches_one_worker_and_reports_both_workers_counts(tmp_path, t
     try:
         assert server.process is not None
         parent = psutil.Process(server.process.pid)
-        clients = _one_client_per_worker(server)
+        clients = one_client_per_worker(server)
         (first_pid, first), (_, second) = clients.items()
         auth = {"Authorization": f"Bearer {token('metrics-workers')}"}
         for _ in range(3):
@@ -88,7 +69,7 @@ def test_a_scrape_reaches_one_worker_and_reports_both_workers_counts(tmp_path, t
             "the supervisor starts another worker",
         )
         create(second, auth, 1000)
-        clients = _one_client_per_worker(server)
+        clients = one_client_per_worker(server)
         for client in clients.values():
             _assert_server_totals(client, 6)
         for client in [*clients.values(), second]:

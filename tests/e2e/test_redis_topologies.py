@@ -21,6 +21,7 @@ from tests.support.config import server_config
 from tests.support.redis_topologies import SentinelSetup, wait_until
 from tests.support.server import ServerProcess
 from tests.support.tus import create, head, patch
+from tests.support.workers import one_client_per_worker
 
 COLOUR = (30, 160, 40)
 
@@ -141,10 +142,6 @@ def test_a_cluster_node_that_cannot_be_reached_stops_startup_with_one_line(tmp_p
     assert line.startswith("error: redis.mode cluster: cannot use redis://127.0.0.1:1/0")
 
 
-def _worker_pid(client: httpx.Client) -> int:
-    return int(client.get("/debug/resources").json()["pid"])
-
-
 def test_two_workers_share_one_embedded_redis_and_serve_one_upload_between_them(tmp_path, token):
     config = server_config(tmp_path, "embedded", server={"workers": 2, "debug_endpoints": True})
     config["redis"]["embedded_dir"] = str(tmp_path / "redis")
@@ -152,17 +149,7 @@ def test_two_workers_share_one_embedded_redis_and_serve_one_upload_between_them(
     try:
         assert server.process is not None
         parent = psutil.Process(server.process.pid)
-        # One connection stays with one worker: open connections until two workers answer.
-        clients: dict[int, httpx.Client] = {}
-        deadline = time.monotonic() + 30
-        while len(clients) < 2:
-            assert time.monotonic() < deadline, "every connection went to one worker"
-            client = httpx.Client(base_url=server.url, timeout=30)
-            pid = _worker_pid(client)
-            if pid in clients:
-                client.close()
-            else:
-                clients[pid] = client
+        clients = one_client_per_worker(server)
         first, second = clients.values()
         redis_servers = [p for p in parent.children() if p.name().startswith("redis-server")]
         assert len(redis_servers) == 1, "the embedded Redis is started once, by the parent"

@@ -1,9 +1,11 @@
-"""A server's image worker processes, found with psutil (tests kill them or wait for them)."""
+"""A server's worker processes: its image workers, found with psutil (tests kill them or wait for
+them), and, with `server.workers`, a client kept on each serving worker."""
 
 from __future__ import annotations
 
 import time
 
+import httpx
 import psutil
 
 from tests.support.server import ServerProcess
@@ -31,3 +33,24 @@ def busy_worker(server: ServerProcess, cpu_seconds: float = 1.0, deadline: float
                 pass
         time.sleep(0.05)
     raise AssertionError("no image worker got busy")
+
+
+def worker_pid(client: httpx.Client) -> int:
+    """The pid of the serving worker this client's connection reached (/debug/resources)."""
+    return int(client.get("/debug/resources").json()["pid"])
+
+
+def one_client_per_worker(server: ServerProcess, workers: int = 2) -> dict[int, httpx.Client]:
+    """A client per serving worker, by pid: a connection stays with one worker, so connections
+    are opened until each worker has answered one (the others are closed)."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + 30
+    while len(clients) < workers:
+        assert time.monotonic() < deadline, "every connection went to one worker"
+        client = httpx.Client(base_url=server.url, timeout=30)
+        pid = worker_pid(client)
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+    return clients
