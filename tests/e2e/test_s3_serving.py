@@ -76,6 +76,17 @@ def own_seaweed(tmp_path: Path) -> Iterator[SeaweedProcess]:
     process.stop(timeout=2)
 
 
+def _own_bucket(seaweed: SeaweedProcess, **extra: object) -> dict[str, object]:
+    """storage.s3 settings for the test's own SeaweedFS, with `extra` on top."""
+    return {
+        "endpoint_url": seaweed.endpoint_url,
+        "bucket": s3.BUCKET,
+        "access_key_id": s3.ACCESS_KEY,
+        "secret_access_key": s3.SECRET_KEY,
+        **extra,
+    }
+
+
 def until(check, what: str, seconds: float = 60):
     deadline = time.monotonic() + seconds
     while not (result := check()):
@@ -85,13 +96,7 @@ def until(check, what: str, seconds: float = 60):
 
 
 def test_while_the_bucket_is_down_healthz_and_uploads_answer_503_then_work_again(start_server, own_seaweed, token):
-    settings = {
-        "endpoint_url": own_seaweed.endpoint_url,
-        "bucket": s3.BUCKET,
-        "access_key_id": s3.ACCESS_KEY,
-        "secret_access_key": s3.SECRET_KEY,
-        "max_attempts": 2,
-    }
+    settings = _own_bucket(own_seaweed, max_attempts=2)
     server = start_server(storage={"backend": "s3", "s3": settings})
     user = f"user-{secrets.token_hex(4)}"
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token(user)}"}, timeout=60) as client:
@@ -131,14 +136,7 @@ def test_an_avatar_the_bucket_will_not_store_leaves_the_upload_to_a_retry(start_
     while it still takes the upload's: the request that completes the upload answers 503
     storage-unavailable with Retry-After, the upload is not failed, and once the bucket takes
     writes again the same request finishes it."""
-    settings = {
-        "endpoint_url": own_seaweed.endpoint_url,
-        "bucket": s3.BUCKET,
-        "access_key_id": s3.ACCESS_KEY,
-        "secret_access_key": s3.SECRET_KEY,
-        "prefix": s3.fresh_prefix(),
-        "max_attempts": 1,
-    }
+    settings = _own_bucket(own_seaweed, prefix=s3.fresh_prefix(), max_attempts=1)
     server = start_server(storage={"backend": "s3", "s3": settings})
     user = f"user-{secrets.token_hex(4)}"
     data = images.jpeg(colour=(200, 0, 200))
@@ -179,14 +177,7 @@ def test_a_tus_upload_whose_avatar_the_bucket_will_not_store_is_finished_once_it
     """The same for tus: the PATCH carrying the last bytes answers 503 with Retry-After, the upload
     is not failed, and once the bucket takes writes the client's HEAD (which has the server
     complete an upload whose bytes are all in) brings the avatar."""
-    settings = {
-        "endpoint_url": own_seaweed.endpoint_url,
-        "bucket": s3.BUCKET,
-        "access_key_id": s3.ACCESS_KEY,
-        "secret_access_key": s3.SECRET_KEY,
-        "prefix": s3.fresh_prefix(),
-        "max_attempts": 1,
-    }
+    settings = _own_bucket(own_seaweed, prefix=s3.fresh_prefix(), max_attempts=1)
     server = start_server(storage={"backend": "s3", "s3": settings})
     user = f"user-{secrets.token_hex(4)}"
     data = images.jpeg(colour=(0, 200, 200))
