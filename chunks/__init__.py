@@ -22,6 +22,7 @@ from .keys import Keys
 from .limits import UploadLimits
 from .local_store import LocalChunkStore
 from .locks import LockObserver, UploadLocks
+from .locks import holder_token as claim_token
 from .outbox import Outbox
 from .quotas import NoQuotas, QuotaLimits, Quotas, RedisQuotas
 from .running_digest import NAMES as RUNNING_DIGESTS
@@ -69,6 +70,7 @@ __all__ = [
     "UploadState",
     "UploadTooLarge",
     "Uploads",
+    "claim_token",
     "looks_like_upload_id",
     "stored_digests",
 ]

@@ -47,7 +47,9 @@ class Completion:
         self._finisher = finisher
         self._wait_seconds = wait_seconds
 
-    async def complete(self, session: UploadSession, expected: Checksum | None = None) -> UploadSession:
+    async def complete(
+        self, session: UploadSession, expected: Checksum | None = None, *, claimed_as: str = ""
+    ) -> UploadSession:
         """The upload's outcome: DONE with a result, or FAILED with the finisher's refusal.
 
         Partial, not fully received and settled uploads come back unchanged. A request that
@@ -59,14 +61,19 @@ class Completion:
         digest of the stored bytes before the finisher sees them: a mismatch makes the upload
         FAILED (repr-digest-mismatch), and so does a digest the server cannot check
         (repr-digest-unavailable): the client asked for bytes it can vouch for, and the server
-        completes uploads by itself too, so an upload left open would be made without the check."""
+        completes uploads by itself too, so an upload left open would be made without the check.
+
+        `claimed_as`: the token an append claimed the upload with (Uploads.append's `claim_as`);
+        a session claimed with it is this caller's to complete, with no claim of its own."""
+        if claimed_as and session.state == UploadState.ASSEMBLING and session.claimed_by == claimed_as:
+            return await self._run(session, expected)
         if session.partial:
             if session.final_id and session.all_received:
                 await self._complete_final(session)
             return session
         if not session.awaiting_completion:
             return session
-        claimed = await self._claim(session.id)
+        claimed = await self._claim(session)
         if claimed is None:
             return await self._outcome(session)
         return await self._run(claimed, expected)
@@ -75,7 +82,7 @@ class Completion:
         """`complete`, unless another completer holds a live claim: then None at once, no waiting."""
         if not session.awaiting_completion:
             return session
-        claimed = await self._claim(session.id)
+        claimed = await self._claim(session)
         return None if claimed is None else await self._run(claimed)
 
     async def _run(self, claimed: UploadSession, expected: Checksum | None = None) -> UploadSession:
@@ -107,8 +114,9 @@ class Completion:
         if final is not None and final.owner == part.owner:
             await self.complete(final)
 
-    async def _claim(self, upload_id: str) -> UploadSession | None:
-        """Take the right to complete the upload; None if another request holds it or it settled."""
+    async def _claim(self, session: UploadSession) -> UploadSession | None:
+        """Take the right to complete the upload (`session`: as last read); None if another
+        request holds it or it settled."""
         claim_seconds = self._uploads.limits.claim_seconds
         token = holder_token()
 
@@ -123,7 +131,7 @@ class Completion:
             current.claimed_by = token
             return True
 
-        session, taken = await self._uploads.sessions.update(upload_id, take)
+        session, taken = await self._uploads.sessions.update(session.id, take, assume=session)
         return session if taken else None
 
     async def _renew(self, upload_id: str, token: str) -> None:
@@ -194,7 +202,8 @@ class Completion:
             current.claimed_until = 0.0
 
         uploads = self._uploads
-        updated, _ = await uploads.sessions.update(session.id, settle, settled_event)
+        # `session` is the record as this claim last wrote it: usually still the stored one.
+        updated, _ = await uploads.sessions.update(session.id, settle, settled_event, assume=session)
         await uploads.quotas.release(updated.owner, updated.id)
         await uploads.store.discard(session.id)
         for part_id in updated.parts:
@@ -202,8 +211,7 @@ class Completion:
         if updated.alias:
             await uploads.sessions.forget_alias(updated)
         # Only the owner's newest settled records stay readable; older ones go (bounded per user).
-        for old_id in await uploads.sessions.remember_settled(updated, uploads.limits.keep_settled):
-            await uploads.forget(old_id, "superseded")
+        await uploads.settled.note(updated, uploads.limits.keep_settled)
         return updated
 
     async def sweep(self, batch: int = 100, concurrency: int = 4) -> int:

@@ -24,7 +24,7 @@ one transaction or script touches together share a tag, so they land in the same
                                never written inside a per-upload transaction (see below)
     <p>:events:dead            stream of events whose delivery was given up (the dead letters)
     <p>:settled:{U}            sorted set of a user's finished or failed uploads -> when they settled
-                               (only the newest few keep their records; see SessionStore.remember_settled)
+                               (only the newest few keep their records; see settled.py)
     <p>:completable            sorted set of uploads whose bytes are all in but which are not settled
                                -> since when; walked by the completion sweeper (one key for all uploads)
 

@@ -108,6 +108,11 @@ class Outbox:
         self._notify = notify
 
     @property
+    def enabled(self) -> bool:
+        """Whether events are staged in Redis (else only `notify` sees them)."""
+        return self.keys is not None
+
+    @property
     def stream_key(self) -> str | None:
         return None if self.keys is None else self.keys.events
 

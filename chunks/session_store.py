@@ -115,11 +115,15 @@ class SessionStore:
             # Indexed first: if the record is never written, the reaper still finds the id at
             # expiry and removes whatever bytes the upload had already stored.
             await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
-            await self.outbox.prepare(self.redis, session.id)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.session(session.id), _session.encode(session), ex=self.ttl(session))
-                self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
-                await pipe.execute()
+            key, blob, ttl = self.keys.session(session.id), _session.encode(session), self.ttl(session)
+            if not self.outbox.enabled:
+                await self.redis.set(key, blob, ex=ttl)  # one command: no transaction to wrap it in
+            else:
+                await self.outbox.prepare(self.redis, session.id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(key, blob, ex=ttl)
+                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
+                    await pipe.execute()
             winner = session if not session.alias else await self._claim_alias(session)
             if winner is not session:
                 # Only the creator that wins the name has created an upload: ours is dropped
@@ -229,7 +233,12 @@ class SessionStore:
         return found
 
     async def update(
-        self, upload_id: str, change: Callable[[UploadSession], T], event: EventOf | None = None
+        self,
+        upload_id: str,
+        change: Callable[[UploadSession], T],
+        event: EventOf | None = None,
+        *,
+        assume: UploadSession | None = None,
     ) -> tuple[UploadSession, T]:
         """Apply `change` to the stored session atomically (read, then compare-and-set, retried
         when another writer came in between).
@@ -241,15 +250,25 @@ class SessionStore:
         Two round trips, a GET and one script that writes the record only if it is still the
         one read (and stages the event beside it): what WATCH/MULTI/EXEC gives in three, and
         without holding a pooled connection while the writes that must come first (Noted) go
-        out on another."""
+        out on another.
+
+        `assume`: the record as the caller last saw it (say, the one it just wrote). The first
+        attempt then skips the GET: records are encoded deterministically, so its encoding is the
+        stored bytes if nobody wrote since, and otherwise the compare-and-set fails and the
+        usual read follows. One round trip instead of two for a completer's own record."""
         key = self.keys.session(upload_id)
         noted = Noted()
         with redis_errors():
             while True:
-                blob = await self.redis.get(key)
-                if blob is None:
-                    raise UploadNotFound("no such upload")
-                current = _session.decode(binary(blob))
+                if assume is not None:
+                    blob, assume = _session.encode(assume), None
+                else:
+                    stored = await self.redis.get(key)
+                    if stored is None:
+                        raise UploadNotFound("no such upload")
+                    blob = binary(stored)
+                # A fresh object even when assumed: `change` may mutate what it is given.
+                current = _session.decode(blob)
                 # A record already awaiting completion was listed by the change that made it so.
                 noted.completable = noted.completable or current.awaiting_completion
                 expires_at = current.expires_at
@@ -257,7 +276,8 @@ class SessionStore:
                 happened = event(current, outcome) if event is not None else None
                 staged = self.outbox.staged(*happened) if happened is not None else None
                 await self.note_before_commit(noted, current, staged is not None)
-                keys, args = [key], [blob, _session.encode(current), self.ttl(current)]
+                keys = [key]
+                args: list[bytes | str | int] = [blob, _session.encode(current), self.ttl(current)]
                 if staged is not None:
                     keys.append(staged[0])
                     args.extend(staged[1:])
@@ -312,23 +332,6 @@ class SessionStore:
     async def forget_completable(self, upload_id: str) -> None:
         with redis_errors():
             await self.redis.zrem(self.keys.completable, upload_id)
-
-    async def remember_settled(self, session: UploadSession, keep: int) -> list[str]:
-        """Note that `session` settled; return the owner's older settled uploads past the newest `keep`.
-
-        The caller forgets those, so a user who uploads all day keeps a bounded number of records."""
-        key = self.keys.settled(session.owner)
-        with redis_errors():
-            await self.redis.zrem(self.keys.completable, session.id)
-            if keep <= 0:
-                return []
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {session.id: time.time()})
-                pipe.zrange(key, 0, -keep - 1)
-                pipe.zremrangebyrank(key, 0, -keep - 1)
-                pipe.expire(key, TOMBSTONE_SECONDS + GRACE_SECONDS)
-                _, dropped, _, _ = await pipe.execute()
-        return [text(i) for i in dropped]
 
     async def delete(self, session: UploadSession, reason: str) -> None:
         """Forget a session, leaving a tombstone that says why."""

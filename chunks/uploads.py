@@ -30,6 +30,7 @@ from .limits import UploadLimits
 from .locks import UploadLocks
 from .quotas import Quotas, counted_as_it_arrives
 from .session_store import SessionStore
+from .settled import SettledRecords
 from .storage import ChunkStore, StoreFeature
 from .streams import Checksum, Stopped, until_stopped
 
@@ -57,6 +58,7 @@ class Uploads:
         self.quotas = quotas
         self.gate = gate
         self.chunk_records = ChunkRecords(sessions)
+        self.settled = SettledRecords(sessions.redis, sessions.keys)
         # Appends take two Redis round trips in the steady state (hot_path.py).
         self.hot = HotPath(sessions, locks)
         # Called with an upload someone asked about (`current`) that has every byte but no
@@ -201,6 +203,7 @@ class Uploads:
         lock_wait: float = 3.0,
         checksum: Checksum | None = None,
         check: Callable[[s.UploadSession], None] | None = None,
+        claim_as: str = "",
     ) -> s.UploadSession:
         """Append `body` at `offset` under the upload's lock. `length` declares a deferred length.
 
@@ -208,7 +211,10 @@ class Uploads:
         re-raised. A stop request from a competing request ends the body early the same way.
         With a `checksum`, the body counts only if it arrived whole and matches: otherwise the
         upload stays at `offset` (ChecksumMismatch, or the interruption re-raised). `check` sees
-        the session under the lock before any byte is read, and may raise to refuse the request."""
+        the session under the lock before any byte is read, and may raise to refuse the request.
+        `claim_as`: when these bytes complete the upload, the record that says so also claims it
+        for completion with this token (Completion.complete's `claimed_as`), which saves the
+        completer a transaction of its own."""
         if checksum is not None and StoreFeature.CHECKSUM not in self.store.features:
             raise InvalidRequest("this server cannot verify checksums", code="checksum-unsupported")
         if not s.looks_like_upload_id(upload_id):
@@ -247,7 +253,10 @@ class Uploads:
                 await self._record_offset(upload_id, offset, held=held)
                 raise
             # Recorded and released in one round trip; the deferred-length quota below runs after.
-            session = await self._record_offset(upload_id, written, digests=digests, held=held, release=True)
+            # An interrupted body is not claimed: its request ends in an error, not a completion.
+            session = await self._record_offset(
+                upload_id, written, digests=digests, held=held, release=True, claim_as=None if interrupted else claim_as
+            )
             if deferred and session.length is None:
                 # Count what it holds, not what was reserved ahead of the bytes (never refused).
                 await self.quotas.reserve(owner, upload_id, session.offset)
@@ -337,6 +346,7 @@ class Uploads:
         digests: running_digest.AppendDigests | None = None,
         held: HeldUpload | None = None,
         release: bool = False,
+        claim_as: str | None = None,
     ) -> s.UploadSession:
         """Move the offset, and the running digest states with it in the same update, so a
         crash can never leave states that cover another offset than the recorded one.
@@ -352,7 +362,11 @@ class Uploads:
                 current.digest_offset, current.digest_states = current.offset, states
             elif current.digest_offset != current.offset:
                 current.digest_offset, current.digest_states = -1, {}  # unknown from here on
-            current.expires_at = time.time() + self.limits.expire_seconds
+            now = time.time()
+            current.expires_at = now + self.limits.expire_seconds
+            if claim_as and current.state == s.UploadState.OPEN and current.awaiting_completion:
+                current.state = s.UploadState.ASSEMBLING
+                current.claimed_until, current.claimed_by = now + self.limits.claim_seconds, claim_as
 
         if held is not None:
             recorded = await self.hot.record(held, advance, release=release)

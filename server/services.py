@@ -375,7 +375,11 @@ def _avatar_finisher(setter: AvatarSetter) -> chunks.Finisher:
 
 
 async def complete_upload(
-    services: Services, session: chunks.UploadSession, expected: chunks.Checksum | None = None
+    services: Services,
+    session: chunks.UploadSession,
+    expected: chunks.Checksum | None = None,
+    *,
+    claimed_as: str = "",
 ) -> chunks.UploadSession:
     """Turn a fully received upload into its owner's avatar, exactly once; the upload as it ends.
 
@@ -383,5 +387,7 @@ async def complete_upload(
     own) and one already settled come back unchanged. One request wins the claim and does the
     work; a concurrent one waits for its outcome. A refused image does not raise: the upload
     comes back FAILED, with the refusal's code and message, for the protocol to render.
-    `expected` is a digest of the whole upload to check first (RFC 9530 `Repr-Digest`)."""
-    return await services.completion.complete(session, expected)
+    `expected` is a digest of the whole upload to check first (RFC 9530 `Repr-Digest`).
+    `claimed_as`: the `chunks.claim_token()` the append that brought the last bytes was given
+    (`Uploads.append(claim_as=)`): its record claimed the upload already, one transaction fewer."""
+    return await services.completion.complete(session, expected, claimed_as=claimed_as)

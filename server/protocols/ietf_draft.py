@@ -285,8 +285,10 @@ async def _transfer(
     checksum = content_digest(request.headers.get("content-digest"))
     # RFC 9530 Repr-Digest: the whole upload, checked by the core before the avatar is made.
     expected = repr_digest(request.headers.get("repr-digest")) if complete else None
+    # Claimed by the append's own record only when this request goes on to complete the upload.
+    claim = chunks.claim_token() if complete else ""
     session = await services.uploads.append(
-        session.id, session.owner, offset, body(request, services), length=length, checksum=checksum
+        session.id, session.owner, offset, body(request, services), length=length, checksum=checksum, claim_as=claim
     )
     if not complete:
         return session
@@ -297,7 +299,7 @@ async def _transfer(
             f"the upload was declared complete at {session.offset} bytes, but its length is {session.length}",
             code="length-mismatch",
         )
-    return await complete_upload(services, session, expected)
+    return await complete_upload(services, session, expected, claimed_as=claim)
 
 
 def _outcome(

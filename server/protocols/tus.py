@@ -154,8 +154,11 @@ async def create(request: Request, services: Services, owner: str) -> Response:
         return _created(request, services, session, with_offset=False)
 
     async def upload() -> chunks.UploadSession:
-        appended = await services.uploads.append(session.id, owner, 0, body(request, services), checksum=checksum)
-        return await complete_upload(services, appended)
+        claim = chunks.claim_token()
+        appended = await services.uploads.append(
+            session.id, owner, 0, body(request, services), checksum=checksum, claim_as=claim
+        )
+        return await complete_upload(services, appended, claimed_as=claim)
 
     return await _after_creation(request, services, session, upload())
 
@@ -266,10 +269,18 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
                 f"the body would take the upload past its length of {known} bytes", code="length-exceeded"
             )
 
+    claim = chunks.claim_token()
     if has_body(request):
         # Checked on the record the append reads under the lock: no separate read before it.
         session = await services.uploads.append(
-            upload_id, owner, offset, body(request, services), length=length, checksum=checksum, check=check
+            upload_id,
+            owner,
+            offset,
+            body(request, services),
+            length=length,
+            checksum=checksum,
+            check=check,
+            claim_as=claim,
         )
     else:
         session = await load(services, upload_id, owner)
@@ -280,9 +291,9 @@ async def patch(request: Request, services: Services, owner: str, upload_id: str
         open_for_bytes = session.state == chunks.UploadState.OPEN and not session.all_received
         if open_for_bytes or offset != session.offset or length is not None:
             session = await services.uploads.append(
-                upload_id, owner, offset, body(request, services), length=length, checksum=checksum
+                upload_id, owner, offset, body(request, services), length=length, checksum=checksum, claim_as=claim
             )
-    session = await complete_upload(services, session)
+    session = await complete_upload(services, session, claimed_as=claim)
     if session.state == chunks.UploadState.FAILED:
         return _failed(session)
     return Response(
