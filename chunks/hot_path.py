@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
@@ -53,6 +54,7 @@ return {2, blob}
 """
 
 
+@functools.lru_cache(maxsize=1024)  # the same upload asks again with each of its PATCHes
 def _owner_anchor(upload_id: str, owner: str) -> bytes:
     """The bytes a record of `owner`'s upload starts with after its map header: session.encode
     writes the fields in UploadSession's order, `id` then `owner`, with a deterministic

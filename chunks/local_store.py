@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import re
 import secrets
@@ -70,6 +71,9 @@ class LocalChunkStore:
         # Test-only (storage.fault_enospc_flag): while this file exists, writes fail with ENOSPC
         # after their bytes went out, as a full disk reports it at write or fsync time.
         self._fault_flag = Path(fault_enospc_flag) if fault_enospc_flag else None
+        # Every PATCH names its stream file twice (reconcile, append): remembered for the uploads
+        # in flight rather than checked and joined by pathlib each time.
+        self._stream = functools.lru_cache(maxsize=1024)(self._stream_path)
 
     def _injected_fault(self) -> None:
         if self._fault_flag is not None and self._fault_flag.exists():
@@ -84,7 +88,7 @@ class LocalChunkStore:
     def _part(self, upload_id: str, index: int, digest: str) -> Path:
         return self._dir(upload_id) / f"part-{index:06d}-{digest}"
 
-    def _stream(self, upload_id: str) -> Path:
+    def _stream_path(self, upload_id: str) -> Path:
         return self._dir(upload_id) / "data"
 
     # -- numbered parts ------------------------------------------------------------------------

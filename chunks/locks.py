@@ -127,14 +127,26 @@ class UploadLocks:
 
     @contextlib.asynccontextmanager
     async def renewing(self, lock_key: str, stop_key: str, lease: Lease) -> AsyncIterator[None]:
-        """Renew a taken lease while the body runs (also for hot_path.HotPath, which takes it in a script)."""
-        renewer = asyncio.create_task(self._keep(lock_key, stop_key, lease))
+        """Renew a taken lease while the body runs (also for hot_path.HotPath, which takes it in a script).
+
+        The renewing task starts only once the body has run for `renew_seconds`: most requests
+        (a 64 KiB PATCH) are over long before, and a timer costs them less than a task would."""
+        loop = asyncio.get_running_loop()
+        renewer: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal renewer
+            renewer = loop.create_task(self._keep(lock_key, stop_key, lease))
+
+        timer = loop.call_later(self.renew_seconds, start)
         try:
             yield
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await renewer
+            timer.cancel()
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError):
+                    await renewer
             if lease.stop_requested.is_set() and not lease.lost:
                 self.observe("yield", 0.0, True)
 
@@ -158,9 +170,10 @@ class UploadLocks:
             await asyncio.sleep(0.05)
 
     async def _keep(self, lock_key: str, stop_key: str, lease: Lease) -> None:
+        """Renew now (`renewing` starts this `renew_seconds` after the lease was taken), then
+        every `renew_seconds`."""
         me = asyncio.current_task()
         while True:
-            await asyncio.sleep(self.renew_seconds)
             try:
                 state = await self._renew(keys=[lock_key, stop_key], args=[lease.token, self.lease_ms])
             except RedisError:
@@ -171,11 +184,10 @@ class UploadLocks:
             # it forever: the request hangs and its upload stays locked.
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
-            if state is None:
-                continue
-            if state == 0:
+            if state == 0:  # None: Redis did not answer, try again at the next turn
                 lease.lost = True
                 lease.request_stop()
                 return
             if state == 2:
                 lease.request_stop()
+            await asyncio.sleep(self.renew_seconds)

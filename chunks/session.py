@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,11 @@ def new_upload_id() -> str:
     return secrets.token_urlsafe(ID_BYTES)
 
 
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # what new_upload_id makes: 24 bytes, urlsafe base64
+
+
 def looks_like_upload_id(value: str) -> bool:
-    return len(value) == 32 and all(c.isalnum() or c in "-_" for c in value)
+    return _UPLOAD_ID.fullmatch(value) is not None
 
 
 @dataclass

@@ -173,9 +173,9 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(document)
 
     routes: list[BaseRoute] = [
+        *protocols.routes(settings),  # first: the router tries routes in order (protocols/__init__.py)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        *protocols.routes(settings),
     ]
     if settings.server.debug_endpoints:
         routes += debug.routes()

@@ -63,6 +63,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         route = ["method", "route", "status"]
+        self._answers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # prometheus-client appends `_total` to every counter's name (tusd's Go client does not).
         self.requests = Counter("tusd_requests", "HTTP requests, by route template and status", route, registry=r)
         self.request_seconds = Histogram(
@@ -145,8 +146,17 @@ class Metrics:
             self.lock_releases.inc()
 
     def answered(self, method: str, route: str, status: int, seconds: float, code: str | None) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(method, route, str(status)).observe(seconds)
+        # The labelled children, looked up once per (method, route, status): prometheus_client's
+        # `labels` validates and joins the values on every call.
+        children = self._answers.get((method, route, status))
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._answers[(method, route, status)] = (
+                self.requests.labels(*labels),
+                self.request_seconds.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 400:
             self.errors.labels(str(status), code or "").inc()
         if status == 503:

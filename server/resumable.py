@@ -65,10 +65,16 @@ class Dialect:
 
 
 def effective_method(request: Request) -> str:
-    override = request.headers.get("x-http-method-override", "").strip().upper()
-    if override in _OVERRIDABLE:
-        return override
-    return request.method
+    # Asked three or four times per request (routing to a dialect, the endpoint, the answer):
+    # worked out once and kept in the scope.
+    method: str | None = request.scope.get(_EFFECTIVE_METHOD)
+    if method is None:
+        override = request.headers.get("x-http-method-override", "").strip().upper()
+        method = request.scope[_EFFECTIVE_METHOD] = override if override in _OVERRIDABLE else request.method
+    return method
+
+
+_EFFECTIVE_METHOD = "avs.effective_method"
 
 
 def location(request: Request, services: Services, upload_id: str) -> str:

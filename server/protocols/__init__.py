@@ -56,7 +56,10 @@ def _files_routes(settings: Settings) -> list[BaseRoute]:
     return files.routes(dialects)
 
 
+# In this order the router tries their routes: the resumable protocols' upload resource first,
+# since one upload makes many requests to it (each route tried before costs every one of them).
 PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol("files", _files_routes, files.openapi_paths, ("tus", "ietf")),
     Protocol("chunk_api", chunk_api.routes, chunk_api.openapi_paths, ("chunk_api",)),
     Protocol("picture_api", picture_api.routes, picture_api.openapi_paths, ("picture_api",)),
     Protocol("user_image_api", user_image_api.routes, user_image_api.openapi_paths, ("user_image_api",)),
@@ -64,7 +67,6 @@ PROTOCOLS: tuple[Protocol, ...] = (
     Protocol(
         "setting_avatar_api", setting_avatar_api.routes, setting_avatar_api.openapi_paths, ("setting_avatar_api",)
     ),
-    Protocol("files", _files_routes, files.openapi_paths, ("tus", "ietf")),
     Protocol("avatar_api", avatar_api.routes, avatar_api.openapi_paths),
     Protocol("web_page", web_page.routes, web_page.openapi_paths, when=lambda settings: settings.server.web_page),
 )
