@@ -56,6 +56,16 @@ def _storage_error(exc: OSError) -> Exception:
     return exc
 
 
+def _remove_upload(stream: Path) -> None:
+    """An upload's directory gone. Most hold their stream file alone: two calls, where rmtree's
+    walk costs twice the CPU; anything else (numbered parts, leftovers) takes the walk."""
+    try:
+        os.unlink(stream)
+        os.rmdir(stream.parent)
+    except OSError:
+        shutil.rmtree(stream.parent, True)
+
+
 async def _no_checkpoint(_: int) -> None:
     return None
 
@@ -288,7 +298,7 @@ class LocalChunkStore:
         return total
 
     async def discard(self, upload_id: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self._dir(upload_id), True)
+        await asyncio.to_thread(_remove_upload, self._stream(upload_id))
 
 
 class _StreamFile:

@@ -275,3 +275,16 @@ async def test_discarding_one_upload_leaves_the_others(store, upload_id):
 def test_features_are_store_features(store):
     assert isinstance(store.features, frozenset)
     assert all(isinstance(feature, chunks.StoreFeature) for feature in store.features)
+
+
+async def test_a_discarded_upload_leaves_no_directory_on_local_disk(tmp_path, upload_id):
+    store = chunks.LocalChunkStore(tmp_path)
+    parted = new_upload_id()
+    await store.put_part(parted, 0, b"part", sha256(b"part"))
+    await store.create_stream(upload_id)
+    await append(store, upload_id, 0, blocks(b"stream"))
+
+    for each in (upload_id, parted):
+        await store.discard(each)
+
+    assert os.listdir(tmp_path / "uploads") == []
