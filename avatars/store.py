@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
-from avatars._fallback import deferred_entries, make_fallback
+from avatars._fallback import deferred_entries, make_deferred
 from avatars.negotiation import prefers_webp
 from avatars.processing import ProcessedAvatar
 
@@ -173,7 +173,7 @@ class LocalAvatarStore:
         return self.root / "avatars" / digest[:2] / digest
 
     @contextmanager
-    def _locked(self, user_dir: Path) -> Iterator[None]:
+    def _locked(self, user_dir: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         # Swaps and removals for one user are serialised with flock on a per-user
         # lock file. flock locks belong to the open file description, so this
         # excludes other threads of this process as well as other processes
@@ -182,7 +182,7 @@ class LocalAvatarStore:
         user_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(user_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -224,24 +224,33 @@ class LocalAvatarStore:
                 return None
             path = self._user_dir(user_id) / pointer["directory"] / entry["name"]
             try:
+                return _rendition_file(pointer, entry, path, path.stat().st_size)
+            except FileNotFoundError:
+                if "deferred" in entry:
+                    return self._make_first(user_id, size, accept, version, animated)
+        return None
+
+    def _make_first(
+        self, user_id: str, size: int | None, accept: str | None, version: str | None, animated: bool
+    ) -> RenditionFile | None:
+        """A rendition not made yet (avatars/_fallback.py), made and kept under the user's lock held
+        shared: concurrent makers do not wait for one another, but no swap can remove the version
+        while it is made (without it, a reader racing repeated swaps could lose every time and
+        answer "no avatar" for one that exists)."""
+        user_dir = self._user_dir(user_id)
+        with self._locked(user_dir, fcntl.LOCK_SH):
+            pointer = self._read_pointer(user_id)
+            if pointer is None or (version is not None and version != pointer["version"]):
+                return None
+            entry = _choose_file(pointer, size, accept, animated)
+            if entry is None:
+                return None
+            path = user_dir / pointer["directory"] / entry["name"]
+            try:
                 length = path.stat().st_size
             except FileNotFoundError:
-                if "deferred" not in entry:
-                    continue
-                try:
-                    length = _make_deferred(path, entry)
-                except FileNotFoundError:  # a swap removed the version meanwhile
-                    continue
-            return RenditionFile(
-                path=path,
-                media_type=entry["media_type"],
-                size=entry["size"],
-                etag=f'"{entry["sha256"]}"',
-                version=pointer["version"],
-                content_length=length,
-                animated=entry["animated"],
-            )
-        return None
+                length = _make_deferred(path, entry)
+            return _rendition_file(pointer, entry, path, length)
 
     def _remove(self, user_id: str) -> bool:
         user_dir = self._user_dir(user_id)
@@ -255,6 +264,18 @@ class LocalAvatarStore:
                 _fsync_dir(user_dir)
             _remove_versions(user_dir, keep=None)
         return existed
+
+
+def _rendition_file(pointer: dict, entry: dict, path: Path, length: int) -> RenditionFile:
+    return RenditionFile(
+        path=path,
+        media_type=entry["media_type"],
+        size=entry["size"],
+        etag=f'"{entry["sha256"]}"',
+        version=pointer["version"],
+        content_length=length,
+        animated=entry["animated"],
+    )
 
 
 def nearest_size(sizes: list[int], wanted: int | None) -> int:
@@ -288,7 +309,7 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
         "directory": directory,
         "width": largest,
         "height": largest,
-        "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
+        "sizes": list(processed.sizes),
         "media_types": _media_types(files),
         "source_format": processed.source_format,
         "animated": any(r.animated for r in processed.renditions),
@@ -356,7 +377,7 @@ def _make_deferred(path: Path, entry: dict) -> int:
     others serve it (they made the same bytes). The directory is not fsynced: a crash may forget
     the name, and the next request makes the file again.
     """
-    data = make_fallback((path.parent / entry["deferred"]["from"]).read_bytes(), entry)
+    data = make_deferred((path.parent / entry["deferred"]["from"]).read_bytes(), entry)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     _write_durably(tmp, data)
     try:
