@@ -11,6 +11,7 @@ every user's avatar is fetched at every size (WebP, and the fallback for one siz
 square, the asked size, sRGB, no EXIF.
 
     BENCH_W5_UPLOADS=40 .venv/bin/python -m tests.bench.photos   # a quick look
+    .venv/bin/python -m tests.bench.photos quality               # WebP effort and smaller-size PSNR tables
     BENCH_PYSPY=var/bench/w5.svg ...                             # py-spy flame graph of the server tree
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import multiprocessing
 import os
 import signal
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageChops, ImageCms
 
 from tests.bench.images import _photo
 from tests.bench.rawhttp import Connection, Result
@@ -276,6 +278,59 @@ def report(
     return 1 if result.errors or problems else 0
 
 
+# -- encoder settings and quality (`quality`): the tables in docs/performance.md and docs/images.md --
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    squared = sum(count * (level % 256) ** 2 for level, count in enumerate(diff.histogram()))
+    return 10 * math.log10(255**2 / max(squared / (3 * diff.width * diff.height), 1e-9))
+
+
+def _webp(im: Image.Image, method: int) -> tuple[bytes, float]:
+    started = time.process_time()
+    buf = io.BytesIO()
+    im.save(buf, "WEBP", quality=82, method=method)
+    return buf.getvalue(), (time.process_time() - started) * 1000
+
+
+def _decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def quality(paths: list[Path]) -> None:
+    """The 512 px WebP at each libwebp effort (ms, KB, PSNR), and the smaller sizes made from the
+    512 px WebP against the WebP of the square resized as uploads did before (PSNR against that
+    resized square), all on the squares the pipeline makes from the bench's photos."""
+    from avatars._imaging import finish_square
+    from avatars._render import _decode_square, init_worker
+
+    init_worker(40_000_000)
+    squares = [finish_square(_decode_square(Image.open(p), p, 512, "JPEG"), None, 1) for p in paths]
+    print("| webp_method | ms (512 px) | KB | PSNR dB |\n|---|---|---|---|")
+    for method in range(7):
+        runs = [[_webp(sq, method) for sq in squares] for _ in range(3)]
+        ms = statistics.median(sum(t for _, t in run) / len(run) for run in runs)
+        kb = sum(len(d) for d, _ in runs[0]) / len(squares) / 1000
+        db = sum(psnr(sq, _decoded(d)) for sq, (d, _) in zip(squares, runs[0], strict=True)) / len(squares)
+        print(f"| {method} | {ms:.1f} | {kb:.2f} | {db:.2f} |")
+    print("\n| size | PSNR before (WebP of the resized square) | now (from the 512 WebP) | KB before / now |")
+    print("|---|---|---|---|")
+    lanczos = Image.Resampling.LANCZOS
+    for size in SIZES[1:]:
+        before = now = kb_before = kb_now = 0.0
+        for sq in squares:
+            resized = sq
+            while resized.width > size:  # 512 -> 256 -> 128 -> 64, as uploads resized before
+                resized = resized.resize((resized.width // 2,) * 2, lanczos)
+            old, _ = _webp(resized, 2)
+            new, _ = _webp(_decoded(_webp(sq, 2)[0]).resize((size, size), lanczos), 2)
+            before, now = before + psnr(resized, _decoded(old)), now + psnr(resized, _decoded(new))
+            kb_before, kb_now = kb_before + len(old) / 1000, kb_now + len(new) / 1000
+        n = len(squares)
+        print(f"| {size} | {before / n:.2f} | {now / n:.2f} | {kb_before / n:.2f} / {kb_now / n:.2f} |")
+
+
 def _pyspy(pid: int) -> subprocess.Popen[bytes] | None:
     target = os.environ.get("BENCH_PYSPY")
     if not target:
@@ -287,4 +342,8 @@ def _pyspy(pid: int) -> subprocess.Popen[bytes] | None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["quality"]:
+        with tempfile.TemporaryDirectory(prefix="bench-w5-") as tmp:
+            quality(make_photos(Path(tmp)))
+        sys.exit(0)
     sys.exit(main())
