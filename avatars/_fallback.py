@@ -3,9 +3,10 @@ for images with alpha).
 
 An upload encodes and stores only the largest WebP. The smaller WebP sizes are made from it the
 first time one is asked for (resized from the decoded WebP: under 0.1 dB PSNR from resizing the
-original square, docs/images.md "Smaller sizes"), then kept like any other file.
+original square, docs/images.md "Smaller sizes and fallbacks"), then kept like any other file:
+an upload encodes and syncs one file instead of four.
 
-Only clients that do not take WebP ask for them, so an upload makes and stores WebP only and the
+Fallbacks: only clients that do not take WebP ask for them, so an upload makes no fallback and the
 avatar store (avatars/store.py, avatars/s3_store.py) makes a fallback from the version's largest
 WebP the first time one is asked for, then keeps it beside the others. Each is resized straight
 from the largest WebP, not re-encoded from the WebP of its own size: measured on 1080x1080

@@ -72,7 +72,7 @@ class DeferredSizes:
     """The smaller still WebP sizes, offered but made only when first asked for, by the avatar
     store from the largest WebP (avatars/_fallback.py), like the fallbacks: an upload then
     encodes and syncs one file instead of four. Resizing the decoded 512 px WebP instead of the
-    original square costs under 0.1 dB PSNR (docs/images.md, "Smaller sizes")."""
+    original square costs under 0.1 dB PSNR (docs/images.md, "Smaller sizes and fallbacks")."""
 
     sizes: tuple[int, ...]  # largest first
     quality: int  # WebP quality
