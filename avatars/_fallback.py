@@ -1,6 +1,12 @@
-"""Fallback renditions (JPEG, or PNG for images with alpha), made when first asked for.
+"""Renditions made when first asked for: the smaller WebP sizes and the fallbacks (JPEG, or PNG
+for images with alpha).
 
-Only clients that do not take WebP ask for them, so an upload makes and stores WebP only and the
+An upload encodes and stores only the largest WebP. The smaller WebP sizes are made from it the
+first time one is asked for (resized from the decoded WebP: under 0.1 dB PSNR from resizing the
+original square, docs/images.md "Smaller sizes and fallbacks"), then kept like any other file:
+an upload encodes and syncs one file instead of four.
+
+Fallbacks: only clients that do not take WebP ask for them, so an upload makes no fallback and the
 avatar store (avatars/store.py, avatars/s3_store.py) makes a fallback from the version's largest
 WebP the first time one is asked for, then keeps it beside the others. Each is resized straight
 from the largest WebP, not re-encoded from the WebP of its own size: measured on 1080x1080
@@ -41,23 +47,45 @@ def fallback_entry(source: dict, size: int, media_type: str, quality: int) -> di
     }
 
 
+def smaller_entry(source: dict, size: int, quality: int, method: int) -> dict:
+    """The pointer's record of a smaller WebP size not made yet; its "sha256" (the ETag) derived
+    like a fallback's (fallback_entry)."""
+    tag = f"{source['sha256']} {size} image/webp {quality} {method}".encode()
+    return {
+        "size": size,
+        "media_type": "image/webp",
+        "animated": False,
+        "name": f"{size}.webp",
+        "sha256": hashlib.sha256(tag).hexdigest(),
+        "deferred": {"from": source["name"], "quality": quality, "method": method},
+    }
+
+
 def deferred_entries(processed: ProcessedAvatar, files: list[dict]) -> list[dict]:
-    """A fallback entry, not made yet, for every still size that has none: all made from the
-    largest still WebP (avatars/_fallback.py)."""
-    fallback = processed.fallback
+    """An entry, not made yet, for every smaller still WebP size the upload did not make and for
+    every still size's fallback: all made from the largest still WebP."""
     stills = [f for f in files if not f["animated"]]
     webps = [f for f in stills if f["media_type"] == "image/webp"]
-    if fallback is None or not webps:
+    if not webps:
         return []
     source = max(webps, key=lambda f: f["size"])
+    made = {f["size"] for f in webps}
+    entries = []
+    if processed.smaller is not None:
+        smaller = processed.smaller
+        sizes = sorted(set(smaller.sizes) - made, reverse=True)
+        entries = [smaller_entry(source, size, smaller.quality, smaller.method) for size in sizes]
+    fallback = processed.fallback
+    if fallback is None:
+        return entries
     present = {f["size"] for f in stills if f["media_type"] == fallback.media_type}
-    sizes = sorted({f["size"] for f in webps} - present, reverse=True)
-    return [fallback_entry(source, size, fallback.media_type, fallback.quality) for size in sizes]
+    sizes = sorted(made.union(e["size"] for e in entries) - present, reverse=True)
+    return entries + [fallback_entry(source, size, fallback.media_type, fallback.quality) for size in sizes]
 
 
-def make_fallback(webp: bytes, entry: dict) -> bytes:
-    """The fallback `entry` names, made from the largest WebP's bytes: square, sRGB (tagged as
-    such when the WebP is), no metadata."""
+def make_deferred(webp: bytes, entry: dict) -> bytes:
+    """The rendition `entry` names (a smaller WebP or a fallback), made from the largest WebP's
+    bytes: square, sRGB (tagged as such when the WebP is), no metadata."""
     from PIL import Image
 
     from avatars._imaging import srgb_tag
@@ -76,8 +104,11 @@ def make_fallback(webp: bytes, entry: dict) -> bytes:
     # A fresh image from raw pixels carries no info dict: nothing but the pixels reaches the encoder.
     clean = Image.frombytes(pixels.mode, pixels.size, pixels.tobytes())
     buf = io.BytesIO()
-    if entry["media_type"] == "image/png":
+    deferred = entry["deferred"]
+    if entry["media_type"] == "image/webp":
+        clean.save(buf, "WEBP", quality=deferred["quality"], method=deferred["method"], **srgb_tag(tagged))
+    elif entry["media_type"] == "image/png":
         clean.save(buf, "PNG", optimize=True, **srgb_tag(tagged))
     else:
-        clean.convert("RGB").save(buf, "JPEG", quality=entry["deferred"]["quality"], optimize=True, **srgb_tag(tagged))
+        clean.convert("RGB").save(buf, "JPEG", quality=deferred["quality"], optimize=True, **srgb_tag(tagged))
     return buf.getvalue()

@@ -21,7 +21,7 @@ from avatars._animation import write_animated
 from avatars._imaging import _UPRIGHT, decoding, encode, finish_square, normalize_mode, write_file
 from avatars._sniff import sniff_file
 from avatars._structure import check_structure
-from avatars.processing import DeferredFallback, PipelineSettings, ProcessedAvatar, Rendition
+from avatars.processing import DeferredFallback, DeferredSizes, PipelineSettings, ProcessedAvatar, Rendition
 
 _OPENERS = {
     "JPEG": ["JPEG", "MPO"],  # a JPEG with multi-picture data opens as MPO
@@ -75,14 +75,16 @@ def render_avatar(source: Path, workdir: Path, settings: PipelineSettings) -> Pr
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     fallback = DeferredFallback("image/png" if square.mode == "RGBA" else "image/jpeg", settings.jpeg_quality)
+    smaller = _deferred_sizes(settings)
     return ProcessedAvatar(
         source_format=source_format,
         width=width,
         height=height,
         has_alpha=square.mode == "RGBA",
         renditions=tuple(renditions),
-        digest=_digest(renditions, fallback),
+        digest=_digest(renditions, fallback, smaller),
         fallback=fallback,
+        smaller=smaller,
     )
 
 
@@ -195,26 +197,25 @@ def _reduce_in_bands(
 def _write_renditions(
     square: Image.Image, workdir: Path, settings: PipelineSettings, tag_srgb: bool = False
 ) -> list[Rendition]:
-    """The WebP renditions; the fallbacks are made by the store when first asked for
-    (avatars/_fallback.py)."""
-    renditions = []
-    made = [square]
-    for size in sorted(set(settings.sizes), reverse=True):
-        # Each size is resized from the smallest image already made that is at least twice as
-        # large: 512 -> 256 -> 128 -> 64 costs half of resizing each from 512 (profiled, the
-        # resizes were a third of a photo's time in its worker), and differs from the direct
-        # resize by less than one level (PSNR > 50 dB, docs/performance.md).
-        source = min((im for im in made if im.width >= 2 * size), key=lambda im: im.width, default=square)
-        sized = source if size == source.width else source.resize((size, size), Image.Resampling.LANCZOS)
-        made.append(sized)
-        data = encode(sized, "webp", settings, tag_srgb)
-        renditions.append(write_file(data, workdir / f"{size}.webp", size, "webp"))
-    return renditions
+    """The largest size's WebP only: the smaller sizes and the fallbacks are made by the store from
+    it when first asked for (avatars/_fallback.py). Profiled, the three smaller sizes' resizes and
+    encodes were ~10 ms of a photo's ~36 ms in its worker, and each was one more file to sync."""
+    size = max(settings.sizes)
+    sized = square if square.width == size else square.resize((size, size), Image.Resampling.LANCZOS)
+    data = encode(sized, "webp", settings, tag_srgb)
+    return [write_file(data, workdir / f"{size}.webp", size, "webp")]
 
 
-def _digest(renditions: list[Rendition], fallback: DeferredFallback) -> str:
+def _deferred_sizes(settings: PipelineSettings) -> DeferredSizes | None:
+    smaller = tuple(sorted(set(settings.sizes) - {max(settings.sizes)}, reverse=True))
+    return DeferredSizes(smaller, settings.webp_quality, settings.webp_method) if smaller else None
+
+
+def _digest(renditions: list[Rendition], fallback: DeferredFallback, smaller: DeferredSizes | None) -> str:
     h = hashlib.sha256()
     for r in renditions:
         h.update(f"{r.size} {r.media_type} {int(r.animated)} {r.sha256}\n".encode())
     h.update(f"fallback {fallback.media_type} {fallback.quality}\n".encode())
+    if smaller is not None:  # other sizes or encoder settings make other bytes: another version
+        h.update(f"smaller {smaller.sizes} {smaller.quality} {smaller.method}\n".encode())
     return h.hexdigest()[:32]

@@ -68,11 +68,30 @@ class DeferredFallback:
 
 
 @dataclass(frozen=True)
+class DeferredSizes:
+    """The smaller still WebP sizes, offered but made only when first asked for, by the avatar
+    store from the largest WebP (avatars/_fallback.py), like the fallbacks: an upload then
+    encodes and syncs one file instead of four. Resizing the decoded 512 px WebP instead of the
+    original square costs under 0.1 dB PSNR (docs/images.md, "Smaller sizes and fallbacks")."""
+
+    sizes: tuple[int, ...]  # largest first
+    quality: int  # WebP quality
+    method: int  # libwebp effort
+
+
+@dataclass(frozen=True)
 class ProcessedAvatar:
     source_format: str  # "JPEG", "PNG", "WEBP", "GIF", "HEIF", "AVIF"
     width: int  # upright source size (after EXIF orientation)
     height: int
     has_alpha: bool
     renditions: tuple[Rendition, ...]
-    digest: str  # content hash over all renditions (and the deferred fallback): the version id
+    digest: str  # content hash over all renditions and what is deferred: the version id
     fallback: DeferredFallback | None = None
+    smaller: DeferredSizes | None = None  # still WebP sizes made by the store when first asked for
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Every size offered, largest first: the renditions' and the deferred ones."""
+        made = {r.size for r in self.renditions}
+        return tuple(sorted(made | set(self.smaller.sizes if self.smaller else ()), reverse=True))

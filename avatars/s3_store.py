@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from avatars._fallback import make_fallback
+from avatars._fallback import make_deferred
 from avatars.errors import AvatarStorageUnavailable
 from avatars.processing import ProcessedAvatar
 from avatars.store import (
@@ -245,7 +245,7 @@ class S3AvatarStore:
         webp = await self._get_bytes(prefix + entry["deferred"]["from"])
         if webp is None:
             return None
-        data = await asyncio.to_thread(make_fallback, webp, entry)
+        data = await asyncio.to_thread(make_deferred, webp, entry)
         with _unavailable_on_failure():
             await self.client.put_object(
                 Bucket=self.bucket,

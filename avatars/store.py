@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
-from avatars._fallback import deferred_entries, make_fallback
+from avatars._fallback import deferred_entries
+from avatars._local_files import fsync_dir, make_kept, write_all, write_durably
 from avatars.negotiation import prefers_webp
 from avatars.processing import ProcessedAvatar
 
@@ -173,7 +174,7 @@ class LocalAvatarStore:
         return self.root / "avatars" / digest[:2] / digest
 
     @contextmanager
-    def _locked(self, user_dir: Path) -> Iterator[None]:
+    def _locked(self, user_dir: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         # Swaps and removals for one user are serialised with flock on a per-user
         # lock file. flock locks belong to the open file description, so this
         # excludes other threads of this process as well as other processes
@@ -182,7 +183,7 @@ class LocalAvatarStore:
         user_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(user_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -216,32 +217,44 @@ class LocalAvatarStore:
         # A swap may delete the directory between reading the pointer and
         # checking the file; the pointer read again then names the new one.
         for _ in range(3):
-            pointer = self._read_pointer(user_id)
-            if pointer is None or (version is not None and version != pointer["version"]):
+            if (found := self._lookup(user_id, size, accept, version, animated)) is None:
                 return None
-            entry = _choose_file(pointer, size, accept, animated)
-            if entry is None:
+            pointer, entry, path = found
+            try:
+                return _rendition_file(pointer, entry, path, path.stat().st_size)
+            except FileNotFoundError:
+                if "deferred" in entry:
+                    return self._make_first(user_id, size, accept, version, animated)
+        return None
+
+    def _make_first(
+        self, user_id: str, size: int | None, accept: str | None, version: str | None, animated: bool
+    ) -> RenditionFile | None:
+        """A rendition not made yet (avatars/_fallback.py), made and kept under the user's lock held
+        shared: concurrent makers do not wait for one another, but no swap can remove the version
+        while it is made (without it, a reader racing repeated swaps could lose every time and
+        answer "no avatar" for one that exists)."""
+        with self._locked(self._user_dir(user_id), fcntl.LOCK_SH):
+            if (found := self._lookup(user_id, size, accept, version, animated)) is None:
                 return None
-            path = self._user_dir(user_id) / pointer["directory"] / entry["name"]
+            pointer, entry, path = found
             try:
                 length = path.stat().st_size
             except FileNotFoundError:
-                if "deferred" not in entry:
-                    continue
-                try:
-                    length = _make_deferred(path, entry)
-                except FileNotFoundError:  # a swap removed the version meanwhile
-                    continue
-            return RenditionFile(
-                path=path,
-                media_type=entry["media_type"],
-                size=entry["size"],
-                etag=f'"{entry["sha256"]}"',
-                version=pointer["version"],
-                content_length=length,
-                animated=entry["animated"],
-            )
-        return None
+                length = make_kept(path, entry)
+            return _rendition_file(pointer, entry, path, length)
+
+    def _lookup(
+        self, user_id: str, size: int | None, accept: str | None, version: str | None, animated: bool
+    ) -> tuple[dict, dict, Path] | None:
+        """The pointer, the file entry it names for this request and that file's path."""
+        pointer = self._read_pointer(user_id)
+        if pointer is None or (version is not None and version != pointer["version"]):
+            return None
+        entry = _choose_file(pointer, size, accept, animated)
+        if entry is None:
+            return None
+        return pointer, entry, self._user_dir(user_id) / pointer["directory"] / entry["name"]
 
     def _remove(self, user_id: str) -> bool:
         user_dir = self._user_dir(user_id)
@@ -252,9 +265,21 @@ class LocalAvatarStore:
             existed = pointer.exists()
             if existed:
                 pointer.unlink()
-                _fsync_dir(user_dir)
+                fsync_dir(user_dir)
             _remove_versions(user_dir, keep=None)
         return existed
+
+
+def _rendition_file(pointer: dict, entry: dict, path: Path, length: int) -> RenditionFile:
+    return RenditionFile(
+        path=path,
+        media_type=entry["media_type"],
+        size=entry["size"],
+        etag=f'"{entry["sha256"]}"',
+        version=pointer["version"],
+        content_length=length,
+        animated=entry["animated"],
+    )
 
 
 def nearest_size(sizes: list[int], wanted: int | None) -> int:
@@ -288,7 +313,7 @@ def _pointer_record(user_id: str, processed: ProcessedAvatar, directory: str, fi
         "directory": directory,
         "width": largest,
         "height": largest,
-        "sizes": sorted({r.size for r in processed.renditions}, reverse=True),
+        "sizes": list(processed.sizes),
         "media_types": _media_types(files),
         "source_format": processed.source_format,
         "animated": any(r.animated for r in processed.renditions),
@@ -326,7 +351,7 @@ def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
             if hashlib.sha256(data).hexdigest() != r.sha256:
                 raise ValueError("a rendition changed on disk after it was processed")
             fds.append(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            _write_all(fds[-1], data)
+            write_all(fds[-1], data)
             files.append(
                 {"size": r.size, "media_type": r.media_type, "animated": r.animated, "name": name, "sha256": r.sha256}
             )
@@ -338,41 +363,15 @@ def _write_version(directory: Path, processed: ProcessedAvatar) -> list[dict]:
     finally:
         for fd in fds:
             os.close(fd)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return files
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _make_deferred(path: Path, entry: dict) -> int:
-    """Make a fallback first asked for and keep it beside the version's other files; its length.
-
-    Written to a temporary name and fsynced, then linked into place: a reader sees the whole file
-    or none, and of concurrent first requests (threads or processes) the first link wins and the
-    others serve it (they made the same bytes). The directory is not fsynced: a crash may forget
-    the name, and the next request makes the file again.
-    """
-    data = make_fallback((path.parent / entry["deferred"]["from"]).read_bytes(), entry)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    _write_durably(tmp, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.stat().st_size
 
 
 def _replace_pointer(user_dir: Path, pointer: dict) -> None:
     tmp = user_dir / f".{_POINTER}.{secrets.token_hex(4)}.tmp"
-    _write_durably(tmp, json.dumps(pointer, sort_keys=True).encode())
+    write_durably(tmp, json.dumps(pointer, sort_keys=True).encode())
     os.replace(tmp, user_dir / _POINTER)
-    _fsync_dir(user_dir)
+    fsync_dir(user_dir)
 
 
 def _remove_versions(user_dir: Path, keep: str | None) -> None:
@@ -381,18 +380,3 @@ def _remove_versions(user_dir: Path, keep: str | None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.endswith(".tmp"):
             entry.unlink(missing_ok=True)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "xb") as fp:
-        fp.write(data)
-        fp.flush()
-        os.fsync(fp.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,7 +7,6 @@ files on disk take `local_store` and are skipped for other backends.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import math
@@ -17,9 +16,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops
 
 from avatars import AvatarStore, LocalAvatarStore, PipelineSettings, ProcessedAvatar, RenditionFile
+from avatars._fallback import deferred_entries, make_deferred
 from avatars._render import init_worker, render_avatar
 from avatars.s3_store import S3AvatarStore
 from tests.support import images as img
@@ -139,8 +139,8 @@ async def read_rendition(found: RenditionFile) -> bytes:
 
 async def test_a_rendition_found_before_a_swap_opens_as_gone_and_one_opened_before_reads_whole(store, rendered):
     await store.swap_in("alice", rendered["seed"])
-    stale = await store.rendition("alice", 64, "image/webp")
-    opened = await (await store.rendition("alice", 64, "image/webp")).open()
+    stale = await store.rendition("alice", 512, "image/webp")
+    opened = await (await store.rendition("alice", 512, "image/webp")).open()
     assert opened is not None
     await store.swap_in("alice", rendered["alpha"])
 
@@ -152,7 +152,7 @@ async def test_a_rendition_found_before_a_swap_opens_as_gone_and_one_opened_befo
             data += block
     finally:
         body.close()
-    expected = next(r for r in rendered["seed"].renditions if r.size == 64 and r.media_type == "image/webp")
+    expected = next(r for r in rendered["seed"].renditions if r.size == 512 and r.media_type == "image/webp")
     assert data == expected.path.read_bytes()
     fresh = await store.rendition("alice", 64, "image/webp")
     assert fresh.version == rendered["alpha"].digest
@@ -188,8 +188,10 @@ async def test_transparent_avatars_fall_back_to_png(store, rendered):
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
-    squared = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")).point(lambda v: v * v)).mean
-    return 10 * math.log10(255**2 / max(sum(squared) / 3, 1e-9))
+    # From the histogram of differences: squaring the 8-bit difference image itself would clip at 255.
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    squared = sum(count * (level % 256) ** 2 for level, count in enumerate(diff.histogram()))
+    return 10 * math.log10(255**2 / max(squared / (3 * diff.width * diff.height), 1e-9))
 
 
 @pytest.mark.parametrize("size", [512, 128])
@@ -221,7 +223,7 @@ async def test_a_transparent_avatars_png_fallback_keeps_its_alpha(store, rendere
 async def test_fallbacks_are_written_on_the_first_request_only(local_store, rendered):
     await local_store.swap_in("alice", rendered["seed"])
     (version,) = version_dirs(local_store)
-    assert sorted(p.suffix for p in version.iterdir()) == [".webp"] * 4  # an upload makes no fallback
+    assert sorted(p.name for p in version.iterdir()) == ["512.webp"]  # an upload makes the largest WebP only
 
     await read_rendition(await local_store.rendition("alice", 256, "image/jpeg"))
     made = (version / "256.jpg").stat()
@@ -233,11 +235,12 @@ async def test_fallbacks_are_written_on_the_first_request_only(local_store, rend
     assert sorted(p.name for p in version.iterdir() if p.suffix != ".webp") == ["256.jpg"]
 
 
-async def test_concurrent_first_requests_for_a_fallback_get_the_same_bytes(store, rendered):
+@pytest.mark.parametrize("accept, name", [("image/jpeg", "128.jpg"), ("image/webp", "128.webp")])
+async def test_concurrent_first_requests_for_a_deferred_rendition_get_the_same_bytes(store, rendered, accept, name):
     await store.swap_in("alice", rendered["seed"])
 
     async def fetch() -> tuple[str, bytes]:
-        found = await store.rendition("alice", 128, "image/jpeg")
+        found = await store.rendition("alice", 128, accept)
         return found.etag, await read_rendition(found)
 
     answers = await asyncio.gather(*(fetch() for _ in range(8)))
@@ -246,7 +249,21 @@ async def test_concurrent_first_requests_for_a_fallback_get_the_same_bytes(store
     assert Image.open(io.BytesIO(answers[0][1])).size == (128, 128)
     if isinstance(store, LocalAvatarStore):
         (version,) = version_dirs(store)
-        assert sorted(p.name for p in version.iterdir() if p.suffix != ".webp") == ["128.jpg"]  # no temp left
+        assert sorted(p.name for p in version.iterdir()) == sorted(["512.webp", name])  # kept; no temp left
+
+
+async def test_smaller_sizes_are_made_on_the_first_request_and_kept(local_store, rendered):
+    await local_store.swap_in("alice", rendered["seed"])
+    (version,) = version_dirs(local_store)
+
+    first = await read_rendition(await local_store.rendition("alice", 64, "image/webp"))
+    made = (version / "64.webp").stat()
+    again = await read_rendition(await local_store.rendition("alice", 64, None, rendered["seed"].digest))
+
+    assert first == again and Image.open(io.BytesIO(first)).size == (64, 64)
+    kept = (version / "64.webp").stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert sorted(p.name for p in version.iterdir()) == ["512.webp", "64.webp"]
 
 
 @pytest.mark.parametrize(
@@ -258,7 +275,10 @@ async def test_size_picks_the_nearest_configured_one(store, rendered, wanted, se
     found = await store.rendition("alice", wanted, None)
 
     assert found.size == served and found.media_type == "image/webp"
-    assert len(await read_rendition(found)) == found.content_length
+    data = await read_rendition(found)
+    assert Image.open(io.BytesIO(data)).size == (served, served)
+    # Exact, except from a bucket for a rendition made on this request (not known ahead: 0).
+    assert found.content_length == len(data) or (found.path is None and found.content_length == 0)
 
 
 @pytest.mark.parametrize("user_id", ["../../etc/passwd", "a/b", "/abs", "..", "ünï 🙂", "x" * 500, ""])
@@ -324,23 +344,45 @@ async def test_swaps_from_two_processes_sharing_the_root_leave_one_version(local
     assert not list(local_store.root.rglob("*.tmp"))
 
 
-async def test_readers_never_see_a_mix_of_versions_during_swaps(local_store, rendered):
+def first_made(processed: ProcessedAvatar, size: int) -> tuple[bytes, str]:
+    """The bytes and ETag of the smaller WebP `size` the store makes when first asked for."""
+    largest = processed.renditions[0]
+    made = [
+        {
+            "size": largest.size,
+            "media_type": "image/webp",
+            "animated": False,
+            "name": "512.webp",
+            "sha256": largest.sha256,
+        }
+    ]
+    entry = next(e for e in deferred_entries(processed, made) if e["size"] == size and e["media_type"] == "image/webp")
+    return make_deferred(largest.path.read_bytes(), entry), f'"{entry["sha256"]}"'
+
+
+@pytest.mark.parametrize("size", [512, 64], ids=["made-at-upload", "made-when-first-asked"])
+async def test_readers_never_see_a_mix_of_versions_during_swaps(local_store, rendered, size):
+    """Every read during repeated swaps finds an avatar, whole and of the version it names (the
+    64 px one is made by the reader, under the user's lock held shared, while swaps go on)."""
     avatars = [rendered[f"flat{i}"] for i in range(4)]
     await local_store.swap_in("alice", avatars[0])
-    known = {r.sha256: a.digest for a in avatars for r in a.renditions}
+    if size == 512:
+        expected = {a.digest: (a.renditions[0].path.read_bytes(), f'"{a.renditions[0].sha256}"') for a in avatars}
+    else:
+        expected = {a.digest: first_made(a, size) for a in avatars}
     done = threading.Event()
     mismatches: list[str] = []
 
     def read_forever() -> int:
         reads = 0
         while not done.is_set():
-            found = local_store._rendition("alice", 64, None, None, False)
+            found = local_store._rendition("alice", size, None, None, False)
+            assert found is not None, "an avatar exists at every moment of a swap"
             try:
                 data = found.path.read_bytes()
             except FileNotFoundError:
                 continue  # deleted after we looked: the next read sees the new pointer
-            sha = hashlib.sha256(data).hexdigest()
-            if f'"{sha}"' != found.etag or known[sha] != found.version:
+            if (data, found.etag) != expected[found.version]:
                 mismatches.append(found.path.name)
             reads += 1
         return reads
