@@ -114,6 +114,13 @@ async def read(request: Request, limit: int, pace: BodyPace) -> bytearray:
     once (a list of blocks joined at the end is held twice)."""
     length = declared_length(request)
     body = bytearray(length if length is not None and length <= limit else 0)
+    filled = await _gather(request, limit, pace, body)
+    del body[filled:]
+    return body
+
+
+async def _gather(request: Request, limit: int, pace: BodyPace, body: bytearray) -> int:
+    """Copy the body into `body` from its start (growing it past its end if need be); its length."""
     filled = 0
     async for block in stream(request, limit, pace):
         end = filled + len(block)
@@ -123,8 +130,38 @@ async def read(request: Request, limit: int, pace: BodyPace) -> bytearray:
             del body[filled:]
             body += block
         filled = end
-    del body[filled:]
-    return body
+    return filled
+
+
+class _SpareBuffers:
+    """Buffers of JSON bodies read before, kept for the next ones. A 1.4 MB buffer made anew for
+    each 1 MiB chunk is zeroed and, once the allocator has given the memory back to the system,
+    faulted in again page by page: about a tenth of such a chunk's CPU (docs/performance.md).
+    At most `keep` buffers of at most `largest` bytes each are kept (idle memory, bounded)."""
+
+    def __init__(self, keep: int, largest: int) -> None:
+        self.keep, self.largest = keep, largest
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least `size` bytes: the smallest kept one that fits, else a new one."""
+        fits = [b for b in self._free if len(b) >= size]
+        if not fits:
+            return bytearray(size)
+        best = min(fits, key=len)
+        self._free.remove(best)
+        return best
+
+    def give(self, buffer: bytearray) -> None:
+        """Keep `buffer` for a later body: nothing may still hold a view of it."""
+        if len(buffer) > self.largest:
+            return
+        self._free.append(buffer)
+        if len(self._free) > self.keep:
+            self._free.remove(min(self._free, key=len))
+
+
+_SPARE = _SpareBuffers(keep=4, largest=4 * 1024 * 1024)
 
 
 class InvalidJson(BodyError):
@@ -213,15 +250,30 @@ async def read_json_object(
 
 
 async def _read_json_object(request: Request, limit: int, pace: BodyPace, literal: Literal | None) -> dict[str, Any]:
-    raw = await read(request, limit, pace)
+    length = declared_length(request)
+    if literal is None or length is None or length > limit:
+        raw = await read(request, limit, pace)
+        return _parse_object(raw, len(raw), literal)
+    # Neither the document nor an error keeps a view of the buffer (Literal.take, _parse_object):
+    # it is free again once parsed.
+    raw = _SPARE.take(length)
+    try:
+        filled = await _gather(request, limit, pace, raw)
+        return _parse_object(raw, filled, literal)
+    finally:
+        _SPARE.give(raw)
+
+
+def _parse_object(raw: bytearray, size: int, literal: Literal | None) -> dict[str, Any]:
+    """The JSON object in raw[:size]."""
     if literal is not None:
-        found = literal.take(raw)
+        found = literal.take(raw, size)
         if found is not None:
             return found
     try:
         # utf-8-sig: a leading BOM is tolerated, as json.loads tolerates it in bytes.
-        text = raw.decode("utf-8-sig")
-        del raw
+        with memoryview(raw) as view, view[:size] as body:
+            text = str(body, "utf-8-sig")
         document = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise InvalidJson("the body must be a JSON object") from None
@@ -269,16 +321,17 @@ class Literal:
         pair = _STRING + _WS + b":" + _WS + _SCALAR + _WS + b"," + _WS
         self._prefix = re.compile(rb"(?:\xef\xbb\xbf)?" + _WS + rb"\{" + _WS + rb"(?:" + pair + rb")*?" + member, re.S)
 
-    def take(self, raw: bytearray) -> dict[str, Any] | None:
-        """The document, or None when the fast way does not apply (then json.loads all of it)."""
-        found = self._prefix.match(raw, 0, _LITERAL_WINDOW)
+    def take(self, raw: bytearray, size: int) -> dict[str, Any] | None:
+        """The document in raw[:size], or None when the fast way does not apply (then json.loads
+        all of it). `decode` must not keep the view it is given: it is released after the call."""
+        found = self._prefix.match(raw, 0, min(size, _LITERAL_WINDOW))
         if found is None:
             return None
         start = found.end()
-        end = raw.find(b'"', start)
+        end = raw.find(b'"', start, size)
         if end < 0:
             return None
-        rest = raw[:start] + raw[end:]
+        rest = raw[:start] + raw[end:size]
         repeated = False
 
         def pairs(members: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -294,7 +347,8 @@ class Literal:
         if repeated or not isinstance(document, dict) or document.get(self.key) != "":
             return None
         try:
-            document[self.key] = self.decode(memoryview(raw)[start:end])
+            with memoryview(raw) as view, view[start:end] as value:
+                document[self.key] = self.decode(value)
         except ValueError:
             return None
         return document

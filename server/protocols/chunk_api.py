@@ -295,15 +295,15 @@ def _decode_piece(piece: str) -> bytes:
 class _Decoded:
     """`file` decoded straight from the body's bytes by `bodies.Literal` (what clients send:
     base64 without whitespace or escapes): neither the 1.4 MB JSON parse of a 1 MiB chunk's text
-    nor a `str` of it. `text` is a view of the body."""
+    nor a `str` of it. `tail`: the text's last (up to) three characters, all the checks need."""
 
     data: bytes
-    text: memoryview
+    tail: str
 
     def checked(self) -> bytes:
         """The bytes, once the text is canonical as `_decode_piece` wants it. pybase64 with
         validate=True already refused "=" anywhere but in one or two at the end."""
-        tail = self.text[-3:].tobytes().decode("ascii")
+        tail = self.tail
         padding = len(tail) - len(tail.rstrip("="))
         if padding and _B64_VALUES.get(tail[-padding - 1], 0) & (0x0F if padding == 2 else 0x03):
             raise BadRequest("file is not valid base64", code="invalid-base64")
@@ -315,7 +315,8 @@ class _Decoded:
 def _decode_literal(text: memoryview) -> _Decoded:
     # validate=True refuses every byte outside the base64 alphabet and "=" (a ValueError):
     # what bodies.Literal needs to know the JSON string is these bytes themselves.
-    return _Decoded(pybase64.b64decode(text, validate=True), text)
+    data = pybase64.b64decode(text, validate=True)
+    return _Decoded(data, str(text[-3:], "ascii"))
 
 
 _FILE_LITERAL = bodies.Literal("file", _decode_literal)
