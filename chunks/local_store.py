@@ -21,6 +21,7 @@ import shutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
@@ -47,6 +48,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _append(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy `source` to the end of `target`, in the kernel where it can (copy_file_range: no
+    bytes through this process, which for an 8 MiB upload of 1 MiB parts was a copy as large
+    as the upload on the completing request); else through a buffer."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            while os.copy_file_range(source.fileno(), target.fileno(), _COPY_BLOCK):
+                pass
+            return
+        except OSError as exc:
+            # Not supported between these files (another filesystem, an old kernel): copy
+            # from where the kernel stopped.
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    shutil.copyfileobj(source, target, _COPY_BLOCK)
 
 
 def _storage_error(exc: OSError) -> Exception:
@@ -132,10 +150,11 @@ class LocalChunkStore:
         target = self._dir(upload_id) / "assembled"
         tmp = target.with_name(f".assembling-{secrets.token_hex(8)}")
         try:
-            with open(tmp, "wb") as out:
+            # Unbuffered: the kernel's file offsets are the only ones (see _append).
+            with open(tmp, "wb", buffering=0) as out:
                 for index, digest in parts:
-                    with open(self._part(upload_id, index, digest), "rb") as part:
-                        shutil.copyfileobj(part, out, _COPY_BLOCK)
+                    with open(self._part(upload_id, index, digest), "rb", buffering=0) as part:
+                        _append(part, out)
             os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
