@@ -251,29 +251,39 @@ async def read_json_object(
 
 async def _read_json_object(request: Request, limit: int, pace: BodyPace, literal: Literal | None) -> dict[str, Any]:
     length = declared_length(request)
-    if literal is None or length is None or length > limit:
+    if literal is None or length is None or length > min(limit, _SPARE.largest):
         raw = await read(request, limit, pace)
-        return _parse_object(raw, len(raw), literal)
-    # Neither the document nor an error keeps a view of the buffer (Literal.take, _parse_object):
-    # it is free again once parsed.
+        found = literal.take(raw, len(raw)) if literal is not None else None
+        if found is not None:
+            return found
+        text = _text(raw, len(raw))
+        del raw  # held once: the raw body or its text, then the text or the document
+        return _loads(text)
+    # Neither the document nor an error keeps a view of the buffer (Literal.take, _text): it
+    # is given back before json.loads, which holds the text and the document as above.
     raw = _SPARE.take(length)
     try:
         filled = await _gather(request, limit, pace, raw)
-        return _parse_object(raw, filled, literal)
-    finally:
-        _SPARE.give(raw)
-
-
-def _parse_object(raw: bytearray, size: int, literal: Literal | None) -> dict[str, Any]:
-    """The JSON object in raw[:size]."""
-    if literal is not None:
-        found = literal.take(raw, size)
+        found = literal.take(raw, filled)
         if found is not None:
             return found
+        text = _text(raw, filled)
+    finally:
+        _SPARE.give(raw)
+    return _loads(text)
+
+
+def _text(raw: bytearray, size: int) -> str:
     try:
         # utf-8-sig: a leading BOM is tolerated, as json.loads tolerates it in bytes.
         with memoryview(raw) as view, view[:size] as body:
-            text = str(body, "utf-8-sig")
+            return str(body, "utf-8-sig")
+    except ValueError:
+        raise InvalidJson("the body must be a JSON object") from None
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
         document = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise InvalidJson("the body must be a JSON object") from None
