@@ -7,7 +7,8 @@ Redis commands are counted with INFO commandstats (like tests/bench/redis_calls.
 20 uploads of 16 chunks of 64 KiB sent one at a time: the first chunk (opens the upload), the
 steady-state ones, and the last (completes it; the random bytes are refused as "not an image").
 CPU is the whole process tree's (server, image workers, embedded Redis) over the W3 shape of
-tests/bench/chunk_api.py at BENCH_SCALE (0.2 by default), divided by the chunks sent.
+tests/bench/chunk_api.py (BENCH_SHAPE=W2: its 1 MiB chunks) at BENCH_SCALE (0.2 by default),
+divided by the chunks sent.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _profile_summary(out: Path) -> None:
 
 
 def main() -> int:
-    w = chunk_api.SHAPES["W3"].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
+    # BENCH_SHAPE=W2 measures the 1 MiB-chunk shape instead of the 64 KiB one.
+    w = chunk_api.SHAPES[os.environ.get("BENCH_SHAPE", "W3")].scaled(float(os.environ.get("BENCH_SCALE", "0.2")))
     profile = ROOT / "var" / "bench" / "chunk-api-profile.txt"
     profile.parent.mkdir(parents=True, exist_ok=True)
     # BENCH_KIND=base measures the checkout at BENCH_BASE_DIR instead (tus_compare.serving).

@@ -78,6 +78,17 @@ async def test_parts_are_joined_in_the_order_given(store, upload_id):
     assert sha256(joined) == sha256(b"".join(parts))
 
 
+async def test_parts_larger_than_a_copy_block_are_joined_byte_exact(store, upload_id):
+    # Past the local store's 1 MiB copy block, with sizes that are no multiple of a page.
+    parts = [os.urandom(n) for n in (1024 * 1024 + 4097, 1, 2 * 1024 * 1024 + 3)]
+    for index, part in enumerate(parts):
+        await store.put_part(upload_id, index, part, sha256(part))
+
+    joined = await copied(store, upload_id, [(i, sha256(p)) for i, p in enumerate(parts)])
+
+    assert len(joined) == sum(map(len, parts)) and sha256(joined) == sha256(b"".join(parts))
+
+
 async def test_a_part_with_another_digest_never_overwrites_the_first(store, upload_id):
     first, other = b"acknowledged bytes", b"a conflicting resend"
     await store.put_part(upload_id, 0, first, sha256(first))

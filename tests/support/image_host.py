@@ -16,7 +16,8 @@ class ImageHost:
     def __init__(self, image: bytes, big_bytes: int):
         self.image, self.big_bytes = image, big_bytes
         self.released = threading.Event()
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # paths
+        self.targets: list[str] = []  # paths with their query
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -43,6 +44,7 @@ def _handler(host: ImageHost) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             host.requests.append(url.path)
+            host.targets.append(self.path)
             if url.path == "/image.jpg":
                 self._send(200, "image/jpeg", host.image)
             elif url.path == "/not-an-image":

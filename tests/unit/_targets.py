@@ -14,6 +14,7 @@ from server.auth import AuthError
 from server.bodies import BodyError, BodyTimeout, BodyTooLarge, Disconnected, InvalidJson
 from server.errors import BadRequest, MethodNotAllowed, Problem
 from server.errors import problem_for as _problem_for
+from server.protocols.chunk_api import _FILE_LITERAL as chunk_file_literal
 from server.protocols.chunk_api import _base64
 from server.protocols.chunk_api import _check_file_name as check_chunk_file_name
 from server.protocols.ietf_draft import _completeness as ietf_completeness
@@ -47,6 +48,7 @@ __all__ = [
     "UnsupportedFormat",
     "check_chunk_file_name",
     "chunk_base64",
+    "chunk_file_literal",
     "chunks",
     "error",
     "ietf_completeness",
