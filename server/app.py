@@ -56,6 +56,21 @@ async def _reap_forever(services: Services) -> None:
         await asyncio.sleep(interval)
 
 
+async def _warm_up(redis: aioredis.Redis, settings: Settings) -> None:
+    """Redis connections and scripts ready before the first request (LeanRedis.warm_up). A
+    Redis that is not answering yet is not a reason to refuse to start: requests then answer
+    503 until it is back, as they would had it gone away later."""
+    if isinstance(redis, redis_client.LeanRedis):
+        try:
+            await redis.warm_up(min(settings.redis.max_connections, _WARM_CONNECTIONS))
+        except redis_client.UNAVAILABLE as exc:
+            log.warning("Redis connections not warmed up: %s", exc)
+
+
+# As many connections as a first burst of concurrent uploads takes, within redis.max_connections.
+_WARM_CONNECTIONS = 32
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -85,6 +100,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
                 log.critical("%s", exc)  # the one line that says why the server does not start
                 raise
         services = build_services(settings, redis, app.state.metrics, object_storage)
+        await _warm_up(redis, settings)
         stack.push_async_callback(services.pipeline.aclose)
         app.state.services = services
         reaper = asyncio.create_task(_reap_forever(services))

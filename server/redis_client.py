@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -165,6 +166,24 @@ class LeanRedis(aioredis.Redis):
     and other errors as before), and the configured retry policy kept: a connection or timeout
     error disconnects the connection and is tried once more after a short pause (`_common`'s
     Retry: one retry), then raised."""
+
+    _scripts: list[AsyncScript] | None = None
+
+    def register_script(self, script: Any) -> Any:  # the supertypes disagree on its types
+        registered = super().register_script(script)
+        if self._scripts is None:
+            self._scripts = []
+        self._scripts.append(registered)
+        return registered
+
+    async def warm_up(self, connections: int) -> None:
+        """Before the first request: open `connections` pooled connections and load every script
+        registered so far. A fresh process otherwise pays both in its first burst: each of ~50
+        concurrent first requests opens a connection (connect, HELLO, CLIENT SETINFO) and meets
+        NOSCRIPT once per script (EVALSHA, SCRIPT LOAD, EVALSHA again)."""
+        await asyncio.gather(*(self.ping() for _ in range(connections)))
+        for script in self._scripts or []:
+            script.sha = await self.script_load(script.script)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if self.single_connection_client:
