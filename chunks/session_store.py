@@ -65,6 +65,13 @@ return 1
 """
 
 
+# KEYS: one key. ARGV: a value. Deletes the key only while it holds that value.
+_DELETE_IF_EQUAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass
 class Noted:
     """What has been written ahead of one transaction on a session (the outbox's pending mark,
@@ -101,6 +108,7 @@ class SessionStore:
         # Events are staged inside the transactions below (see outbox.py).
         self.outbox = outbox or Outbox()
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
+        self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
 
     def ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -360,18 +368,11 @@ class SessionStore:
         await self.replicated()
 
     async def forget_alias(self, session: UploadSession) -> None:
-        """Drop the alias if it still points at this session, so the same name starts afresh."""
-        alias_key = self.keys.alias(session.owner, session.alias)
+        """Drop the alias if it still points at this session, so the same name starts afresh.
+        One script on the alias key alone (a WATCH, GET, MULTI/DEL/EXEC took three round trips
+        on every completed chunk-API upload)."""
         with redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(alias_key)
-                    if await pipe.get(alias_key) == session.id.encode():
-                        pipe.multi()
-                        pipe.delete(alias_key)
-                        await pipe.execute()
-                except WatchError:
-                    pass
+            await self._delete_if_equal(keys=[self.keys.alias(session.owner, session.alias)], args=[session.id])
 
     async def gone_reason(self, upload_id: str, owner: str) -> str | None:
         with redis_errors():
