@@ -196,14 +196,10 @@ class S3AvatarStore:
                 await self._ensure_deferred(prefix, entry)
             else:
                 opener = functools.partial(self._open_or_make, prefix, entry)
-        return RenditionFile(
-            path=None,
-            media_type=entry["media_type"],
-            size=entry["size"],
-            etag=f'"{entry["sha256"]}"',
-            version=pointer["version"],
-            content_length=entry.get("bytes", 0),
-            animated=entry["animated"],
+        return RenditionFile.of(
+            pointer,
+            entry,
+            entry.get("bytes", 0),
             url=f"{self.public_base_url}/{key}" if self.public_base_url else "",
             opener=opener,
         )

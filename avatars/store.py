@@ -102,6 +102,30 @@ class RenditionFile:
             return None
         return await asyncio.to_thread(_open_file, self.path)
 
+    @classmethod
+    def of(
+        cls,
+        pointer: dict,
+        entry: dict,
+        content_length: int,
+        *,
+        path: Path | None = None,
+        url: str = "",
+        opener: Opener | None = None,
+    ) -> RenditionFile:
+        """The rendition a pointer's file `entry` names, served from `path`, `url` or `opener`."""
+        return cls(
+            path=path,
+            media_type=entry["media_type"],
+            size=entry["size"],
+            etag=f'"{entry["sha256"]}"',
+            version=pointer["version"],
+            content_length=content_length,
+            animated=entry["animated"],
+            url=url,
+            opener=opener,
+        )
+
 
 class _FileBody:
     def __init__(self, file: BinaryIO) -> None:
@@ -221,7 +245,7 @@ class LocalAvatarStore:
                 return None
             pointer, entry, path = found
             try:
-                return _rendition_file(pointer, entry, path, path.stat().st_size)
+                return RenditionFile.of(pointer, entry, path.stat().st_size, path=path)
             except FileNotFoundError:
                 if "deferred" in entry:
                     return self._make_first(user_id, size, accept, version, animated)
@@ -242,7 +266,7 @@ class LocalAvatarStore:
                 length = path.stat().st_size
             except FileNotFoundError:
                 length = make_kept(path, entry)
-            return _rendition_file(pointer, entry, path, length)
+            return RenditionFile.of(pointer, entry, length, path=path)
 
     def _lookup(
         self, user_id: str, size: int | None, accept: str | None, version: str | None, animated: bool
@@ -268,18 +292,6 @@ class LocalAvatarStore:
                 fsync_dir(user_dir)
             _remove_versions(user_dir, keep=None)
         return existed
-
-
-def _rendition_file(pointer: dict, entry: dict, path: Path, length: int) -> RenditionFile:
-    return RenditionFile(
-        path=path,
-        media_type=entry["media_type"],
-        size=entry["size"],
-        etag=f'"{entry["sha256"]}"',
-        version=pointer["version"],
-        content_length=length,
-        animated=entry["animated"],
-    )
 
 
 def nearest_size(sizes: list[int], wanted: int | None) -> int:
