@@ -126,7 +126,11 @@ class _DirectSend:
         Errors are as redis-py raises them, the connection dropped the same way. Any other
         case (an explicit timeout, none at all, notifications on) is redis-py's own read."""
         socket_timeout = getattr(self, "socket_timeout", None)
-        if timeout is not None or socket_timeout is None or self._maint_notifications_connection_handler is not None:  # type: ignore[attr-defined]
+        if (
+            timeout is not None
+            or socket_timeout is None
+            or getattr(self, "_maint_notifications_connection_handler", None)
+        ):
             return await super().read_response(  # type: ignore[misc]
                 disable_decoding, timeout, disconnect_on_error=disconnect_on_error, push_request=push_request
             )
