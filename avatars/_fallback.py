@@ -30,34 +30,30 @@ FALLBACK_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
 
 
 def fallback_entry(source: dict, size: int, media_type: str, quality: int) -> dict:
-    """The pointer's record (`current.json` "files") of a fallback not made yet.
+    """The pointer's record (`current.json` "files") of a fallback not made yet."""
+    return _deferred_entry(source, size, media_type, FALLBACK_EXTENSIONS[media_type], quality=quality)
+
+
+def smaller_entry(source: dict, size: int, quality: int, method: int) -> dict:
+    """The pointer's record of a smaller WebP size not made yet."""
+    return _deferred_entry(source, size, "image/webp", "webp", quality=quality, method=method)
+
+
+def _deferred_entry(source: dict, size: int, media_type: str, extension: str, **settings: int) -> dict:
+    """A rendition made from `source` (the largest WebP) when first asked for.
 
     Its "sha256" (the ETag) is derived from the source WebP's bytes and the encoder settings, not
-    from the fallback's own bytes, which do not exist yet: the same inputs give the same bytes
-    (the encoders are deterministic), and a kept fallback is never replaced.
+    from the rendition's own bytes, which do not exist yet: the same inputs give the same bytes
+    (the encoders are deterministic), and a kept rendition is never replaced.
     """
-    tag = f"{source['sha256']} {size} {media_type} {quality}".encode()
+    tag = " ".join([source["sha256"], str(size), media_type, *map(str, settings.values())]).encode()
     return {
         "size": size,
         "media_type": media_type,
         "animated": False,
-        "name": f"{size}.{FALLBACK_EXTENSIONS[media_type]}",
+        "name": f"{size}.{extension}",
         "sha256": hashlib.sha256(tag).hexdigest(),
-        "deferred": {"from": source["name"], "quality": quality},
-    }
-
-
-def smaller_entry(source: dict, size: int, quality: int, method: int) -> dict:
-    """The pointer's record of a smaller WebP size not made yet; its "sha256" (the ETag) derived
-    like a fallback's (fallback_entry)."""
-    tag = f"{source['sha256']} {size} image/webp {quality} {method}".encode()
-    return {
-        "size": size,
-        "media_type": "image/webp",
-        "animated": False,
-        "name": f"{size}.webp",
-        "sha256": hashlib.sha256(tag).hexdigest(),
-        "deferred": {"from": source["name"], "quality": quality, "method": method},
+        "deferred": {"from": source["name"], **settings},
     }
 
 
