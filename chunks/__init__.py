@@ -29,7 +29,7 @@ from .running_digest import NAMES as RUNNING_DIGESTS
 from .running_digest import digests_of as stored_digests
 from .session import UploadKind, UploadSession, UploadState, looks_like_upload_id
 from .session_store import SessionStore
-from .storage import ChunkStore, StoreFeature
+from .storage import ChunkStore, PartRef, StoreFeature
 from .streams import Checksum
 from .uploads import Uploads
 
@@ -49,6 +49,7 @@ __all__ = [
     "NoQuotas",
     "OffsetMismatch",
     "Outbox",
+    "PartRef",
     "QuotaExceeded",
     "QuotaLimits",
     "Quotas",

@@ -1,6 +1,7 @@
 """Which chunks of a chunked upload arrived: a Redis hash per upload, beside its session record.
 
-The hash (keys.py `chunks`) maps a chunk index to "size:sha256". It shares the upload's hash tag,
+The hash (keys.py `chunks`) maps a chunk index to "size:sha256", or "size:sha256:place" where the
+store said where it put the part (ChunkStore.put_part). It shares the upload's hash tag,
 so a chunk is read and recorded by scripts over both keys, valid on Redis Cluster: `read` returns
 the session record and the chunk's entry in one round trip; `record` writes the new field and
 the new session record (whose counts, `chunk_count` and `chunk_bytes`, stay a fixed size) only if
@@ -41,21 +42,22 @@ redis.call('expire', KEYS[2], ARGV[3])
 return {1, redis.call('hkeys', KEYS[2])}
 """
 
-Entry = tuple[int, str]  # size, sha256 hex
+Entry = tuple[int, str, str]  # size, sha256 hex, place ("" when the store needs none)
 
 
 def _entry(raw: bytes | str) -> Entry:
-    size, _, digest = text(raw).partition(":")
-    return int(size), digest
+    size, _, rest = text(raw).partition(":")
+    digest, _, place = rest.partition(":")
+    return int(size), digest, place
 
 
-def _field(size: int, digest: str) -> str:
-    return f"{size}:{digest}"
+def _field(size: int, digest: str, place: str = "") -> str:
+    return f"{size}:{digest}:{place}" if place else f"{size}:{digest}"
 
 
 def _legacy(session: UploadSession, index: int) -> Entry | None:
     found = session.received_chunks.get(index)
-    return None if found is None else (int(found[0]), str(found[1]))
+    return None if found is None else (int(found[0]), str(found[1]), "")
 
 
 def _counted(current: UploadSession, size: int) -> dict[str, str]:
@@ -138,8 +140,9 @@ class ChunkRecords:
         digest: str,
         check: Callable[[UploadSession], None],
         read: ChunkRead | None = None,
+        place: str = "",
     ) -> Recorded:
-        """Record chunk `index` unless it is already.
+        """Record chunk `index` (stored at `place`, what the store's put_part said) unless it is already.
 
         The same digest again is a duplicate; another one a ChunkConflict. `check` sees the
         session before a new chunk is recorded, may raise to refuse it and may change it (its
@@ -150,7 +153,7 @@ class ChunkRecords:
         reaper already expects and corrects (Uploads.reap), as for appends (hot_path.py)."""
         key, chunks_key = self.keys.session(upload_id), self.keys.chunks(upload_id)
         noted = Noted()
-        value = _field(size, digest)
+        value = _field(size, digest, place)
         while True:  # each pass that does not write saw another writer's change: progress
             if read is None:
                 read = await self.read(upload_id, index)

@@ -28,6 +28,7 @@ from .errors import DigestUnavailable, SessionConflict, UploadError, UploadNotFo
 from .locks import holder_token
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
+from .storage import PartRef
 from .streams import Checksum
 from .uploads import Uploads
 
@@ -159,7 +160,7 @@ class Completion:
         parts = None
         if session.kind == UploadKind.CHUNKED:
             entries = await self._uploads.chunk_records.entries(session)
-            parts = sorted((index, digest) for index, (_, digest) in entries.items())
+            parts = [PartRef(index, digest, size, place) for index, (size, digest, place) in sorted(entries.items())]
         async with self._uploads.store.local_copy(session.id, parts) as path:
             size = os.stat(path).st_size  # a stat: cheaper in the event loop than a thread hop
             if size != session.received_bytes:

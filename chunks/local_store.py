@@ -1,12 +1,14 @@
 """Upload bytes on a local (or shared, POSIX) filesystem, written with aiofiles.
 
 Layout under the root, one directory per upload:
-    uploads/<id>/part-<index>-<sha256>   a numbered chunk, written to a temp name, fsynced, renamed
+    uploads/<id>/parts-<token>-<pid>     a process's log of numbered chunks, appended and synced
+                                          (chunks/part_log.py); Redis records where each one is
+    uploads/<id>/part-<index>-<sha256>   a numbered chunk recorded before logs (read, never written)
     uploads/<id>/data                     the appended stream of a STREAM upload
     uploads/<id>/assembled                the parts joined, while the image pipeline reads them
 
-A part's name carries its digest, so two different bodies for one index never overwrite each
-other: the session in Redis says which digest was acknowledged, and only that file counts.
+Two bodies for one index never overwrite each other: each lands at a place of its own, and the
+chunk's record in Redis says which one was acknowledged.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import aiofiles
 import aiofiles.os
 
 from .errors import ChecksumMismatch, StorageFull
-from .storage import StoreFeature
+from .part_log import PartLog, copy_range, fsync_dir, parse_place
+from .storage import PartRef, StoreFeature
 from .streams import BoundedBody, Checksum, VerifiedBody
 
 # errno values that mean "the bytes were not stored": the write is rolled back and the client
@@ -41,14 +44,6 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _INLINE_WRITE = 256 * 1024
 # A checksummed body has no checkpoints: nothing counts before its digest is known.
 _NO_CHECKPOINTS = 1 << 62
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _append(source: BinaryIO, target: BinaryIO) -> None:
@@ -102,6 +97,7 @@ class LocalChunkStore:
         # Every PATCH names its stream file twice (reconcile, append): remembered for the uploads
         # in flight rather than checked and joined by pathlib each time.
         self._stream = functools.lru_cache(maxsize=1024)(self._stream_path)
+        self._parts = PartLog()
 
     def _injected_fault(self) -> None:
         if self._fault_flag is not None and self._fault_flag.exists():
@@ -114,6 +110,7 @@ class LocalChunkStore:
         return self.root / upload_id
 
     def _part(self, upload_id: str, index: int, digest: str) -> Path:
+        """Where a part recorded without a place (before parts went into logs) is."""
         return self._dir(upload_id) / f"part-{index:06d}-{digest}"
 
     def _stream_path(self, upload_id: str) -> Path:
@@ -121,73 +118,55 @@ class LocalChunkStore:
 
     # -- numbered parts ------------------------------------------------------------------------
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> None:
-        # One worker-thread hop for the whole of it (aiofiles took seven: makedirs, open, write,
-        # flush, close, replace, and two for the syncs), as the stream path does per request.
-        directory = self._dir(upload_id)
-        await asyncio.to_thread(self._put_part, directory, self._part(upload_id, index, digest), index, data)
-
-    def _put_part(self, directory: Path, final: Path, index: int, data: bytes) -> None:
-        """Write `data` to a temp name, fdatasync it, rename it to `final` and fsync the directory:
-        once this returns, the part is there under its name after a crash.
-
-        Why not fewer syncs (the directory's fsync is ~0.3 ms of a 1 MiB part's ~1.6 ms, in this
-        worker thread; docs/reliability.md): a part's name is an entry of its directory, and
-        POSIX makes a new entry survive a power cut only by an fsync of the directory. ext4 and
-        XFS happen to commit it with the file's fdatasync, but this store also serves shared
-        POSIX filesystems, where a chunk acknowledged without it could vanish. Writing under
-        the final name at once saves the rename, not that fsync, and opens worse holes: a file
-        torn by a crash would hold the name (O_EXCL would refuse every retry, O_TRUNC would cut
-        a twin request's part that is already recorded). Renaming a whole file over the name
-        is atomic, so a name only ever holds a whole part."""
-        tmp = directory / f".tmp-{index:06d}-{secrets.token_hex(8)}"
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
+        # Appended to this process's log of the upload, in one worker-thread hop (chunks/part_log.py).
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self._injected_fault()
-                os.fdatasync(fd)  # the size is data here: a new file's length is synced with it
-            finally:
-                os.close(fd)
-            # The same bytes give the same name, so replacing an earlier copy changes nothing.
-            os.replace(tmp, final)
-            _fsync_dir(directory)
+            return await asyncio.to_thread(self._parts.append, self._dir(upload_id), data, self._injected_fault)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
             raise _storage_error(exc) from exc
 
-    async def drop_part(self, upload_id: str, index: int, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self._part(upload_id, index, digest))
+    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
+        # A place in a log stays until the upload's directory goes: cutting a hole in the middle
+        # of a log takes fallocate's PUNCH_HOLE, which Python does not offer, and places never
+        # recorded are few (racing twins, a record refused after the write).
+        if not place:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(self._part(upload_id, index, digest))
 
-    async def _assemble(self, upload_id: str, parts: list[tuple[int, str]]) -> Path:
+    async def _assemble(self, upload_id: str, parts: list[PartRef]) -> Path:
         # One worker-thread hop (aiofiles took four per part and one per MiB).
         return await asyncio.to_thread(self._assemble_parts, upload_id, parts)
 
-    def _assemble_parts(self, upload_id: str, parts: list[tuple[int, str]]) -> Path:
+    def _assemble_parts(self, upload_id: str, parts: list[PartRef]) -> Path:
         """The parts joined into one file for the image pipeline to read. Not synced: it is a
         scratch copy, made again from the durable parts by whichever completer runs next."""
         target = self._dir(upload_id) / "assembled"
         tmp = target.with_name(f".assembling-{secrets.token_hex(8)}")
+        logs: dict[str, int] = {}
         try:
-            # Unbuffered: the kernel's file offsets are the only ones (see _append).
+            # Unbuffered: the kernel's file offsets are the only ones.
             with open(tmp, "wb", buffering=0) as out:
-                for index, digest in parts:
-                    with open(self._part(upload_id, index, digest), "rb", buffering=0) as part:
-                        _append(part, out)
+                for part in parts:
+                    if not part.place:  # recorded before parts went into logs: a file of its own
+                        with open(self._part(upload_id, part.index, part.digest), "rb", buffering=0) as old:
+                            _append(old, out)
+                        continue
+                    log, offset = parse_place(part.place)
+                    if log not in logs:
+                        logs[log] = os.open(target.with_name(log), os.O_RDONLY)
+                    copy_range(logs[log], out.fileno(), offset, part.size)
             os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise _storage_error(exc) from exc
+        finally:
+            for fd in logs.values():
+                os.close(fd)
         return target
 
     @contextlib.asynccontextmanager
-    async def local_copy(self, upload_id: str, parts: list[tuple[int, str]] | None) -> AsyncIterator[Path]:
+    async def local_copy(self, upload_id: str, parts: list[PartRef] | None) -> AsyncIterator[Path]:
         if parts is None:
             stream = self._stream(upload_id)
             if not os.path.isfile(stream):  # noqa: ASYNC240 - one stat: cheaper here than a thread hop
@@ -319,7 +298,7 @@ class LocalChunkStore:
                 await out.flush()
                 await asyncio.to_thread(os.fsync, out.fileno())
             await aiofiles.os.replace(tmp, path)
-            await asyncio.to_thread(_fsync_dir, path.parent)
+            await asyncio.to_thread(fsync_dir, path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 await aiofiles.os.remove(tmp)

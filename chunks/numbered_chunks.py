@@ -159,7 +159,7 @@ async def store_chunk(
     # Added to what the upload is counted for, in one Redis script: chunks racing each count.
     await uploads.quotas.grow(session.owner, session.id, len(data))
     try:
-        await uploads.store.put_part(session.id, index, data, digest)
+        place = await uploads.store.put_part(session.id, index, data, digest)
     except BaseException:
         await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -len(data)))
         raise
@@ -171,10 +171,10 @@ async def store_chunk(
         current.expires_at = time.time() + uploads.limits.expire_seconds
 
     try:
-        recorded = await uploads.chunk_records.record(session.id, index, len(data), digest, check, read)
+        recorded = await uploads.chunk_records.record(session.id, index, len(data), digest, check, read, place)
     except UploadError:
-        # Not recorded: the part file is nobody's. (A recorded twin has another digest.)
-        await uploads.store.drop_part(session.id, index, digest)
+        # Not recorded: the part is nobody's. (A recorded twin has another digest or place.)
+        await uploads.store.drop_part(session.id, index, digest, place)
         await uploads.quotas.grow(session.owner, session.id, -len(data))
         raise
     if recorded.duplicate:  # a concurrent twin recorded the same bytes (the same file) first

@@ -28,7 +28,7 @@ from .errors import ChecksumMismatch, OffsetMismatch, SessionConflict, StoreUnav
 from .s3_append import StreamAppend
 from .s3_errors import missing, unavailable_on_failure
 from .s3_head import Head, Point, largest_below, reachable
-from .storage import StoreFeature
+from .storage import PartRef, StoreFeature
 from .streams import Checksum, VerifiedBody
 
 MiB = 1024 * 1024
@@ -107,11 +107,13 @@ class S3ChunkStore:
     def _part(self, upload_id: str, index: int, digest: str) -> str:
         return self._key(upload_id, f"part-{index:06d}-{digest}")
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> None:
-        # The same bytes give the same key, so a repeated PUT changes nothing.
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
+        # The same bytes give the same key, so a repeated PUT changes nothing; the key is found
+        # again from the index and digest, so there is no place to record.
         await self._put(self._part(upload_id, index, digest), data)
+        return ""
 
-    async def drop_part(self, upload_id: str, index: int, digest: str) -> None:
+    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
         await self._delete([self._part(upload_id, index, digest)])
 
     # -- stream heads ----------------------------------------------------------------------------
@@ -255,7 +257,7 @@ class S3ChunkStore:
                 yield block
 
     @contextlib.asynccontextmanager
-    async def local_copy(self, upload_id: str, parts: list[tuple[int, str]] | None) -> AsyncIterator[Path]:
+    async def local_copy(self, upload_id: str, parts: list[PartRef] | None) -> AsyncIterator[Path]:
         self._dir(upload_id)
         path = self.scratch / f"{upload_id}-{secrets.token_hex(8)}"
         try:
@@ -264,8 +266,8 @@ class S3ChunkStore:
                     async for block in self.stream_bytes(upload_id):
                         await out.write(block)
                 else:
-                    for index, digest in parts:
-                        async for block in self._chunks_of(self._part(upload_id, index, digest)):
+                    for part in parts:
+                        async for block in self._chunks_of(self._part(upload_id, part.index, part.digest)):
                             await out.write(block)
             yield path
         finally:

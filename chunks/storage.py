@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -23,19 +24,32 @@ class StoreFeature(StrEnum):
     CONCATENATION = "concatenation"  # join finished partial uploads into a new one
 
 
+@dataclass(frozen=True, slots=True)
+class PartRef:
+    """A recorded numbered part: what `ChunkStore.local_copy` needs to find it."""
+
+    index: int
+    digest: str  # sha256 hex of its bytes
+    size: int = 0
+    place: str = ""  # what `put_part` answered ("" for parts a store finds by index and digest)
+
+
 class ChunkStore(Protocol):
     @property
     def features(self) -> frozenset[StoreFeature]: ...
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> None:
-        """Store chunk `index` durably under the sha256 `digest` of `data`.
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
+        """Store chunk `index` durably under the sha256 `digest` of `data`; where it went (its
+        place, recorded with the chunk and handed back in a `PartRef`), or "" for a store that
+        finds a part by its index and digest alone.
 
         Parts with another digest for the same index are kept apart, never overwritten: the
         session says which digest was acknowledged, and only that part counts."""
         ...
 
-    async def drop_part(self, upload_id: str, index: int, digest: str) -> None:
-        """Remove a part that was stored but never recorded (no error if it is not there)."""
+    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
+        """Remove a part that was stored but never recorded, as far as the store can (no error
+        if it is not there)."""
         ...
 
     async def create_stream(self, upload_id: str) -> None:
@@ -80,10 +94,10 @@ class ChunkStore(Protocol):
         """Make the stream of `upload_id` the streams of `sources`, in order. Returns its size."""
         ...
 
-    def local_copy(self, upload_id: str, parts: list[tuple[int, str]] | None) -> AbstractAsyncContextManager[Path]:
+    def local_copy(self, upload_id: str, parts: list[PartRef] | None) -> AbstractAsyncContextManager[Path]:
         """A local file holding the whole upload, for the image pipeline, valid inside the block.
 
-        `parts` (index, digest) in order for a chunked upload, None for a stream. A remote
+        `parts` in order for a chunked upload, None for a stream. A remote
         store downloads into a scratch file and removes it on exit. FileNotFoundError if a
         part or the stream is not stored."""
         ...

@@ -140,8 +140,9 @@ def test_disk_full_is_507_and_leaves_session_avatar_and_disk_as_they_were(faulty
     status = client.get(f"{URL}/uploads/{upload_id}").json()
     assert status["received_chunks"] == [0] and status["state"] == "open"
     assert client.get("/me/avatar").json()["version"] == version
-    left = sorted(p.name for p in (uploads_dir(faulty) / upload_id).iterdir())
-    assert len(left) == 1 and left[0].startswith("part-000000-"), left  # the partial chunk is gone
+    # The refused chunk's bytes were cut off the log again: it holds the first chunk alone.
+    left = sorted((uploads_dir(faulty) / upload_id).iterdir())
+    assert [p.name[:6] for p in left] == ["parts-"] and left[0].stat().st_size == half, left
     done = client.post(URL, json=chunk(data[half:], 1, 2))  # room again: the same chunk completes
     assert done.status_code == 200 and done.json()["complete"] is True
 
@@ -232,7 +233,9 @@ def test_a_client_gone_mid_chunk_leaves_no_partial_chunk_task_file_or_lock(fault
         vanish()
     assert_back_to(faulty, baseline)
     assert client.get(f"{URL}/uploads/{upload_id}").json()["received_chunks"] == [0]
-    assert [p.name for p in (uploads_dir(faulty) / upload_id).iterdir() if not p.name.startswith("part-000000")] == []
+    # Only the log holding chunk 0 is there: no temp file, nothing of the cut-off chunk.
+    left = sorted((uploads_dir(faulty) / upload_id).iterdir())
+    assert [p.name[:6] for p in left] == ["parts-"] and left[0].stat().st_size == 5000, left
 
 
 def test_a_client_gone_mid_tus_patch_keeps_what_reached_the_disk(faulty, client, auth):

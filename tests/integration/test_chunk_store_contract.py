@@ -56,9 +56,15 @@ async def append(
     )
 
 
-async def copied(store: chunks.ChunkStore, upload_id: str, parts: list[tuple[int, str]] | None = None) -> bytes:
+async def copied(store: chunks.ChunkStore, upload_id: str, parts: list[chunks.PartRef] | None = None) -> bytes:
     async with store.local_copy(upload_id, parts) as path:
         return path.read_bytes()
+
+
+async def put(store: chunks.ChunkStore, upload_id: str, index: int, data: bytes) -> chunks.PartRef:
+    """Store a part as the core does: what to find it by, as its record in Redis would say."""
+    digest = sha256(data)
+    return chunks.PartRef(index, digest, len(data), await store.put_part(upload_id, index, data, digest))
 
 
 def sha1(data: bytes) -> chunks.Checksum:
@@ -70,10 +76,9 @@ def sha1(data: bytes) -> chunks.Checksum:
 
 async def test_parts_are_joined_in_the_order_given(store, upload_id):
     parts = [os.urandom(3000) for _ in range(3)]
-    for index in (2, 0, 1):
-        await store.put_part(upload_id, index, parts[index], sha256(parts[index]))
+    refs = {index: await put(store, upload_id, index, parts[index]) for index in (2, 0, 1)}
 
-    joined = await copied(store, upload_id, [(i, sha256(p)) for i, p in enumerate(parts)])
+    joined = await copied(store, upload_id, [refs[i] for i in range(3)])
 
     assert sha256(joined) == sha256(b"".join(parts))
 
@@ -81,40 +86,46 @@ async def test_parts_are_joined_in_the_order_given(store, upload_id):
 async def test_parts_larger_than_a_copy_block_are_joined_byte_exact(store, upload_id):
     # Past the local store's 1 MiB copy block, with sizes that are no multiple of a page.
     parts = [os.urandom(n) for n in (1024 * 1024 + 4097, 1, 2 * 1024 * 1024 + 3)]
-    for index, part in enumerate(parts):
-        await store.put_part(upload_id, index, part, sha256(part))
+    refs = [await put(store, upload_id, index, part) for index, part in enumerate(parts)]
 
-    joined = await copied(store, upload_id, [(i, sha256(p)) for i, p in enumerate(parts)])
+    joined = await copied(store, upload_id, refs)
 
     assert len(joined) == sum(map(len, parts)) and sha256(joined) == sha256(b"".join(parts))
 
 
 async def test_a_part_with_another_digest_never_overwrites_the_first(store, upload_id):
     first, other = b"acknowledged bytes", b"a conflicting resend"
-    await store.put_part(upload_id, 0, first, sha256(first))
-    await store.put_part(upload_id, 0, other, sha256(other))
+    kept = await put(store, upload_id, 0, first)
+    resent = await put(store, upload_id, 0, other)
 
-    assert await copied(store, upload_id, [(0, sha256(first))]) == first
-    assert await copied(store, upload_id, [(0, sha256(other))]) == other
-
-
-async def test_the_same_part_stored_twice_is_one_part(store, upload_id):
-    await store.put_part(upload_id, 0, b"same", sha256(b"same"))
-    await store.put_part(upload_id, 0, b"same", sha256(b"same"))
-
-    assert await copied(store, upload_id, [(0, sha256(b"same"))]) == b"same"
+    assert await copied(store, upload_id, [kept]) == first
+    assert await copied(store, upload_id, [resent]) == other
 
 
-async def test_a_dropped_part_is_gone_and_dropping_it_again_is_fine(store, upload_id):
-    await store.put_part(upload_id, 0, b"kept", sha256(b"kept"))
-    await store.put_part(upload_id, 1, b"dropped", sha256(b"dropped"))
+async def test_the_same_part_stored_twice_is_still_that_part(store, upload_id):
+    once = await put(store, upload_id, 0, b"same")
+    twice = await put(store, upload_id, 0, b"same")
 
-    await store.drop_part(upload_id, 1, sha256(b"dropped"))
-    await store.drop_part(upload_id, 1, sha256(b"dropped"))
+    assert await copied(store, upload_id, [once]) == b"same"
+    assert await copied(store, upload_id, [twice]) == b"same"
 
-    with pytest.raises(FileNotFoundError):
-        await copied(store, upload_id, [(0, sha256(b"kept")), (1, sha256(b"dropped"))])
-    assert await copied(store, upload_id, [(0, sha256(b"kept"))]) == b"kept"
+
+async def test_dropping_a_part_twice_is_fine_and_spares_the_others(store, upload_id):
+    kept = await put(store, upload_id, 0, b"kept")
+    dropped = await put(store, upload_id, 1, b"dropped")
+    after = await put(store, upload_id, 2, b"after")
+
+    await store.drop_part(upload_id, 1, dropped.digest, dropped.place)
+    await store.drop_part(upload_id, 1, dropped.digest, dropped.place)
+
+    assert await copied(store, upload_id, [kept, after]) == b"keptafter"
+
+
+async def test_a_part_the_store_does_not_hold_is_file_not_found(store, upload_id):
+    await put(store, upload_id, 0, b"kept")
+    for missing in (chunks.PartRef(1, sha256(b"never"), 5), chunks.PartRef(1, sha256(b"never"), 5, "parts-ab-1@0")):
+        with pytest.raises(FileNotFoundError):
+            await copied(store, upload_id, [missing])
 
 
 # -- streams -----------------------------------------------------------------------------------
@@ -259,7 +270,7 @@ async def test_concatenation_joins_streams_in_the_order_given(store):
 
 
 async def test_discard_removes_every_byte_and_is_idempotent(store, upload_id):
-    await store.put_part(upload_id, 0, b"part", sha256(b"part"))
+    part = await put(store, upload_id, 0, b"part")
     await store.create_stream(upload_id)
     await append(store, upload_id, 0, blocks(b"stream"))
 
@@ -269,7 +280,7 @@ async def test_discard_removes_every_byte_and_is_idempotent(store, upload_id):
 
     assert await store.reconcile(upload_id, 6) == 0
     with pytest.raises(FileNotFoundError):
-        await copied(store, upload_id, [(0, sha256(b"part"))])
+        await copied(store, upload_id, [part])
 
 
 async def test_discarding_one_upload_leaves_the_others(store, upload_id):

@@ -48,8 +48,12 @@ async def test_a_record_written_with_the_old_chunk_dict_still_works(core):
     session = await core.uploads.open_chunked(
         "alice", file_name="old.png", content_type="image/png", total_chunks=3, alias="name:old.png"
     )
-    await core.uploads.store.put_part(session.id, 0, parts[0], hashlib.sha256(parts[0]).hexdigest())
-    await core.uploads.store.put_part(session.id, 1, parts[1], hashlib.sha256(parts[1]).hexdigest())
+    # Stored as the older server stored parts: a file each, named by index and digest.
+    assert isinstance(core.uploads.store, chunks.LocalChunkStore)
+    for i in (0, 1):
+        part = core.uploads.store.root / session.id / f"part-{i:06d}-{hashlib.sha256(parts[i]).hexdigest()}"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(parts[i])
     legacy = dataclasses.replace(
         session,
         received_chunks={i: [len(parts[i]), hashlib.sha256(parts[i]).hexdigest()] for i in (0, 1)},

@@ -1,12 +1,13 @@
-"""How the local chunk store makes a JSON-API chunk's part durable (chunks/local_store.py
-`LocalChunkStore._put_part`), on a real filesystem.
+"""How the local chunk store makes a JSON-API chunk's part durable (chunks/part_log.py, through
+`LocalChunkStore.put_part`), on a real filesystem.
 
-A power cut cannot be made here, so the first test spies on the three system calls that make a
-new part survive one (calling through to the real ones) and checks their order: the data synced,
-then the name given, then the directory synced. The second is what a crash can leave behind."""
+A power cut cannot be made here, so the first test spies on the system calls that make a part
+survive one (calling through to the real ones) and checks which ran before put_part returned.
+The others check what a crash, a full disk or racing requests can leave behind."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import chunks
 from chunks.local_store import LocalChunkStore
+from chunks.part_log import parse_place
 from chunks.session import new_upload_id
 
 
@@ -22,43 +25,102 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def test_a_part_is_synced_then_named_then_its_directory_synced_before_put_part_returns(
+async def put(store: LocalChunkStore, upload_id: str, index: int, data: bytes) -> chunks.PartRef:
+    return chunks.PartRef(index, sha256(data), len(data), await store.put_part(upload_id, index, data, sha256(data)))
+
+
+async def assembled(store: LocalChunkStore, upload_id: str, parts: list[chunks.PartRef]) -> bytes:
+    async with store.local_copy(upload_id, parts) as path:
+        return path.read_bytes()
+
+
+async def test_a_part_is_synced_and_a_new_logs_name_too_before_put_part_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    store, upload_id, data = LocalChunkStore(tmp_path), new_upload_id(), os.urandom(300_000)
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    first, second = os.urandom(300_000), os.urandom(70_000)
     calls: list[tuple[str, str]] = []
 
     def spy(name: str, real):  # records what each call was made on, then makes it
-        def call(*args):
-            if name == "replace":
-                calls.append((name, Path(args[1]).name))
-            else:
-                kind = "dir" if stat.S_ISDIR(os.fstat(args[0]).st_mode) else "file"
-                calls.append((name, kind))
-            return real(*args)
+        def call(fd: int):
+            mode = os.fstat(fd).st_mode
+            calls.append((name, "dir" if stat.S_ISDIR(mode) else "file"))
+            return real(fd)
 
         return call
 
-    for name in ("fdatasync", "fsync", "replace"):
+    for name in ("fdatasync", "fsync"):
         monkeypatch.setattr(os, name, spy(name, getattr(os, name)))
-    await store.put_part(upload_id, 3, data, sha256(data))
+    one = await put(store, upload_id, 3, first)
+    made = list(calls)
+    calls.clear()
+    two = await put(store, upload_id, 4, second)
     monkeypatch.undo()
 
-    part = f"part-000003-{sha256(data)}"
-    assert calls == [("fdatasync", "file"), ("replace", part), ("fsync", "dir")]
-    assert (tmp_path / "uploads" / upload_id / part).read_bytes() == data
+    # The upload's directory and the log are new: both names synced (the uploads directory,
+    # then the upload's), then the bytes. The next part in the same log syncs its bytes only.
+    assert made == [("fsync", "dir"), ("fsync", "dir"), ("fdatasync", "file")]
+    assert calls == [("fdatasync", "file")]
+    log, offset = parse_place(two.place)
+    assert parse_place(one.place) == (log, 0) and offset == len(first)
+    assert (tmp_path / "uploads" / upload_id / log).read_bytes() == first + second
+    assert await assembled(store, upload_id, [two, one]) == second + first
 
 
 async def test_leftovers_of_a_crash_never_stand_for_a_part(tmp_path: Path):
     store, upload_id, data = LocalChunkStore(tmp_path), new_upload_id(), os.urandom(200_000)
     directory = tmp_path / "uploads" / upload_id
     directory.mkdir(parents=True)
-    # A temp file cut short, and a short file under the part's own name (what writing in place
-    # would leave): the part stored now is whole, and it is what the upload is assembled from.
+    # What a killed process leaves: its own log with a torn write at the end, and a temp file of
+    # the part files before logs. Neither is named by any record.
+    (directory / "parts-0123456789ab-4242").write_bytes(data[:1000])
     (directory / ".tmp-000000-0123456789abcdef").write_bytes(data[:1000])
-    (directory / f"part-000000-{sha256(data)}").write_bytes(data[:4096])
 
-    await store.put_part(upload_id, 0, data, sha256(data))
+    kept = await put(store, upload_id, 0, data)
+    log, offset = parse_place(kept.place)
+    # A torn tail of this process's log after an acknowledged part (a write cut by the crash).
+    with open(directory / log, "ab") as torn:
+        torn.write(b"\0" * 777)
+    after = await put(store, upload_id, 1, b"after the torn tail")
 
-    async with store.local_copy(upload_id, [(0, sha256(data))]) as path:
-        assert path.read_bytes() == data
+    assert log != "parts-0123456789ab-4242" and offset == 0
+    assert parse_place(after.place) == (log, len(data) + 777)
+    assert await assembled(store, upload_id, [kept, after]) == data + b"after the torn tail"
+
+
+async def test_a_part_recorded_before_logs_is_read_from_its_own_file(tmp_path: Path):
+    store, upload_id, data = LocalChunkStore(tmp_path), new_upload_id(), os.urandom(5000)
+    directory = tmp_path / "uploads" / upload_id
+    directory.mkdir(parents=True)
+    (directory / f"part-000000-{sha256(data)}").write_bytes(data)  # as the earlier store wrote it
+    new = await put(store, upload_id, 1, b"new")
+
+    assert await assembled(store, upload_id, [chunks.PartRef(0, sha256(data), len(data)), new]) == data + b"new"
+
+
+async def test_a_write_refused_by_a_full_disk_leaves_the_log_as_it_was(tmp_path: Path):
+    flag = tmp_path / "disk-full"
+    store, upload_id = LocalChunkStore(tmp_path, fault_enospc_flag=flag), new_upload_id()
+    kept = await put(store, upload_id, 0, b"acknowledged")
+    log = tmp_path / "uploads" / upload_id / parse_place(kept.place)[0]
+
+    flag.touch()
+    with pytest.raises(chunks.StorageFull):
+        await put(store, upload_id, 1, os.urandom(100_000))
+    assert log.read_bytes() == b"acknowledged"  # the refused bytes went out, and were cut off again
+    flag.unlink()
+    retried = await put(store, upload_id, 1, b"retried")
+
+    assert parse_place(retried.place)[1] == len(b"acknowledged")
+    assert await assembled(store, upload_id, [kept, retried]) == b"acknowledgedretried"
+
+
+async def test_parts_appended_at_once_each_land_whole_at_a_place_of_their_own(tmp_path: Path):
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    parts = [os.urandom(size) for size in range(40_000, 40_000 + 24 * 997, 997)]
+
+    refs = await asyncio.gather(*(put(store, upload_id, i, data) for i, data in enumerate(parts)))
+
+    places = sorted(parse_place(ref.place)[1] for ref in refs)
+    assert places == sorted({*places}) and len(places) == len(parts)
+    assert await assembled(store, upload_id, list(refs)) == b"".join(parts)

@@ -55,7 +55,10 @@ async def test_resent_chunk_is_a_duplicate_and_other_bytes_are_a_conflict(core):
     with pytest.raises(chunks.ChunkConflict):
         await core.uploads.put_chunk(session, 0, parts[1])
     stored = await core.uploads.get(session.id, "alice")
-    assert (await core.uploads.chunk_records.entry(stored, 0)) == (len(parts[0]), hashlib.sha256(parts[0]).hexdigest())
+    assert (await core.uploads.chunk_records.entry(stored, 0))[:2] == (
+        len(parts[0]),
+        hashlib.sha256(parts[0]).hexdigest(),
+    )
 
 
 async def test_a_conflicting_resend_never_replaces_the_acknowledged_bytes(core):
