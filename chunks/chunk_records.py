@@ -141,12 +141,14 @@ class ChunkRecords:
         check: Callable[[UploadSession], None],
         read: ChunkRead | None = None,
         place: str = "",
+        counted: Callable[[UploadSession], None] | None = None,
     ) -> Recorded:
         """Record chunk `index` (stored at `place`, what the store's put_part said) unless it is already.
 
         The same digest again is a duplicate; another one a ChunkConflict. `check` sees the
         session before a new chunk is recorded, may raise to refuse it and may change it (its
-        expiry time); it can run more than once. `read`: this upload's record and entry for
+        expiry time); `counted` sees it with the chunk counted and may change it too (claim it
+        for completion). Both can run more than once. `read`: this upload's record and entry for
         `index` as the caller read them (else read here); it is used up (changed by `check`).
 
         The expiry index is not written: an entry older than its session's expiry is what the
@@ -166,6 +168,8 @@ class ChunkRecords:
                 return Recorded(current, True, None)
             check(current)
             legacy = _counted(current, size)
+            if counted is not None:
+                counted(current)
             with redis_errors():
                 await self.sessions.note_before_commit(noted, current, False)
                 args: list[bytes | str | int] = [read.blob, _session.encode(current), self.sessions.ttl(current)]

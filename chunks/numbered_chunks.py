@@ -130,13 +130,21 @@ async def put_chunk(
 
 
 async def store_chunk(
-    uploads: Uploads, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None
+    uploads: Uploads,
+    session: s.UploadSession,
+    index: int,
+    data: bytes,
+    read: ChunkRead | None = None,
+    *,
+    claim_as: str = "",
 ) -> Recorded:
     """Store chunk `index` durably, then record it.
 
     The same bytes again are an idempotent duplicate, even after completion; other bytes
     for a recorded index are a ChunkConflict. Only recorded chunks count. `read`: the upload
-    as `open_chunk` read it (else it is read here, one round trip)."""
+    as `open_chunk` read it (else it is read here, one round trip). `claim_as`: when this chunk
+    is the last one missing, its record also claims the upload for completion with this token
+    (Completion.complete's `claimed_as`), which saves the completer a compare-and-set of its own."""
     uploads.limits.check_chunk(session.total_chunks, index, data)
     digest = await _sha256(data)
     if read is None:
@@ -170,8 +178,16 @@ async def store_chunk(
         uploads.limits.check_room(current.received_bytes, len(data))
         current.expires_at = time.time() + uploads.limits.expire_seconds
 
+    def claim(current: s.UploadSession) -> None:
+        if claim_as and current.awaiting_completion:  # still OPEN: `check` refused anything else
+            current.state = s.UploadState.ASSEMBLING
+            current.claimed_until = time.time() + uploads.limits.claim_seconds
+            current.claimed_by = claim_as
+
     try:
-        recorded = await uploads.chunk_records.record(session.id, index, len(data), digest, check, read, place)
+        recorded = await uploads.chunk_records.record(
+            session.id, index, len(data), digest, check, read, place, claim if claim_as else None
+        )
     except UploadError:
         # Not recorded: the part is nobody's. (A recorded twin has another digest or place.)
         await uploads.store.drop_part(session.id, index, digest, place)

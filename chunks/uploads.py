@@ -186,9 +186,9 @@ class Uploads:
         return await numbered_chunks.open_chunk(self, owner, upload_id, index, total_chunks, content_type)  # see there
 
     async def store_chunk(
-        self, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None
+        self, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None, *, claim_as: str = ""
     ) -> Recorded:
-        return await numbered_chunks.store_chunk(self, session, index, data, read)  # see there
+        return await numbered_chunks.store_chunk(self, session, index, data, read, claim_as=claim_as)  # see there
 
     # -- appended streams ----------------------------------------------------------------------
 

@@ -62,8 +62,10 @@ async def upload(request: Request, services: Services, principal: Principal) -> 
         session = read.session
     else:
         session = await _session_for(services, principal.user_id, parsed)
-    stored = await uploads.store_chunk(session, parsed.chunk_index, parsed.data, read)
-    session = await complete_upload(services, stored.session)
+    # If this chunk is the last one missing, its record claims the upload for this request.
+    token = chunks.claim_token()
+    stored = await uploads.store_chunk(session, parsed.chunk_index, parsed.data, read, claim_as=token)
+    session = await complete_upload(services, stored.session, claimed_as=token)
     # A new chunk's record answered the indices; a duplicate's are read.
     received = stored.received if stored.received is not None else await uploads.chunk_records.indices(session)
     body = describe_upload(session, base=base, received=received) | {"duplicate": stored.duplicate}

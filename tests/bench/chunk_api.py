@@ -35,13 +35,13 @@ SHAPES = {
 FINAL_OK = {200, 415, 422}
 
 
-async def _one_upload(conn: Connection, w: Workload, parts: list[str], out: Result, index: int) -> None:
+async def _one_upload(conn: Connection, w: Workload, parts: list[bytes], out: Result, index: int) -> None:
     total, upload_id = len(parts), None
     for i, encoded in enumerate(parts):
         fields = {"file_name": f"bench{index}.jpg", "content_type": "image/jpeg", "is_chunk": True}
         fields |= {"chunk_index": i, "total_chunks": total} | ({"upload_id": upload_id} if upload_id else {})
         # The base64 text is spliced in rather than json.dumps'ed: the driver stays cheap.
-        body = json.dumps(fields)[:-1].encode() + b', "file": "' + encoded.encode() + b'"}'
+        body = json.dumps(fields)[:-1].encode() + b', "file": "' + encoded + b'"}'
         started = time.perf_counter()
         status, headers = await conn.request("POST", URL, {"Content-Type": "application/json"}, body)
         out.patch_ms.append((time.perf_counter() - started) * 1000)
@@ -60,7 +60,7 @@ async def run(url: str, w: Workload, headers: dict[str, str], timeout: float = 6
     parts_url = urlsplit(url)
     host, port = parts_url.hostname or "127.0.0.1", parts_url.port or 80
     payload = os.urandom(w.size)
-    parts = [base64.b64encode(payload[i : i + w.chunk]).decode() for i in range(0, w.size, w.chunk)]
+    parts = [base64.b64encode(payload[i : i + w.chunk]) for i in range(0, w.size, w.chunk)]
     out = Result(f"{w.name} JSON")
     queue = list(range(w.uploads))
 

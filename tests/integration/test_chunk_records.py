@@ -12,6 +12,7 @@ import time
 import pytest
 
 import chunks
+from tests.support.core import digest_of
 
 
 def _calls(info: dict, command: str) -> int:
@@ -91,3 +92,28 @@ async def test_an_upload_kept_alive_by_its_chunks_is_not_reaped_at_its_first_exp
     assert await core.uploads.reap(now=(indexed + extended) / 2) == 0
     assert (await core.uploads.get(session.id, "alice")).received_bytes == 200
     assert await core.uploads.reap(now=time.time() + 7 * 24 * 3600) == 1
+
+
+async def test_the_chunk_that_completes_an_upload_claims_it_in_its_own_record(core):
+    session = await _opened(core, total=2)
+    token = chunks.claim_token()
+    first = await _open_chunk(core, session, 0)
+    half = await core.uploads.store_chunk(first.session, 0, b"a" * 100, first, claim_as=token)
+    assert (half.session.state, half.session.claimed_by) == (chunks.UploadState.OPEN, "")  # not the last
+
+    read = await _open_chunk(core, session, 1)
+    last = await core.uploads.store_chunk(read.session, 1, b"b" * 100, read, claim_as=token)
+    stored = await core.uploads.get(session.id, "alice")
+    assert (stored.state, stored.claimed_by) == (chunks.UploadState.ASSEMBLING, token)
+    assert await core.uploads.sessions.completable(10) == [session.id]  # listed before it said so
+
+    # A twin of the last chunk is a duplicate and claims nothing: it waits for the holder, which
+    # has not come yet, and gets the upload as it stands.
+    core.completion._wait_seconds = 0.2
+    twin = await core.uploads.store_chunk(session, 1, b"b" * 100, None, claim_as=chunks.claim_token())
+    assert twin.duplicate and twin.session.claimed_by == token
+    waited = await core.completion.complete(twin.session, claimed_as=chunks.claim_token())
+    assert waited.state == chunks.UploadState.ASSEMBLING
+
+    done = await core.completion.complete(last.session, claimed_as=token)
+    assert done.state == chunks.UploadState.DONE and done.result == digest_of(b"a" * 100 + b"b" * 100)
