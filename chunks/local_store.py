@@ -118,8 +118,9 @@ class LocalChunkStore:
 
     # -- numbered parts ------------------------------------------------------------------------
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
-        # Appended to this process's log of the upload, in one worker-thread hop (chunks/part_log.py).
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: Awaitable[str]) -> str:
+        # Appended to this process's log of the upload, in one worker-thread hop (chunks/part_log.py),
+        # while the digest is still being made: the place, not the digest, finds it again.
         try:
             return await asyncio.to_thread(self._parts.append, self._dir(upload_id), data, self._injected_fault)
         except OSError as exc:

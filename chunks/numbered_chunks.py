@@ -110,15 +110,19 @@ def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type
 
 
 # sha256 takes about 0.8 ms per MiB. hashlib lets go of the GIL past 2 KiB, so a large chunk is
-# hashed in a worker thread while the event loop serves other requests; a small one costs less
-# than the hop.
+# hashed in a worker thread while the event loop serves other requests, and while the store
+# writes it where the store does not need the digest first (a local log: put_part); a small
+# one costs less than the hop.
 _HASH_INLINE = 128 * 1024
 
 
-async def _sha256(data: bytes) -> str:
-    if len(data) <= _HASH_INLINE:
-        return hashlib.sha256(data).hexdigest()
-    return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+def _sha256(data: bytes) -> asyncio.Future[str]:
+    """The chunk's digest: done already for a small chunk, being made in a worker thread for a large one."""
+    if len(data) > _HASH_INLINE:
+        return asyncio.ensure_future(asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()))
+    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    done.set_result(hashlib.sha256(data).hexdigest())
+    return done
 
 
 async def put_chunk(
@@ -146,7 +150,22 @@ async def store_chunk(
     is the last one missing, its record also claims the upload for completion with this token
     (Completion.complete's `claimed_as`), which saves the completer a compare-and-set of its own."""
     uploads.limits.check_chunk(session.total_chunks, index, data)
-    digest = await _sha256(data)
+    hashing = _sha256(data)
+    try:
+        return await _store(uploads, session, index, data, hashing, read, claim_as)
+    finally:
+        hashing.cancel()  # when a refusal came first: the thread finishes, nobody waits for it
+
+
+async def _store(
+    uploads: Uploads,
+    session: s.UploadSession,
+    index: int,
+    data: bytes,
+    hashing: asyncio.Future[str],
+    read: ChunkRead | None,
+    claim_as: str,
+) -> Recorded:
     if read is None:
         read = await uploads.chunk_records.read(session.id, index)
         if read is None:
@@ -155,7 +174,7 @@ async def store_chunk(
     # last one, this session says so, and a duplicate waits for its outcome (complete_upload).
     current = read.session
     if read.known is not None:
-        if read.known[1] != digest:
+        if read.known[1] != await hashing:
             raise ChunkConflict(f"chunk {index} was already received with different bytes")
         if current.expired():
             raise UploadGone("this upload expired; start a new one")
@@ -167,7 +186,8 @@ async def store_chunk(
     # Added to what the upload is counted for, in one Redis script: chunks racing each count.
     await uploads.quotas.grow(session.owner, session.id, len(data))
     try:
-        place = await uploads.store.put_part(session.id, index, data, digest)
+        place = await uploads.store.put_part(session.id, index, data, hashing)
+        digest = await hashing
     except BaseException:
         await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -len(data)))
         raise

@@ -107,10 +107,10 @@ class S3ChunkStore:
     def _part(self, upload_id: str, index: int, digest: str) -> str:
         return self._key(upload_id, f"part-{index:06d}-{digest}")
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: Awaitable[str]) -> str:
         # The same bytes give the same key, so a repeated PUT changes nothing; the key is found
         # again from the index and digest, so there is no place to record.
-        await self._put(self._part(upload_id, index, digest), data)
+        await self._put(self._part(upload_id, index, await digest), data)
         return ""
 
     async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:

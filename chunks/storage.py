@@ -38,10 +38,11 @@ class ChunkStore(Protocol):
     @property
     def features(self) -> frozenset[StoreFeature]: ...
 
-    async def put_part(self, upload_id: str, index: int, data: bytes, digest: str) -> str:
-        """Store chunk `index` durably under the sha256 `digest` of `data`; where it went (its
+    async def put_part(self, upload_id: str, index: int, data: bytes, digest: Awaitable[str]) -> str:
+        """Store chunk `index` durably under the sha256 digest of `data`; where it went (its
         place, recorded with the chunk and handed back in a `PartRef`), or "" for a store that
-        finds a part by its index and digest alone.
+        finds a part by its index and digest alone. `digest` may still be being computed (a
+        large chunk is hashed in a worker thread): a store that needs it first awaits it.
 
         Parts with another digest for the same index are kept apart, never overwritten: the
         session says which digest was acknowledged, and only that part counts."""

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import chunks
-from tests.support.core import digest_of
+from tests.support.core import digest_of, open_core
 
 
 def _calls(info: dict, command: str) -> int:
@@ -117,3 +117,23 @@ async def test_the_chunk_that_completes_an_upload_claims_it_in_its_own_record(co
 
     done = await core.completion.complete(last.session, claimed_as=token)
     assert done.state == chunks.UploadState.DONE and done.result == digest_of(b"a" * 100 + b"b" * 100)
+
+
+async def test_a_large_chunk_written_while_it_is_hashed_is_recorded_with_its_digest(redis_url, tmp_path):
+    # Past the size hashed in the event loop: the store writes it while a worker thread hashes it.
+    limits = chunks.UploadLimits(max_upload_bytes=1_000_000, max_chunk_bytes=400_000, expire_seconds=3600)
+    async with open_core(redis_url, tmp_path, limits=limits) as core:
+        await _a_large_chunk(core)
+
+
+async def _a_large_chunk(core) -> None:
+    session = await _opened(core, total=2)
+    big, other = os.urandom(300_000), os.urandom(300_000)
+    stored, _ = await core.uploads.put_chunk(session, 0, big)
+    (size, digest, _place), *_ = (await core.uploads.chunk_records.entries(stored)).values()
+    assert (size, digest) == (len(big), hashlib.sha256(big).hexdigest())
+    assert (await core.uploads.put_chunk(stored, 0, big))[1]  # the same bytes: a duplicate
+    with pytest.raises(chunks.ChunkConflict):
+        await core.uploads.put_chunk(stored, 0, other)
+    done, _ = await core.uploads.put_chunk(stored, 1, other)
+    assert (await core.completion.complete(done)).result == digest_of(big + other)
