@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError, WatchError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import session as _session
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
@@ -65,6 +66,22 @@ return 1
 """
 
 
+# KEYS: an alias. ARGV: an upload id, TTL s, the id it may replace ('' for none). Points the alias
+# at the upload unless it names another (not the replaceable) id; answers that id, else nil.
+# One round trip where WATCH, GET, MULTI/SET/EXEC took three. (SET NX GET would do the common
+# case in one command, but only from Redis 7 on; the embedded redis-server is 6.2.)
+_CLAIM_ALIAS = """
+local named = redis.call('get', KEYS[1])
+if named and named ~= ARGV[3] then return named end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+# Passes over an alias that each found it renamed by another creator since the last look: far
+# beyond what any burst of first chunks under one name causes (each pass sees a newer winner).
+_CLAIM_PASSES = 32
+
+
 # KEYS: one key. ARGV: a value. Deletes the key only while it holds that value.
 _DELETE_IF_EQUAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -109,6 +126,10 @@ class SessionStore:
         self.outbox = outbox or Outbox()
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
+        self._claim = redis.register_script(_CLAIM_ALIAS)
+        # A pipeline runs its commands in order on one connection to one Redis; the cluster
+        # client sends each node its share at once, so there ordered steps go one at a time.
+        self._ordered_pipelines = not isinstance(redis, RedisCluster)
 
     def ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -120,19 +141,12 @@ class SessionStore:
     async def create(self, session: UploadSession) -> UploadSession:
         """Store a new session. With an alias, the first creator wins and everyone gets its session."""
         with redis_errors():
-            # Indexed first: if the record is never written, the reaper still finds the id at
-            # expiry and removes whatever bytes the upload had already stored.
-            await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
-            key, blob, ttl = self.keys.session(session.id), _session.encode(session), self.ttl(session)
-            if not self.outbox.enabled:
-                await self.redis.set(key, blob, ex=ttl)  # one command: no transaction to wrap it in
+            if self._ordered_pipelines and not self.outbox.enabled:
+                named = await self._write_and_claim(session)
             else:
-                await self.outbox.prepare(self.redis, session.id)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(key, blob, ex=ttl)
-                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
-                    await pipe.execute()
-            winner = session if not session.alias else await self._claim_alias(session)
+                await self._write(session)
+                named = await self._claim_once(session, "") if session.alias else None
+            winner = session if named is None else await self._settle_alias(session, named)
             if winner is not session:
                 # Only the creator that wins the name has created an upload: ours is dropped
                 # with its staged event before anything relays it (a crash here leaves a record
@@ -146,37 +160,78 @@ class SessionStore:
         await self.replicated()
         return session
 
-    async def _claim_alias(self, session: UploadSession) -> UploadSession:
-        """Point the alias at `session` unless it names a live session already; return the one it names.
+    async def _write(self, session: UploadSession) -> None:
+        """Index and store a new session, a step at a time (with its staged event, if any)."""
+        # Indexed first: if the record is never written, the reaper still finds the id at
+        # expiry and removes whatever bytes the upload had already stored.
+        await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
+        key, blob, ttl = self.keys.session(session.id), _session.encode(session), self.ttl(session)
+        if not self.outbox.enabled:
+            await self.redis.set(key, blob, ex=ttl)  # one command: no transaction to wrap it in
+            return
+        await self.outbox.prepare(self.redis, session.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, blob, ex=ttl)
+            self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
+            await pipe.execute()
+
+    async def _write_and_claim(self, session: UploadSession) -> str | None:
+        """`_write` and `_claim_once` in one round trip: one pipeline keeps their order (the
+        index, then the record, then the alias, so an alias never names a record not yet
+        written), and nothing has to wait for an answer in between. What the alias named
+        instead of this session, or None. Not a transaction: the keys are in three slots.
+
+        A pipeline replayed after a lost connection finds the alias naming this very session;
+        `_settle_alias` takes that as won."""
+        ttl = self.ttl(session)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
+            pipe.set(self.keys.session(session.id), _session.encode(session), ex=ttl)
+            if session.alias:
+                # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS.
+                alias_key = self.keys.alias(session.owner, session.alias)
+                pipe.evalsha(self._claim.sha, 1, alias_key, session.id, ttl, "")
+            answers = await pipe.execute(raise_on_error=False)
+        for answer in answers[:2]:
+            if isinstance(answer, Exception):
+                raise answer
+        if not session.alias:
+            return None
+        named = answers[2]
+        if isinstance(named, NoScriptError):  # Redis restarted or failed over: load it, once
+            return await self._claim_once(session, "")
+        if isinstance(named, Exception):
+            raise named
+        return None if named is None else text(named)
+
+    async def _claim_once(self, session: UploadSession, replaceable: str) -> str | None:
+        """Point the alias at `session` if it names nothing or `replaceable`; else what it names."""
+        alias_key = self.keys.alias(session.owner, session.alias)
+        named = await self._claim(keys=[alias_key], args=[session.id, self.ttl(session), replaceable])
+        return None if named is None else text(named)
+
+    async def _settle_alias(self, session: UploadSession, named: str) -> UploadSession:
+        """The alias named `named` when `session` came to claim it: the session it names if that
+        is live, of the same owner under the same name; else `session`, once the alias is
+        pointed at it unless another creator replaced the stale id first (then theirs is judged).
 
         Our own record is stored first, so an alias never points at a session not yet written.
-        The alias key has no hash tag of its own: this transaction touches it alone."""
-        alias_key = self.keys.alias(session.owner, session.alias)
-        named: dict[str, UploadSession | None] = {}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(alias_key)
-                    existing = await pipe.get(alias_key)
-                    if existing is not None:
-                        if text(existing) not in named:
-                            # Read on another connection, so not while this one is held (see Noted);
-                            # then watched again: a change of the alias meanwhile is seen.
-                            await pipe.reset()
-                            named[text(existing)] = await self.get(text(existing))
-                            continue
-                        found = named[text(existing)]
-                        # The alias key is a hash of owner and name: only a live session of the
-                        # same owner under the same name counts, never whatever else it names.
-                        if found is not None and self._same_alias(found, session) and not found.expired():
-                            await pipe.reset()
-                            return found
-                    pipe.multi()
-                    pipe.set(alias_key, session.id, ex=self.ttl(session))
-                    await pipe.execute()
-                    return session
-                except WatchError:
-                    continue
+        The alias key has no hash tag of its own: each script here touches it alone."""
+        for _ in range(_CLAIM_PASSES):
+            if named == session.id:
+                return session
+            # Read on its own: the alias's script cannot read a record in another slot.
+            found = await self.get(named)
+            # The alias key is a hash of owner and name: only a live session of the same owner
+            # under the same name counts, never whatever else it names.
+            if found is not None and self._same_alias(found, session) and not found.expired():
+                return found
+            # A missing, expired or foreign record stays so: replace that id, and only that one.
+            again = await self._claim_once(session, named)
+            if again is None:
+                return session
+            named = again
+        raise StoreUnavailable("the upload's name kept changing hands; try again shortly")
 
     async def _relay(self, upload_id: str) -> None:
         """Move the upload's staged events to the stream now; if Redis fails here the change
