@@ -17,9 +17,10 @@ from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import session as _session
+from .aliases import AliasClaims
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
 from .keys import Keys
 from .outbox import DELETION_EVENTS, UPLOAD_CREATED, EventOf, Outbox, upload_data
@@ -66,22 +67,6 @@ return 1
 """
 
 
-# KEYS: an alias. ARGV: an upload id, TTL s, the id it may replace ('' for none). Points the alias
-# at the upload unless it names another (not the replaceable) id; answers that id, else nil.
-# One round trip where WATCH, GET, MULTI/SET/EXEC took three. (SET NX GET would do the common
-# case in one command, but only from Redis 7 on; the embedded redis-server is 6.2.)
-_CLAIM_ALIAS = """
-local named = redis.call('get', KEYS[1])
-if named and named ~= ARGV[3] then return named end
-redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return false
-"""
-
-# Passes over an alias that each found it renamed by another creator since the last look: far
-# beyond what any burst of first chunks under one name causes (each pass sees a newer winner).
-_CLAIM_PASSES = 32
-
-
 # KEYS: one key. ARGV: a value. Deletes the key only while it holds that value.
 _DELETE_IF_EQUAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -126,7 +111,7 @@ class SessionStore:
         self.outbox = outbox or Outbox()
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
-        self._claim = redis.register_script(_CLAIM_ALIAS)
+        self.aliases = AliasClaims(redis, self.keys)
         # A pipeline runs its commands in order on one connection to one Redis; the cluster
         # client sends each node its share at once, so there ordered steps go one at a time.
         self._ordered_pipelines = not isinstance(redis, RedisCluster)
@@ -145,8 +130,10 @@ class SessionStore:
                 named = await self._write_and_claim(session)
             else:
                 await self._write(session)
-                named = await self._claim_once(session, "") if session.alias else None
-            winner = session if named is None else await self._settle_alias(session, named)
+                named = await self.aliases.claim(session, self.ttl(session)) if session.alias else None
+            winner = (
+                session if named is None else await self.aliases.settle(session, named, self.ttl(session), self.get)
+            )
             if winner is not session:
                 # Only the creator that wins the name has created an upload: ours is dropped
                 # with its staged event before anything relays it (a crash here leaves a record
@@ -176,62 +163,21 @@ class SessionStore:
             await pipe.execute()
 
     async def _write_and_claim(self, session: UploadSession) -> str | None:
-        """`_write` and `_claim_once` in one round trip: one pipeline keeps their order (the
+        """`_write` and the alias's claim in one round trip: one pipeline keeps their order (the
         index, then the record, then the alias, so an alias never names a record not yet
-        written), and nothing has to wait for an answer in between. What the alias named
-        instead of this session, or None. Not a transaction: the keys are in three slots.
-
-        A pipeline replayed after a lost connection finds the alias naming this very session;
-        `_settle_alias` takes that as won."""
+        written), and nothing waits for an answer in between. Not a transaction: the keys are
+        in three slots. What the alias named instead of this session, or None."""
         ttl = self.ttl(session)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
             pipe.set(self.keys.session(session.id), _session.encode(session), ex=ttl)
             if session.alias:
-                # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS.
-                alias_key = self.keys.alias(session.owner, session.alias)
-                pipe.evalsha(self._claim.sha, 1, alias_key, session.id, ttl, "")
+                self.aliases.queue(pipe, session, ttl)
             answers = await pipe.execute(raise_on_error=False)
         for answer in answers[:2]:
             if isinstance(answer, Exception):
                 raise answer
-        if not session.alias:
-            return None
-        named = answers[2]
-        if isinstance(named, NoScriptError):  # Redis restarted or failed over: load it, once
-            return await self._claim_once(session, "")
-        if isinstance(named, Exception):
-            raise named
-        return None if named is None else text(named)
-
-    async def _claim_once(self, session: UploadSession, replaceable: str) -> str | None:
-        """Point the alias at `session` if it names nothing or `replaceable`; else what it names."""
-        alias_key = self.keys.alias(session.owner, session.alias)
-        named = await self._claim(keys=[alias_key], args=[session.id, self.ttl(session), replaceable])
-        return None if named is None else text(named)
-
-    async def _settle_alias(self, session: UploadSession, named: str) -> UploadSession:
-        """The alias named `named` when `session` came to claim it: the session it names if that
-        is live, of the same owner under the same name; else `session`, once the alias is
-        pointed at it unless another creator replaced the stale id first (then theirs is judged).
-
-        Our own record is stored first, so an alias never points at a session not yet written.
-        The alias key has no hash tag of its own: each script here touches it alone."""
-        for _ in range(_CLAIM_PASSES):
-            if named == session.id:
-                return session
-            # Read on its own: the alias's script cannot read a record in another slot.
-            found = await self.get(named)
-            # The alias key is a hash of owner and name: only a live session of the same owner
-            # under the same name counts, never whatever else it names.
-            if found is not None and self._same_alias(found, session) and not found.expired():
-                return found
-            # A missing, expired or foreign record stays so: replace that id, and only that one.
-            again = await self._claim_once(session, named)
-            if again is None:
-                return session
-            named = again
-        raise StoreUnavailable("the upload's name kept changing hands; try again shortly")
+        return await self.aliases.answered(answers[2], session, ttl) if session.alias else None
 
     async def _relay(self, upload_id: str) -> None:
         """Move the upload's staged events to the stream now; if Redis fails here the change
@@ -264,10 +210,6 @@ class SessionStore:
             raise StoreUnavailable(
                 f"the change reached {reached} of {self.wait_replicas} Redis replicas in time; try again shortly"
             )
-
-    @staticmethod
-    def _same_alias(found: UploadSession, session: UploadSession) -> bool:
-        return found.owner == session.owner and found.alias == session.alias
 
     async def get(self, upload_id: str) -> UploadSession | None:
         with redis_errors():

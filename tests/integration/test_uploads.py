@@ -236,6 +236,15 @@ async def test_concurrent_first_chunks_replace_a_stale_alias_with_one_session(co
     assert (await open_chunked(core, alias="name:stale.jpg")).id == sessions[0].id
 
 
+async def test_a_first_chunk_after_redis_lost_its_scripts_still_claims_the_name(core):
+    # The claim rides a pipeline as a bare EVALSHA: after a restart or failover (scripts gone),
+    # its NOSCRIPT answer loads the script rather than failing the request.
+    await core.redis.script_flush()
+    first = await open_chunked(core, alias="name:flushed.jpg")
+    await core.redis.script_flush()
+    assert (await open_chunked(core, alias="name:flushed.jpg")).id == first.id
+
+
 async def test_an_alias_naming_an_expired_upload_opens_a_new_one(core):
     old = await open_chunked(core, alias="name:late.jpg")
     await core.uploads.sessions.update(old.id, lambda current: setattr(current, "expires_at", time.time() - 1))
