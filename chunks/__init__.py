@@ -1,5 +1,6 @@
 """The protocol-free upload core: sessions in Redis, bytes in a ChunkStore, completion, expiry."""
 
+from .chunk_records import ChunkRead
 from .completion import Completion, Finisher
 from .errors import (
     ChecksumMismatch,
@@ -38,6 +39,7 @@ __all__ = [
     "Checksum",
     "ChecksumMismatch",
     "ChunkConflict",
+    "ChunkRead",
     "ChunkStore",
     "Completion",
     "DigestUnavailable",

@@ -56,26 +56,51 @@ async def open_chunked(
     A request that contradicts the session (another total or type) is a SessionConflict."""
     uploads.limits.check_total_chunks(total_chunks)
     if upload_id is not None:
-        found: s.UploadSession | None = await uploads.get(upload_id, owner)
-    else:
-        found = await uploads.sessions.by_alias(owner, alias)
-        if found is None:
-            fresh = uploads.new_session(
-                owner,
-                s.UploadKind.CHUNKED,
-                file_name=file_name,
-                content_type=content_type,
-                total_chunks=total_chunks,
-                alias=alias,
-            )
-            # Checked with its first chunk but counted by put_chunk, which adds each chunk.
-            await uploads.admit(fresh, first_bytes, count_bytes=False)
-            found = await uploads.sessions.create(fresh)
-            if found.id != fresh.id:  # a concurrent first chunk under the same name won
-                await uploads.quotas.release(owner, fresh.id)
-    assert found is not None
-    _check_same_upload(found, total_chunks, content_type)
+        found = await uploads.get(upload_id, owner)
+        _check_same_upload(found, total_chunks, content_type)
+        return found
+    found, _ = await open_named(uploads, owner, file_name, content_type, total_chunks, alias, first_bytes)
     return found
+
+
+async def open_named(
+    uploads: Uploads,
+    owner: str,
+    file_name: str,
+    content_type: str,
+    total_chunks: int,
+    alias: str,
+    first_bytes: int,
+) -> tuple[s.UploadSession, ChunkRead | None]:
+    """`open_chunked` by `alias`, with the session's record as a `ChunkRead` for `store_chunk`
+    when this request created it: a new upload has no chunk yet, and its record is the one
+    just written, so `store_chunk` need not read it back (one round trip less on every first
+    chunk). Its compare-and-set still finds a record another request changed meanwhile (a
+    twin under the same name, say) and reads it again. None for a session found open."""
+    uploads.limits.check_total_chunks(total_chunks)
+    found = await uploads.sessions.by_alias(owner, alias)
+    read = None
+    if found is None:
+        fresh = uploads.new_session(
+            owner,
+            s.UploadKind.CHUNKED,
+            file_name=file_name,
+            content_type=content_type,
+            total_chunks=total_chunks,
+            alias=alias,
+        )
+        # Checked with its first chunk but counted by put_chunk, which adds each chunk.
+        await uploads.admit(fresh, first_bytes, count_bytes=False)
+        found = await uploads.sessions.create(fresh)
+        if found.id != fresh.id:  # a concurrent first chunk under the same name won
+            await uploads.quotas.release(owner, fresh.id)
+        else:
+            # Encoded as create stored it (deterministically); decoded afresh, as store_chunk
+            # changes the session it is handed.
+            blob = s.encode(fresh)
+            read = ChunkRead(blob, s.decode(blob), None)
+    _check_same_upload(found, total_chunks, content_type)
+    return found, read
 
 
 async def open_chunk(

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError, WatchError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import session as _session
+from .aliases import AliasClaims
 from .errors import StoreUnavailable, UploadGone, UploadNotFound
 from .keys import Keys
 from .outbox import DELETION_EVENTS, UPLOAD_CREATED, EventOf, Outbox, upload_data
@@ -109,6 +111,10 @@ class SessionStore:
         self.outbox = outbox or Outbox()
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
         self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
+        self.aliases = AliasClaims(redis, self.keys)
+        # A pipeline runs its commands in order on one connection to one Redis; the cluster
+        # client sends each node its share at once, so there ordered steps go one at a time.
+        self._ordered_pipelines = not isinstance(redis, RedisCluster)
 
     def ttl(self, session: UploadSession) -> int:
         return max(1, int(session.expires_at - time.time()) + GRACE_SECONDS)
@@ -120,19 +126,14 @@ class SessionStore:
     async def create(self, session: UploadSession) -> UploadSession:
         """Store a new session. With an alias, the first creator wins and everyone gets its session."""
         with redis_errors():
-            # Indexed first: if the record is never written, the reaper still finds the id at
-            # expiry and removes whatever bytes the upload had already stored.
-            await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
-            key, blob, ttl = self.keys.session(session.id), _session.encode(session), self.ttl(session)
-            if not self.outbox.enabled:
-                await self.redis.set(key, blob, ex=ttl)  # one command: no transaction to wrap it in
+            if self._ordered_pipelines and not self.outbox.enabled:
+                named = await self._write_and_claim(session)
             else:
-                await self.outbox.prepare(self.redis, session.id)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(key, blob, ex=ttl)
-                    self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
-                    await pipe.execute()
-            winner = session if not session.alias else await self._claim_alias(session)
+                await self._write(session)
+                named = await self.aliases.claim(session, self.ttl(session)) if session.alias else None
+            winner = (
+                session if named is None else await self.aliases.settle(session, named, self.ttl(session), self.get)
+            )
             if winner is not session:
                 # Only the creator that wins the name has created an upload: ours is dropped
                 # with its staged event before anything relays it (a crash here leaves a record
@@ -146,37 +147,37 @@ class SessionStore:
         await self.replicated()
         return session
 
-    async def _claim_alias(self, session: UploadSession) -> UploadSession:
-        """Point the alias at `session` unless it names a live session already; return the one it names.
-
-        Our own record is stored first, so an alias never points at a session not yet written.
-        The alias key has no hash tag of its own: this transaction touches it alone."""
-        alias_key = self.keys.alias(session.owner, session.alias)
-        named: dict[str, UploadSession | None] = {}
+    async def _write(self, session: UploadSession) -> None:
+        """Index and store a new session, a step at a time (with its staged event, if any)."""
+        # Indexed first: if the record is never written, the reaper still finds the id at
+        # expiry and removes whatever bytes the upload had already stored.
+        await self.redis.zadd(self.keys.expiry, {session.id: session.expires_at})
+        key, blob, ttl = self.keys.session(session.id), _session.encode(session), self.ttl(session)
+        if not self.outbox.enabled:
+            await self.redis.set(key, blob, ex=ttl)  # one command: no transaction to wrap it in
+            return
+        await self.outbox.prepare(self.redis, session.id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(alias_key)
-                    existing = await pipe.get(alias_key)
-                    if existing is not None:
-                        if text(existing) not in named:
-                            # Read on another connection, so not while this one is held (see Noted);
-                            # then watched again: a change of the alias meanwhile is seen.
-                            await pipe.reset()
-                            named[text(existing)] = await self.get(text(existing))
-                            continue
-                        found = named[text(existing)]
-                        # The alias key is a hash of owner and name: only a live session of the
-                        # same owner under the same name counts, never whatever else it names.
-                        if found is not None and self._same_alias(found, session) and not found.expired():
-                            await pipe.reset()
-                            return found
-                    pipe.multi()
-                    pipe.set(alias_key, session.id, ex=self.ttl(session))
-                    await pipe.execute()
-                    return session
-                except WatchError:
-                    continue
+            pipe.set(key, blob, ex=ttl)
+            self.outbox.stage(pipe, UPLOAD_CREATED, upload_data(session))
+            await pipe.execute()
+
+    async def _write_and_claim(self, session: UploadSession) -> str | None:
+        """`_write` and the alias's claim in one round trip: one pipeline keeps their order (the
+        index, then the record, then the alias, so an alias never names a record not yet
+        written), and nothing waits for an answer in between. Not a transaction: the keys are
+        in three slots. What the alias named instead of this session, or None."""
+        ttl = self.ttl(session)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.expiry, {session.id: session.expires_at})
+            pipe.set(self.keys.session(session.id), _session.encode(session), ex=ttl)
+            if session.alias:
+                self.aliases.queue(pipe, session, ttl)
+            answers = await pipe.execute(raise_on_error=False)
+        for answer in answers[:2]:
+            if isinstance(answer, Exception):
+                raise answer
+        return await self.aliases.answered(answers[2], session, ttl) if session.alias else None
 
     async def _relay(self, upload_id: str) -> None:
         """Move the upload's staged events to the stream now; if Redis fails here the change
@@ -209,10 +210,6 @@ class SessionStore:
             raise StoreUnavailable(
                 f"the change reached {reached} of {self.wait_replicas} Redis replicas in time; try again shortly"
             )
-
-    @staticmethod
-    def _same_alias(found: UploadSession, session: UploadSession) -> bool:
-        return found.owner == session.owner and found.alias == session.alias
 
     async def get(self, upload_id: str) -> UploadSession | None:
         with redis_errors():

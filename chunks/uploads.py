@@ -177,6 +177,12 @@ class Uploads:
             first_bytes=first_bytes,
         )
 
+    async def open_named(
+        self, owner: str, *, file_name: str, content_type: str, total_chunks: int, alias: str, first_bytes: int
+    ) -> tuple[s.UploadSession, ChunkRead | None]:
+        """See numbered_chunks.open_named."""
+        return await numbered_chunks.open_named(self, owner, file_name, content_type, total_chunks, alias, first_bytes)
+
     async def put_chunk(self, session: s.UploadSession, index: int, data: bytes) -> tuple[s.UploadSession, bool]:
         return await numbered_chunks.put_chunk(self, session, index, data)  # see there
 

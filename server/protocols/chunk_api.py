@@ -61,7 +61,8 @@ async def upload(request: Request, services: Services, principal: Principal) -> 
         )
         session = read.session
     else:
-        session = await _session_for(services, principal.user_id, parsed)
+        # A session this request created comes with its record, which store_chunk then need not read.
+        session, read = await _session_for(services, principal.user_id, parsed)
     # If this chunk is the last one missing, its record claims the upload for this request.
     token = chunks.claim_token()
     stored = await uploads.store_chunk(session, parsed.chunk_index, parsed.data, read, claim_as=token)
@@ -112,12 +113,14 @@ async def _whole_image(services: Services, user_id: str, parsed: ChunkRequest, b
     return JSONResponse({"message": "profile image updated", "complete": True, "avatar": version.describe(base)})
 
 
-async def _session_for(services: Services, user_id: str, parsed: ChunkRequest) -> chunks.UploadSession:
+async def _session_for(
+    services: Services, user_id: str, parsed: ChunkRequest
+) -> tuple[chunks.UploadSession, chunks.ChunkRead | None]:
     """The session a chunk belongs to when it names none by the server's upload id: the one
     under the client's own id, else under the file name (an id of the server's shape is
-    looked up by `upload`, with the chunk's entry)."""
+    looked up by `upload`, with the chunk's entry); with its record if this request created it."""
     alias = f"id:{parsed.upload_id}" if parsed.upload_id is not None else f"name:{parsed.file_name}"
-    return await services.uploads.open_chunked(
+    return await services.uploads.open_named(
         user_id,
         file_name=parsed.file_name,
         content_type=parsed.content_type,

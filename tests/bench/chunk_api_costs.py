@@ -8,7 +8,7 @@ Redis commands are counted with INFO commandstats (like tests/bench/redis_calls.
 steady-state ones, and the last (completes it; the random bytes are refused as "not an image").
 CPU is the whole process tree's (server, image workers, embedded Redis) over the W3 shape of
 tests/bench/chunk_api.py (BENCH_SHAPE=W2: its 1 MiB chunks) at BENCH_SCALE (0.2 by default),
-divided by the chunks sent.
+divided by the chunks sent; and the same for FIRST_CHUNKS first chunks alone (each opens an upload).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from tests.bench.rawhttp import Connection
 from tests.bench.tus_compare import ROOT, TreeMeter, serving
 
 UPLOADS, CHUNKS, CHUNK = 20, 16, 64 * 1024
+# First chunks alone, for their CPU: enough that the process tree's CPU counters resolve it.
+FIRST_CHUNKS = 800
 
 
 def _stats(client: redis.Redis) -> dict[str, int]:
@@ -57,6 +59,26 @@ async def _count(port: int, headers: dict[str, str], client: redis.Redis) -> lis
         phases.append(_stats(client))
     await conn.close()
     return phases
+
+
+async def _first_chunks(port: int, headers: dict[str, str], count: int, connections: int = 4) -> int:
+    """`count` first chunks (each opens an upload under a new file name) over `connections`
+    connections at once: the first chunk's own CPU, which the W3 run spreads over 16 chunks."""
+    encoded = base64.b64encode(os.urandom(CHUNK)).decode()
+
+    async def send(start: int, n: int) -> None:
+        conn = Connection("127.0.0.1", port, headers)
+        for u in range(start, start + n):
+            fields = {"file_name": f"first{u}.jpg", "content_type": "image/jpeg", "is_chunk": True}
+            body = json.dumps(fields | {"chunk_index": 0, "total_chunks": CHUNKS})[:-1].encode()
+            body += b', "file": "' + encoded.encode() + b'"}'
+            status, _ = await conn.request("POST", chunk_api.URL, {"Content-Type": "application/json"}, body)
+            assert status == 200, status
+        await conn.close()
+
+    each = count // connections
+    await asyncio.gather(*(send(c * each, each) for c in range(connections)))
+    return each * connections
 
 
 def _print(what: str, stats: dict[str, int], n: int) -> None:
@@ -94,6 +116,11 @@ def main() -> int:
         port = urlsplit(url).port or 80
         client = redis.Redis(unix_socket_path=str(store / "redis" / "redis.sock"))
         first, middle, last = asyncio.run(_count(port, headers, client))
+        with TreeMeter(pid) as meter:
+            before = meter.start_cpu()
+            firsts = asyncio.run(_first_chunks(port, headers, FIRST_CHUNKS))
+            time.sleep(0.15)
+            first_cpu = meter.cpu_seconds - before
         spy = None
         if os.environ.get("BENCH_PROFILE"):
             spy = start_py_spy(pid, profile, gil=True)
@@ -110,6 +137,7 @@ def main() -> int:
     _print(f"steady-state chunk ({UPLOADS * (CHUNKS - 2)})", middle, UPLOADS * (CHUNKS - 2))
     _print(f"completing chunk ({UPLOADS})", last, UPLOADS)
     print(f"{result.summary()}\nserver CPU: {1000 * cpu / max(result.patches, 1):.2f} ms per chunk")
+    print(f"server CPU: {1000 * first_cpu / firsts:.2f} ms per first chunk ({firsts} first chunks of 64 KiB)")
     if spy is not None and profile.exists():
         _profile_summary(profile)
     return 1 if result.errors else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -120,6 +121,20 @@ def test_status_tells_a_returning_client_where_it_stands(client):
         client.post(URL, json=chunk(parts[index], index, 3, upload_id=upload_id))
     done = client.get(f"{URL}/uploads/{upload_id}").json()
     assert done["state"] == "done" and "version" in done["avatar"]
+
+
+def test_concurrent_first_chunks_under_one_name_make_one_upload(client, user):
+    # Every chunk sent at once, none naming an upload: each request may create one, and all
+    # must end in the one the file name's alias names, which gets every chunk and completes.
+    parts = split(images.jpeg(600, 400, colour=(200, 20, 10)), 6)
+    with ThreadPoolExecutor(len(parts)) as pool:
+        answers = list(pool.map(lambda i: client.post(URL, json=chunk(parts[i], i, 6, name="race.jpg")), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert len({a.json()["upload_id"] for a in answers}) == 1
+    done = client.get(f"{URL}/uploads/{answers[0].json()['upload_id']}").json()
+    assert done["state"] == "done" and done["received_chunks"] == list(range(6))
+    r, g, b = avatar_pixel(client, user)
+    assert r > 150 and b < 60
 
 
 def test_client_chosen_upload_id_keys_the_session(client):

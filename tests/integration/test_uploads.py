@@ -226,3 +226,48 @@ async def test_a_competing_append_makes_the_holder_let_go(core):
 async def test_concurrent_first_chunks_under_one_name_open_one_session(core):
     sessions = await asyncio.gather(*(open_chunked(core, alias="name:race.jpg") for _ in range(20)))
     assert len({session.id for session in sessions}) == 1
+
+
+async def test_concurrent_first_chunks_replace_a_stale_alias_with_one_session(core):
+    # The alias names an upload whose record is gone (abandoned or reaped): every creator finds
+    # it stale, and only the first to replace it wins; the others must take that one.
+    alias_key = core.keys.alias("alice", "name:stale.jpg")
+    await core.redis.set(alias_key, s.new_upload_id())
+    sessions = await asyncio.gather(*(open_chunked(core, alias="name:stale.jpg") for _ in range(20)))
+    assert len({session.id for session in sessions}) == 1
+    assert (await core.redis.get(alias_key)).decode() == sessions[0].id
+    assert (await open_chunked(core, alias="name:stale.jpg")).id == sessions[0].id
+
+
+async def test_a_first_chunk_after_redis_lost_its_scripts_still_claims_the_name(core):
+    # The claim rides a pipeline as a bare EVALSHA: after a restart or failover (scripts gone),
+    # its NOSCRIPT answer loads the script rather than failing the request.
+    await core.redis.script_flush()
+    first = await open_chunked(core, alias="name:flushed.jpg")
+    await core.redis.script_flush()
+    assert (await open_chunked(core, alias="name:flushed.jpg")).id == first.id
+
+
+async def test_an_alias_naming_an_expired_upload_opens_a_new_one(core):
+    old = await open_chunked(core, alias="name:late.jpg")
+    await core.uploads.sessions.update(old.id, lambda current: setattr(current, "expires_at", time.time() - 1))
+    fresh = await open_chunked(core, alias="name:late.jpg")
+    assert fresh.id != old.id and not fresh.expired()
+    assert (await open_chunked(core, alias="name:late.jpg")).id == fresh.id
+
+
+async def test_a_new_uploads_first_chunk_is_recorded_without_reading_it_back(core):
+    # open_named hands store_chunk the record it just wrote: the chunk is recorded all the same,
+    # and a twin that recorded a chunk in between is seen (the compare-and-set reads again).
+    _, parts = pieces(2)
+    session, read = await core.uploads.open_named(
+        "alice", file_name="a.jpg", content_type="image/jpeg", total_chunks=2, alias="name:twin.jpg", first_bytes=0
+    )
+    assert read is not None and read.session.id == session.id
+    again, twin_read = await core.uploads.open_named(
+        "alice", file_name="a.jpg", content_type="image/jpeg", total_chunks=2, alias="name:twin.jpg", first_bytes=0
+    )
+    assert again.id == session.id and twin_read is None
+    await core.uploads.store_chunk(again, 1, parts[1])
+    stored = await core.uploads.store_chunk(session, 0, parts[0], read)
+    assert not stored.duplicate and stored.received == [0, 1] and stored.session.all_received
