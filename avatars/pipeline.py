@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from avatars import errors
+from avatars._process_guard import expect_children
 from avatars._sniff import sniff_file
 from avatars.processing import PipelineSettings, ProcessedAvatar
 
@@ -35,7 +36,9 @@ class _Worker:
         context = multiprocessing.get_context(method)
         if method == "forkserver":
             # Read when the forkserver starts (the first worker): it dies with this process.
-            context.set_forkserver_preload(["__main__", "avatars._forkserver_preload"])
+            # The guard first, before the slow import of the server's own modules.
+            expect_children()
+            context.set_forkserver_preload(["avatars._forkserver_preload", "__main__"])
         self.executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=context,

@@ -4,6 +4,8 @@ each with a single image worker so that one stuck job would stall everyone."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -102,3 +104,26 @@ def test_a_sigkilled_server_leaves_no_image_process_behind(start_server: StartSe
     while time.monotonic() < deadline and not all(gone(p) for p in pool):
         time.sleep(0.05)
     assert all(gone(p) for p in pool), [(p.pid, p.cmdline()[:3]) for p in pool if not gone(p)]
+
+
+def test_an_image_process_whose_server_died_while_it_started_exits_at_once(tmp_path):
+    """The kernel's parent-death signal comes only for a parent that dies after the child asked
+    for it: a server SIGKILLed while its forkserver was still importing left it running for good.
+    Here the parent is gone before the child asks (it exits right after starting it): the child
+    must exit at once rather than sleep on."""
+    child = (
+        "import sys, time; time.sleep(0.3); "
+        "from avatars._process_guard import die_with_parent; die_with_parent(); "
+        "time.sleep(60)"
+    )
+    parent = (
+        "import subprocess, sys; from avatars._process_guard import expect_children; expect_children(); "
+        f"print(subprocess.Popen([sys.executable, '-c', {child!r}]).pid, flush=True)"
+    )
+    started = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=30, check=True)
+    orphan = psutil.Process(int(started.stdout))
+    try:
+        orphan.wait(timeout=20)  # a deadline, not a pause: it returns as soon as the child exits
+    except psutil.TimeoutExpired:
+        orphan.kill()
+        raise AssertionError("the image process outlived the server that started it") from None
