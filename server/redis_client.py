@@ -13,6 +13,7 @@ rest of the server is handed it as an `aioredis.Redis`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, cast
 
 import hiredis
@@ -100,6 +101,10 @@ class _DirectSend:
             return [hiredis.pack_command(tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))]  # type: ignore[arg-type]
         except TypeError as exc:
             raise DataError(str(exc)) from exc
+
+    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
+        # A pipeline's commands, each packed as above, in one buffer (redis-py packs them in Python).
+        return [b"".join(self.pack_command(*args)[0] for args in commands)]
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         writer = getattr(self, "_writer", None)
