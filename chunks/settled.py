@@ -6,9 +6,9 @@ uploads all day holds a bounded number of them.
 
   REMEMBER  one script on the owner's settled set (one key): add the upload, cut what falls past
             the newest `keep`, and answer those ids;
-  FORGET    one pipeline: the upload off the completion list, and for each id cut, a tombstone
-            (`superseded`, unless the record already went for another reason) then its record and
-            chunk index.
+  FORGET    one pipeline (a single ZREM when nothing is cut): the upload off the completion list,
+            and for each id cut, a tombstone (`superseded`, unless the record already went for
+            another reason) then its record and chunk index.
 
 The pipeline is not a transaction: its keys span several hash tags, which a Redis Cluster keeps on
 different nodes. Its order still makes every crash harmless: the tombstone goes before the record
@@ -59,6 +59,9 @@ class SettledRecords:
                     args=[session.id, time.time(), keep, TOMBSTONE_SECONDS + GRACE_SECONDS],
                 )
                 cut = [text(i) for i in answer]
+            if not cut:  # the usual case: one command, without a pipeline's own cost
+                await self.redis.zrem(keys.completable, session.id)
+                return cut
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.completable, session.id, *cut)
                 for old in cut:
