@@ -89,7 +89,16 @@ class Completion:
     async def _run(self, claimed: UploadSession, expected: Checksum | None = None) -> UploadSession:
         if expected is None and claimed.expected_digest:
             expected = Checksum(*claimed.expected_digest)
-        renewer = asyncio.create_task(self._renew(claimed.id, claimed.claimed_by))
+        # The renewing task starts only once the work has run for a third of the claim: most
+        # completions (a refusal, a small image) are over long before, and a timer costs less.
+        loop = asyncio.get_running_loop()
+        renewer: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal renewer
+            renewer = loop.create_task(self._renew(claimed.id, claimed.claimed_by))
+
+        timer = loop.call_later(self._uploads.limits.claim_seconds / 3, start)
         try:
             try:
                 if expected is not None:
@@ -102,9 +111,11 @@ class Completion:
                 raise
             return await self._settle(claimed, UploadState.DONE, result=result)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, UploadError):
-                await renewer
+            timer.cancel()
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, UploadError):
+                    await renewer
 
     async def _complete_final(self, part: UploadSession) -> None:
         """A finished partial upload: join its final upload if it was the last part, and complete that.
@@ -136,7 +147,8 @@ class Completion:
         return session if taken else None
 
     async def _renew(self, upload_id: str, token: str) -> None:
-        """Keep the claim alive while the finisher runs; stop once it is no longer ours."""
+        """Keep the claim alive while the finisher runs: now (`_run` starts this a third of the
+        claim in), then every third; stop once it is no longer ours."""
         claim_seconds = self._uploads.limits.claim_seconds
         me = asyncio.current_task()
 
@@ -147,14 +159,14 @@ class Completion:
             return True
 
         while True:
-            await asyncio.sleep(claim_seconds / 3)
             try:
                 _, still_ours = await self._uploads.sessions.update(upload_id, extend)
             except UploadError:
-                continue  # Redis away for a moment: the lease still has two thirds to run
+                still_ours = True  # Redis away for a moment: the claim still has two thirds to run
             # A cancellation redis-py swallowed mid-command must still end this loop (locks.py).
             if (me is not None and me.cancelling()) or not still_ours:
                 return
+            await asyncio.sleep(claim_seconds / 3)
 
     async def _finish(self, session: UploadSession) -> dict[str, Any]:
         parts = None
