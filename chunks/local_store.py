@@ -31,6 +31,7 @@ import aiofiles.os
 
 from .errors import ChecksumMismatch, StorageFull
 from .part_log import PartLog, copy_range, fsync_dir, parse_place
+from .part_log import sync as sync_part
 from .storage import PartRef, StoreFeature
 from .streams import BoundedBody, Checksum, VerifiedBody
 
@@ -119,10 +120,17 @@ class LocalChunkStore:
     # -- numbered parts ------------------------------------------------------------------------
 
     async def put_part(self, upload_id: str, index: int, data: bytes, digest: Awaitable[str]) -> str:
-        # Appended to this process's log of the upload, in one worker-thread hop (chunks/part_log.py),
-        # while the digest is still being made: the place, not the digest, finds it again.
+        # Appended to this process's log of the upload (chunks/part_log.py) while the digest is
+        # still being made: the place, not the digest, finds it again. A small part is written
+        # from the event loop, as a PATCH's blocks are, and synced in a worker thread; a large
+        # one, or one whose log is new or busy, goes to the worker thread whole.
+        directory = self._dir(upload_id)
         try:
-            return await asyncio.to_thread(self._parts.append, self._dir(upload_id), data, self._injected_fault)
+            if len(data) <= _INLINE_WRITE and (written := self._parts.write(directory, data, self._injected_fault)):
+                fd, place = written
+                await asyncio.to_thread(sync_part, fd)  # closes it, even if this request is cancelled
+                return place
+            return await asyncio.to_thread(self._parts.append, directory, data, self._injected_fault)
         except OSError as exc:
             raise _storage_error(exc) from exc
 

@@ -5,7 +5,9 @@ fdatasynced, renamed, its directory fsynced. That is eleven system calls, each l
 GIL and taking it back while the event loop runs, and a new inode per chunk; under load it made a
 64 KiB chunk cost the server about twice what a tus PATCH of the same bytes does
 (docs/performance.md). Now a process appends the part to its own log in the upload's directory
-and fdatasyncs it: open, write, lseek, fdatasync, close, like the PATCH's write.
+and fdatasyncs it, like the PATCH's write: a small part is written from the event loop and only
+the sync and close go to a worker thread (`write`, `sync`), anything else goes there whole
+(`append`).
 
 Where the part landed, its place (`<log>@<offset>`), is recorded with the chunk in Redis
 (chunks/chunk_records.py) only after the sync returned, so:
@@ -63,27 +65,74 @@ class PartLog:
     def append(self, directory: Path, data: bytes, fault: Callable[[], None]) -> str:
         """Append `data` to this process's log in `directory` and sync it; its place. Runs in a
         worker thread. An OSError leaves the log as it was before, but for a failed sync's bytes."""
-        name = f"parts-{self._token}-{os.getpid()}"
+        name = self._name()
         path = directory / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
             fd = _create(directory, path)
         try:
-            with self._locks[hash(path) % _STRIPES]:
-                start = os.lseek(fd, 0, os.SEEK_END)
-                try:
-                    # A regular file takes a write whole unless the disk is full or failing.
-                    if os.write(fd, data) != len(data):
-                        raise OSError(errno.ENOSPC, "No space left on device (short write)")
-                    fault()
-                except OSError:
-                    os.ftruncate(fd, start)  # nobody appended after it: this lock is held
-                    raise
-            os.fdatasync(fd)  # the log's new length with the bytes: what a later read needs
-        finally:
+            with self._lock(path):
+                start = _write(fd, data, fault)
+        except BaseException:
             os.close(fd)
+            raise
+        sync(fd)
         return f"{name}@{start}"
+
+    def write(self, directory: Path, data: bytes, fault: Callable[[], None]) -> tuple[int, str] | None:
+        """The write half of `append`, in the caller's thread: for a small part in the event loop,
+        where a write into the page cache costs less than handing it to a worker thread, and
+        each system call a worker makes takes the GIL back from the loop. The open descriptor
+        and the place, for `sync` (in a worker thread) to finish; None when the log does not
+        exist yet or another thread is appending to it: then `append` does the whole."""
+        name = self._name()
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            return None  # made by `append`, with its directory's fsync: not in the event loop
+        lock = self._lock(path)
+        if not lock.acquire(blocking=False):  # never wait in the event loop for a worker's write
+            os.close(fd)
+            return None
+        try:
+            start = _write(fd, data, fault)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            lock.release()
+        return fd, f"{name}@{start}"
+
+    def _name(self) -> str:
+        return f"parts-{self._token}-{os.getpid()}"
+
+    def _lock(self, path: Path) -> threading.Lock:
+        return self._locks[hash(path) % _STRIPES]
+
+
+def _write(fd: int, data: bytes, fault: Callable[[], None]) -> int:
+    """`data` appended to the log open at `fd`, under its lock; where it starts. A failed write is
+    cut off again (nobody appended after it: the lock is held)."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        # A regular file takes a write whole unless the disk is full or failing.
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "No space left on device (short write)")
+        fault()
+    except OSError:
+        os.ftruncate(fd, start)
+        raise
+    return start
+
+
+def sync(fd: int) -> None:
+    """Make what was written at `fd` durable, then close it."""
+    try:
+        os.fdatasync(fd)  # the log's new length with the bytes: what a later read needs
+    finally:
+        os.close(fd)
 
 
 def _create(directory: Path, path: Path) -> int:

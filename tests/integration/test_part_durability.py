@@ -130,3 +130,18 @@ async def test_parts_appended_at_once_each_land_whole_at_a_place_of_their_own(tm
     places = sorted(parse_place(ref.place)[1] for ref in refs)
     assert places == sorted({*places}) and len(places) == len(parts)
     assert await assembled(store, upload_id, list(refs)) == b"".join(parts)
+
+
+async def test_a_part_whose_log_a_worker_is_appending_to_waits_in_a_worker_not_in_the_event_loop(tmp_path: Path):
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    first = await put(store, upload_id, 0, b"first")
+    log = tmp_path / "uploads" / upload_id / parse_place(first.place)[0]
+    # Held as a worker thread appending a large part to the same log holds it. Were the small
+    # part's write to wait for it in the event loop, which is this thread, nothing would run again.
+    with store._parts._lock(log):
+        pending = asyncio.ensure_future(put(store, upload_id, 1, b"second"))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the loop goes on turning while the part waits in a worker
+        assert not pending.done()
+    second = await asyncio.wait_for(pending, 10)
+    assert await assembled(store, upload_id, [first, second]) == b"firstsecond"
