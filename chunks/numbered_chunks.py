@@ -233,11 +233,18 @@ async def _store(
         recorded = await uploads.chunk_records.record(
             session.id, index, len(data), digest, check, read, place, claim if claim_as else None
         )
+    except (UploadNotFound, UploadGone):
+        # The upload went (abandoned, reaped) while this part was written, and the write made
+        # its directory again: that goes too, or nothing would ever remove it; so does what this
+        # request counted for it after it was released.
+        await uploads.store.discard(session.id)
+        await uploads.quotas.release(session.owner, session.id)
+        raise
     except UploadError:
         # Not recorded: the part is nobody's. (A recorded twin has another digest or place.)
         await uploads.store.drop_part(session.id, index, digest, place)
         await uploads.quotas.grow(session.owner, session.id, -len(data))
         raise
-    if recorded.duplicate:  # a concurrent twin recorded the same bytes (the same file) first
+    if recorded.duplicate:  # a concurrent twin recorded the same bytes first
         await uploads.quotas.grow(session.owner, session.id, -len(data))
     return recorded

@@ -137,3 +137,15 @@ async def _a_large_chunk(core) -> None:
         await core.uploads.put_chunk(stored, 0, other)
     done, _ = await core.uploads.put_chunk(stored, 1, other)
     assert (await core.completion.complete(done)).result == digest_of(big + other)
+
+
+async def test_a_part_written_while_its_upload_was_abandoned_leaves_no_directory(core):
+    session = await _opened(core, total=2)
+    await core.uploads.put_chunk(session, 0, b"a" * 100)
+    read = await _open_chunk(core, session, 1)  # read before the upload goes, written after
+    await core.uploads.abandon(session.id, "alice")
+    directory = core.store.root / session.id
+    assert not directory.exists()
+    with pytest.raises(chunks.UploadNotFound):
+        await core.uploads.store_chunk(read.session, 1, b"b" * 100, read)
+    assert not directory.exists()  # the write made it again; nothing else would remove it
