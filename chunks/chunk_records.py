@@ -82,11 +82,13 @@ class ChunkRead:
 @dataclass(frozen=True)
 class Recorded:
     """What `ChunkRecords.record` did: the session as it now stands, whether the chunk was a
-    duplicate, and the recorded indices in order (None for a duplicate: not read)."""
+    duplicate, the recorded indices in order (None for a duplicate: not read), and where the
+    recorded part is (the store's place: for a duplicate, the first copy's)."""
 
     session: UploadSession
     duplicate: bool
     received: list[int] | None
+    place: str = ""
 
 
 def _indices(raw: list[bytes | str]) -> list[int]:
@@ -165,7 +167,7 @@ class ChunkRecords:
             if known is not None:
                 if known[1] != digest:
                     raise ChunkConflict(f"chunk {index} was already received with different bytes")
-                return Recorded(current, True, None)
+                return Recorded(current, True, None, known[2])
             check(current)
             legacy = _counted(current, size)
             if counted is not None:
@@ -179,4 +181,4 @@ class ChunkRecords:
                 break
             read = None
         await self.sessions.replicated()
-        return Recorded(current, False, _indices(answer[1]))
+        return Recorded(current, False, _indices(answer[1]), place)

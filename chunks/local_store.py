@@ -30,7 +30,7 @@ import aiofiles
 import aiofiles.os
 
 from .errors import ChecksumMismatch, StorageFull
-from .part_log import PartLog, copy_range, fsync_dir, parse_place
+from .part_log import PartLog, copy_range, fsync_dir, parse_place, punch_hole
 from .part_log import sync as sync_part
 from .storage import PartRef, StoreFeature
 from .streams import BoundedBody, Checksum, VerifiedBody
@@ -134,13 +134,16 @@ class LocalChunkStore:
         except OSError as exc:
             raise _storage_error(exc) from exc
 
-    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
-        # A place in a log stays until the upload's directory goes: cutting a hole in the middle
-        # of a log takes fallocate's PUNCH_HOLE, which Python does not offer, and places never
-        # recorded are few (racing twins, a record refused after the write).
-        if not place:
+    async def drop_part(self, upload_id: str, part: PartRef) -> None:
+        if not part.place:  # a part file of before the logs
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self._part(upload_id, index, digest))
+                await aiofiles.os.remove(self._part(upload_id, part.index, part.digest))
+            return
+        # Its blocks given back in the middle of the log (racing twins of one chunk would
+        # otherwise each keep a copy on disk until the upload's directory goes).
+        log, offset = parse_place(part.place)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(punch_hole, self._dir(upload_id) / log, offset, part.size)
 
     async def _assemble(self, upload_id: str, parts: list[PartRef]) -> Path:
         # One worker-thread hop (aiofiles took four per part and one per MiB).

@@ -18,7 +18,7 @@ from .errors import ChunkConflict, SessionConflict, UploadError, UploadGone, Upl
 from .limits import UploadLimits
 from .quotas import Quotas
 from .session_store import SessionStore
-from .storage import ChunkStore
+from .storage import ChunkStore, PartRef
 
 
 class Uploads(Protocol):
@@ -203,7 +203,7 @@ async def _store(
             raise ChunkConflict(f"chunk {index} was already received with different bytes")
         if current.expired():
             raise UploadGone("this upload expired; start a new one")
-        return Recorded(current, True, None)
+        return Recorded(current, True, None, read.known[2])
     if current.state != s.UploadState.OPEN:
         raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
     uploads.limits.check_room(current.received_bytes, len(data))
@@ -242,9 +242,14 @@ async def _store(
         raise
     except UploadError:
         # Not recorded: the part is nobody's. (A recorded twin has another digest or place.)
-        await uploads.store.drop_part(session.id, index, digest, place)
+        await uploads.store.drop_part(session.id, PartRef(index, digest, len(data), place))
         await uploads.quotas.grow(session.owner, session.id, -len(data))
         raise
     if recorded.duplicate:  # a concurrent twin recorded the same bytes first
+        # This copy is nobody's if it has a place of its own: not where a store without places
+        # keeps one copy for both, nor the recorded place itself (this request's record, when
+        # a retry after a lost answer found it done).
+        if place and place != recorded.place:
+            await uploads.store.drop_part(session.id, PartRef(index, digest, len(data), place))
         await uploads.quotas.grow(session.owner, session.id, -len(data))
     return recorded

@@ -13,8 +13,9 @@ Where the part landed, its place (`<log>@<offset>`), is recorded with the chunk 
 (chunks/chunk_records.py) only after the sync returned, so:
 - A recorded place holds synced bytes; a write torn by a crash lies where no record points.
 - Nothing is overwritten: two bodies for one index (a racing twin, a conflicting one) land at
-  two places, and the record says which one counts. Places never recorded stay in the log until
-  the upload's directory is removed (completion, abandon, expiry).
+  two places, and the record says which one counts. A place that is not recorded has its blocks
+  given back (`punch_hole`); the log itself goes with the upload's directory (completion,
+  abandon, expiry).
 - Each process appends only to its own log (`parts-<token>-<pid>`), so processes and hosts that
   share the filesystem never append to one file: O_APPEND is not atomic across NFS clients.
   Within a process one lock per log (striped) orders the appends, so a write that failed is cut
@@ -25,10 +26,12 @@ Where the part landed, its place (`<log>@<offset>`), is recorded with the chunk 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +152,27 @@ def _create(directory: Path, path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def punch_hole(path: Path, offset: int, size: int) -> None:
+    """Give the blocks of `size` bytes at `offset` back to the filesystem; the log keeps its length
+    and the range reads as zeros. Where the platform or filesystem cannot (fallocate's PUNCH_HOLE
+    is Linux's, and Python does not offer it), the bytes stay until the upload's directory goes."""
+    if not sys.platform.startswith("linux") or size <= 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        if libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(size)) != 0:
+            error = ctypes.get_errno()
+            if error not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
 
 
 def copy_range(source: int, target: int, offset: int, size: int) -> None:

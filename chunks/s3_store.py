@@ -113,8 +113,8 @@ class S3ChunkStore:
         await self._put(self._part(upload_id, index, await digest), data)
         return ""
 
-    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
-        await self._delete([self._part(upload_id, index, digest)])
+    async def drop_part(self, upload_id: str, part: PartRef) -> None:
+        await self._delete([self._part(upload_id, part.index, part.digest)])
 
     # -- stream heads ----------------------------------------------------------------------------
 

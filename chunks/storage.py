@@ -48,9 +48,10 @@ class ChunkStore(Protocol):
         session says which digest was acknowledged, and only that part counts."""
         ...
 
-    async def drop_part(self, upload_id: str, index: int, digest: str, place: str) -> None:
+    async def drop_part(self, upload_id: str, part: PartRef) -> None:
         """Remove a part that was stored but never recorded, as far as the store can (no error
-        if it is not there)."""
+        if it is not there). Only for a part of its own place: a store that finds parts by index
+        and digest alone would remove a recorded twin's."""
         ...
 
     async def create_stream(self, upload_id: str) -> None:

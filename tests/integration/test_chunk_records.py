@@ -149,3 +149,18 @@ async def test_a_part_written_while_its_upload_was_abandoned_leaves_no_directory
     with pytest.raises(chunks.UploadNotFound):
         await core.uploads.store_chunk(read.session, 1, b"b" * 100, read)
     assert not directory.exists()  # the write made it again; nothing else would remove it
+
+
+async def test_a_twin_written_at_a_place_of_its_own_gives_its_copy_back_and_keeps_the_first(core):
+    session = await _opened(core, total=2)
+    big = os.urandom(64 * 1024)
+    same = await _open_chunk(core, session, 0)
+    first = await core.uploads.store_chunk(session, 0, big)  # recorded between the twin's read and write
+    twin = await core.uploads.store_chunk(same.session, 0, big, same)
+    assert twin.duplicate and twin.place == first.place
+    log = core.store.root / session.id / first.place.partition("@")[0]
+    # The twin's copy was written after the first and then given back: the file is as long as
+    # both, and holds the blocks of one.
+    assert os.stat(log).st_size == 2 * len(big) and os.stat(log).st_blocks * 512 <= len(big) + 4096
+    done, _ = await core.uploads.put_chunk(first.session, 1, b"end")
+    assert (await core.completion.complete(done)).result == digest_of(big + b"end")

@@ -122,8 +122,8 @@ async def test_dropping_a_part_twice_is_fine_and_spares_the_others(store, upload
     dropped = await put(store, upload_id, 1, b"dropped")
     after = await put(store, upload_id, 2, b"after")
 
-    await store.drop_part(upload_id, 1, dropped.digest, dropped.place)
-    await store.drop_part(upload_id, 1, dropped.digest, dropped.place)
+    await store.drop_part(upload_id, dropped)
+    await store.drop_part(upload_id, dropped)
 
     assert await copied(store, upload_id, [kept, after]) == b"keptafter"
 

@@ -145,3 +145,17 @@ async def test_a_part_whose_log_a_worker_is_appending_to_waits_in_a_worker_not_i
         assert not pending.done()
     second = await asyncio.wait_for(pending, 10)
     assert await assembled(store, upload_id, [first, second]) == b"firstsecond"
+
+
+async def test_a_dropped_place_gives_its_blocks_back_and_spares_its_neighbours(tmp_path: Path):
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    parts = [os.urandom(256 * 1024) for _ in range(3)]
+    refs = [await put(store, upload_id, i, data) for i, data in enumerate(parts)]
+    log = tmp_path / "uploads" / upload_id / parse_place(refs[0].place)[0]
+    before = os.stat(log).st_blocks
+
+    await store.drop_part(upload_id, refs[1])  # a racing twin's copy, say: recorded nowhere
+
+    assert os.stat(log).st_size == 3 * 256 * 1024  # the places after it stay where they are
+    assert before - os.stat(log).st_blocks >= 256 * 1024 // 512  # st_blocks counts 512-byte units
+    assert await assembled(store, upload_id, [refs[0], refs[2]]) == parts[0] + parts[2]
