@@ -8,8 +8,16 @@ guessing, anonymous avatar reads) are counted per client address against
 
 The limiter is GCRA (a token bucket kept as one timestamp): a burst of up to the limit, then
 one request per `window / limit` seconds. Unlike a fixed window it never lets twice the rate
-through across a window boundary. One Lua script decides and records each request atomically,
-on Redis's clock, so processes with skewed clocks agree. A refused request is not recorded.
+through across a window boundary. One Lua script decides and records atomically, on Redis's
+clock, so processes with skewed clocks agree. A refused request is not recorded.
+
+A caller's first request takes one token, in one round trip. A caller who keeps a process busy
+takes more at a time (a lease: 2, 4, ... up to a hundredth of the limit, at most 16), and that
+process serves the caller's next requests from it without asking Redis, for up to a second: in
+the steady state of an upload (a PATCH or a chunk after another) the rate then costs no round
+trip of its own. The tokens of a lease are paid for when taken, so across processes no more
+requests than the limit are ever served in a window; what a lease leaves unused when its caller
+stops (fewer than its size) counts as used.
 
 If Redis does not answer, the request goes through: the handler will meet the same outage
 and answer 503 itself; a rate limiter must not turn an outage into a different error.
@@ -21,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -34,19 +43,24 @@ from .settings import LimitSettings
 log = logging.getLogger(__name__)
 
 # GCRA. KEYS[1] the caller's theoretical arrival time (ms); ARGV[1] ms between requests at the
-# steady rate, ARGV[2] the window in ms (the burst the bucket holds). Returns ms to wait, 0 if allowed.
-_HIT = """
+# steady rate, ARGV[2] the window in ms (the burst the bucket holds), ARGV[3] how many tokens to
+# take at most. Returns {tokens taken, 0}, or {0, ms to wait} when not one is free.
+_TAKE = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, window, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('get', KEYS[1]) or now)
 if tat < now then tat = now end
-local after = tat + interval
-local wait = after - window - now
-if wait > 0 then return math.ceil(wait) end
+local free = math.floor((now + window - tat) / interval + 1e-9)
+if free < 1 then return {0, math.max(1, math.ceil(tat + interval - window - now))} end
+local taken = math.min(want, free)
+local after = tat + taken * interval
 redis.call('set', KEYS[1], after, 'px', math.max(1, math.ceil(after - now)))
-return 0
+return {taken, 0}
 """
+_LEASE_SECONDS = 1.0  # how long a process serves a caller from the tokens it took
+_LEASE_CAP = 16
+_LEASES_KEPT = 10_000  # callers with a lease per process; past that the oldest are dropped
 # Public, credential-free paths never count against anyone.
 _EXEMPT = ("/healthz", "/openapi.json", "/debug/")
 
@@ -57,6 +71,17 @@ class _Bucket:
     def __init__(self, per_window: int, window_ms: int):
         self.per_window, self.window_ms = per_window, window_ms
         self.interval_ms = window_ms / per_window if per_window > 0 else 0.0
+        # A lease may leave up to its size less one unused: small beside the limit, or none.
+        self.largest_lease = max(1, min(_LEASE_CAP, per_window // 100))
+
+
+class _Lease:
+    """Tokens a process took for a caller and serves its requests from (see the module's text)."""
+
+    __slots__ = ("left", "size", "until")
+
+    def __init__(self, left: int, size: int, until: float):
+        self.left, self.size, self.until = left, size, until
 
 
 class RequestRate:
@@ -67,7 +92,8 @@ class RequestRate:
         window_ms = max(1, int(limits.rate_window_seconds * 1000))
         self._users = _Bucket(limits.requests_per_window, window_ms)
         self._anonymous = _Bucket(limits.anonymous_requests_per_window, window_ms)
-        self._hit = redis.register_script(_HIT)
+        self._take = redis.register_script(_TAKE)
+        self._leases: dict[str, _Lease] = {}
 
     async def over_limit(self, conn: HTTPConnection) -> int | None:
         """Count this request against its caller; the seconds to wait if it is past the limit."""
@@ -78,17 +104,36 @@ class RequestRate:
             caller, bucket = "addr:" + address, self._anonymous
         if bucket.per_window <= 0:
             return None
+        now = time.monotonic()
+        lease = self._leases.get(caller)
+        if lease is not None and lease.left > 0 and now < lease.until:
+            lease.left -= 1
+            return None
+        # A lease used up while it lasted: the caller keeps this process busy, so take twice as
+        # many; else one, as for a caller seen for the first time.
+        size = min(lease.size * 2, bucket.largest_lease) if lease is not None and now < lease.until else 1
         # Hashed: a user id is the client's own text, and a key name should not carry it.
         digest = hashlib.sha256(caller.encode()).hexdigest()[:32]
         try:
-            wait_ms = await self._hit(
-                keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[bucket.interval_ms, bucket.window_ms]
+            taken, wait_ms = await self._take(
+                keys=[f"{self._prefix}:rate:{{{digest}}}"], args=[bucket.interval_ms, bucket.window_ms, size]
             )
         except (RedisError, RedisClusterException):  # the cluster client's "no node answers" too
             log.warning("rate limit not checked: Redis did not answer")
             return None
-        wait = float(wait_ms)
-        return None if wait <= 0 else max(1, math.ceil(wait / 1000))
+        if int(taken) < 1:
+            self._leases.pop(caller, None)
+            return max(1, math.ceil(float(wait_ms) / 1000))
+        # This request takes one; the rest serve the caller's next requests here, added to the
+        # lease of a request of the same caller that took some while this one waited for Redis.
+        current = self._leases.get(caller)
+        if current is not None and current is not lease and now < current.until:
+            current.left += int(taken) - 1
+            return None
+        if current is None and len(self._leases) >= _LEASES_KEPT:
+            del self._leases[next(iter(self._leases))]  # the longest-known caller's
+        self._leases[caller] = _Lease(int(taken) - 1, size, now + _LEASE_SECONDS)
+        return None
 
 
 class RateLimit:

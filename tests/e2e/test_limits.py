@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from tests.support.encoding import b64
 
@@ -94,3 +95,21 @@ def test_the_rate_window_ends_and_the_user_is_served_again(start_server, token):
         while c.get("/me/avatar").status_code == 429:
             assert time.monotonic() < deadline, "the rate window never ended"
             time.sleep(0.1)
+
+
+def test_a_busy_caller_is_served_from_leased_tokens_and_still_stops_at_the_limit(start_server, token, redis_url):
+    # 300 a window: leases of up to 3 tokens; a long window, so that none comes back during the
+    # test. The rate script is the only one that asks Redis for the time, so TIME's calls count
+    # the round trips the limiter made.
+    server = start_server(limits={"requests_per_window": 300, "rate_window_seconds": 3000})
+    admin = redis.Redis.from_url(redis_url)
+    headers = {"Authorization": f"Bearer {token('busy-user')}"}
+    try:
+        before = admin.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+        with httpx.Client(base_url=server.url, headers=headers) as c:
+            statuses = [c.get(f"{URL}/uploads/{'x' * 32}").status_code for _ in range(310)]
+        asked = admin.info("commandstats")["cmdstat_time"]["calls"] - before
+    finally:
+        admin.close()
+    assert statuses[:300] == [404] * 300 and set(statuses[300:]) == {429}  # exactly the limit
+    assert asked < 150, asked  # one round trip a request was 310
