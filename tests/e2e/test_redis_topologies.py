@@ -14,11 +14,12 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 from PIL import Image
+from redis.exceptions import RedisError
 
 import chunks
 from tests.support import images
 from tests.support.config import server_config
-from tests.support.redis_topologies import SentinelSetup, wait_until
+from tests.support.redis_topologies import SERVICE, SentinelSetup, wait_until
 from tests.support.server import ServerProcess
 from tests.support.tus import create, head, patch
 from tests.support.workers import one_client_per_worker
@@ -41,9 +42,33 @@ def _sentinel_server(start_server, setup: SentinelSetup, **redis: object) -> Ser
 
 def _assert_avatar_is(client: httpx.Client, user: str, colour: tuple[int, int, int]) -> None:
     r = client.get(f"/avatars/{user}", params={"size": 128})
-    assert r.status_code == 200
+    assert r.status_code == 200, r.text
     pixel = Image.open(io.BytesIO(r.content)).convert("RGB").getpixel((64, 64))
     assert all(abs(a - b) < 12 for a, b in zip(pixel, colour, strict=True)), pixel
+
+
+def _explain(setup: SentinelSetup, server: ServerProcess, r: httpx.Response) -> str:
+    """For a failed assertion: the answer, whether each data node holds the upload's record (a
+    record absent from the promoted replica is a lost acknowledged change; one present there is
+    an answer from somewhere else), what each sentinel names as master, and the server's log."""
+    upload_id = str(r.request.url).rsplit("/", 1)[-1]
+    key = chunks.Keys(server.config["redis"]["key_prefix"]).session(upload_id)
+    lines = [f"{r.request.method} {r.request.url} answered {r.status_code} {dict(r.headers)} {r.text[:300]}"]
+    for name, node in (("replica", setup.replica), ("old master", setup.master)):
+        try:
+            with node.client() as c:
+                role, held = c.info("replication")["role"], bool(c.exists(key))
+            lines.append(f"{name} :{node.port}: {role}, record {'present' if held else 'absent'}")
+        except RedisError as exc:
+            lines.append(f"{name} :{node.port}: {exc}")
+    for i, sentinel in enumerate(setup.sentinels):
+        try:
+            with sentinel.client() as c:
+                state = c.sentinel_masters()[SERVICE]
+            lines.append(f"sentinel {i}: master :{state['port']} flags {state['flags']}")
+        except (RedisError, KeyError) as exc:
+            lines.append(f"sentinel {i}: {exc!r}")
+    return "\n".join([*lines, server.log()[-3000:]])
 
 
 def _ride_out_failover(client: httpx.Client, url: str, auth: dict[str, str]) -> httpx.Response:
@@ -75,13 +100,14 @@ def _upload_across_failover(start_server, setup: SentinelSetup, auth, user, **re
         assert setup.master_port() == setup.replica.port
         if redis.get("wait_replicas"):
             # Everything acknowledged reached the replica that is master now.
-            assert found.status_code == 200 and int(found.headers["upload-offset"]) == acknowledged
+            assert found.status_code == 200, _explain(setup, server, found)
+            assert int(found.headers["upload-offset"]) == acknowledged, _explain(setup, server, found)
             # New changes wait for a replica again: the old master returns as one.
             setup.master.start()
         elif found.status_code in (404, 410):
             return  # the session was lost with the master: the client starts again, told so
-        assert found.status_code == 200
-        assert int(found.headers["upload-offset"]) == acknowledged  # never another offset
+        assert found.status_code == 200, _explain(setup, server, found)
+        assert int(found.headers["upload-offset"]) == acknowledged, _explain(setup, server, found)  # never another
         deadline = time.monotonic() + 60
         while (r := patch(client, url, auth, acknowledged, data[acknowledged:])).status_code == 503:
             assert int(r.headers["retry-after"]) > 0
@@ -89,7 +115,7 @@ def _upload_across_failover(start_server, setup: SentinelSetup, auth, user, **re
             time.sleep(0.1)
             # A 503 may come after the change was stored (not yet on a replica): ask where we are.
             acknowledged = int(head(client, url, auth).headers.get("upload-offset", acknowledged))
-        assert r.status_code == 204, r.text
+        assert r.status_code == 204, _explain(setup, server, r)
         assert int(r.headers["upload-offset"]) == len(data)
         _assert_avatar_is(client, user, COLOUR)
 
