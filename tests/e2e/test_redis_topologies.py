@@ -17,6 +17,7 @@ from PIL import Image
 from redis.exceptions import RedisError
 
 import chunks
+from chunks.hot_path import HotPath
 from tests.support import images
 from tests.support.config import server_config
 from tests.support.redis_topologies import SERVICE, SentinelSetup, wait_until
@@ -213,6 +214,36 @@ def test_with_wait_replicas_a_change_no_replica_confirms_is_not_acknowledged(red
             redis_sentinel.replica.kill()
             with pytest.raises(chunks.StoreUnavailable, match="0 of 1 Redis replicas"):
                 await sessions.create(session())
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_with_wait_replicas_an_offset_no_replica_confirms_is_not_acknowledged(redis_sentinel):
+    """The same for the changes a tus PATCH makes: its one-script append (HotPath.record) and the
+    general update. (The failover test above cannot tell: on loopback a replica has every change
+    before a SIGKILL lands, acknowledged or not, so it passes even when nothing waits.)"""
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_sentinel.master.url)
+        sessions = chunks.SessionStore(client, "wait", wait_replicas=1, wait_timeout_seconds=0.3)
+        hot = HotPath(sessions, chunks.UploadLocks(client, "wait"))
+        now = time.time()
+        session = chunks.UploadSession(secrets.token_hex(8), "u", chunks.UploadKind.STREAM, now, now + 60)
+
+        def advance(current: chunks.UploadSession) -> None:
+            current.offset += 10
+
+        try:
+            await sessions.create(session)  # the replica confirms it
+            async with hot.hold(session.id, "u", 1.0) as held:
+                assert await hot.record(held, advance, release=False) is not None  # confirmed too
+                redis_sentinel.replica.kill()
+                with pytest.raises(chunks.StoreUnavailable, match="0 of 1 Redis replicas"):
+                    await hot.record(held, advance, release=True)
+            with pytest.raises(chunks.StoreUnavailable, match="0 of 1 Redis replicas"):
+                await sessions.update(session.id, advance)
         finally:
             await client.aclose()
 
