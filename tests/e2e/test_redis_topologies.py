@@ -49,9 +49,9 @@ def _assert_avatar_is(client: httpx.Client, user: str, colour: tuple[int, int, i
 
 
 def _explain(setup: SentinelSetup, server: ServerProcess, r: httpx.Response) -> str:
-    """For a failed assertion: the answer, whether each data node holds the upload's record (a
-    record absent from the promoted replica is a lost acknowledged change; one present there is
-    an answer from somewhere else), what each sentinel names as master, and the server's log."""
+    """For a failed assertion: the answer, each data node's role and whether it holds the upload's
+    record (absent from both: lost, or wiped by a node that came back empty; present: the answer
+    came from elsewhere), what each sentinel names as master, and the server's log."""
     upload_id = str(r.request.url).rsplit("/", 1)[-1]
     key = chunks.Keys(server.config["redis"]["key_prefix"]).session(upload_id)
     lines = [f"{r.request.method} {r.request.url} answered {r.status_code} {dict(r.headers)} {r.text[:300]}"]
