@@ -113,12 +113,20 @@ def wait_until(check, what: str, timeout: float = 30.0) -> None:  # type: ignore
     raise AssertionError(f"timed out waiting until {what}")
 
 
+# The data nodes write an append-only file, so a node killed and started again (`Node.start`)
+# comes back with what it had, as a deployed one must (docs/deploy.md, "Redis"). One that came
+# back empty could be promoted by the sentinels (a fresh master thought down, on a loaded
+# machine, within a second of its promotion: down-after is 1 s here), and the new master's data,
+# acknowledged changes included, would be replaced by nothing when it is made that node's replica.
+_PERSISTENT = ("--appendonly", "yes")
+
+
 class SentinelSetup:
     """A master, a replica and three sentinels watching them (quorum 2, down after 1 s)."""
 
     def __init__(self, root: Path) -> None:
-        self.master = Node(root, "master").start()
-        self.replica = Node(root, "replica", "--replicaof", "127.0.0.1", str(self.master.port)).start()
+        self.master = Node(root, "master", *_PERSISTENT).start()
+        self.replica = Node(root, "replica", *_PERSISTENT, "--replicaof", "127.0.0.1", str(self.master.port)).start()
         monitor = (
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
