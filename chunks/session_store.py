@@ -141,6 +141,9 @@ class SessionStore:
                 await self.redis.delete(self.keys.outbox(session.id))
                 await self.redis.delete(self.keys.session(session.id))
                 await self.redis.zrem(self.keys.expiry, session.id)
+                # The winner's record is handed out as this request's: replicated like our own
+                # (WAIT covers every write the master had before ours, the winner's among them).
+                await self.replicated()
                 return winner
             await self._relay(session.id)
             self.outbox.committed(UPLOAD_CREATED, upload_data(session))
