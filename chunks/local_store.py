@@ -5,7 +5,7 @@ Layout under the root, one directory per upload:
                                           (chunks/part_log.py); Redis records where each one is
     uploads/<id>/part-<index>-<sha256>   a numbered chunk recorded before logs (read, never written)
     uploads/<id>/data                     the appended stream of a STREAM upload
-    uploads/<id>/assembled                the parts joined, while the image pipeline reads them
+    uploads/<id>/assembled                the parts joined for the image pipeline (until `discard`)
 
 Two bodies for one index never overwrite each other: each lands at a place of its own, and the
 chunk's record in Redis says which one was acknowledged.
@@ -185,12 +185,10 @@ class LocalChunkStore:
                 raise FileNotFoundError("the upload's stream is not stored")
             yield stream  # already a local file: no copy
             return
-        path = await self._assemble(upload_id, parts)
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(os.remove, path)
+        # Left in the upload's directory, which `discard` removes with the parts (unlinking a
+        # large file takes milliseconds: the completing request need not wait for it twice).
+        # A later attempt writes it anew.
+        yield await self._assemble(upload_id, parts)
 
     # -- streams -------------------------------------------------------------------------------
 

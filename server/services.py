@@ -257,10 +257,13 @@ def build_services(
     events = None
     if settings.events:
         events = Events(redis, prefix, settings.events, settings.event_delivery, metrics)
-    completion = chunks.Completion(
-        uploads, _avatar_finisher(avatar_setter), wait_seconds=settings.uploads.completion_wait_seconds
-    )
     tasks = BackgroundTasks()
+    completion = chunks.Completion(
+        uploads,
+        _avatar_finisher(avatar_setter),
+        wait_seconds=settings.uploads.completion_wait_seconds,
+        background=tasks.spawn,
+    )
     sweeper = CompletionSweeper(completion, tasks, settings.uploads.completion_sweep_seconds)
     uploads.on_awaiting_completion = sweeper.nudge
     return Services(
