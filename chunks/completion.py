@@ -148,9 +148,7 @@ class Completion:
                 return False
             if current.state == UploadState.ASSEMBLING and current.claimed_until > now:
                 return False
-            current.state = UploadState.ASSEMBLING
-            current.claimed_until = now + claim_seconds
-            current.claimed_by = token
+            current.claim(token, now + claim_seconds)
             return True
 
         session, taken = await self._uploads.sessions.update(session.id, take, assume=session)

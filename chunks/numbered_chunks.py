@@ -225,9 +225,7 @@ async def _store(
 
     def claim(current: s.UploadSession) -> None:
         if claim_as and current.awaiting_completion:  # still OPEN: `check` refused anything else
-            current.state = s.UploadState.ASSEMBLING
-            current.claimed_until = time.time() + uploads.limits.claim_seconds
-            current.claimed_by = claim_as
+            current.claim(claim_as, time.time() + uploads.limits.claim_seconds)
 
     try:
         recorded = await uploads.chunk_records.record(

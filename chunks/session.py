@@ -82,6 +82,11 @@ class UploadSession:
     error_message: str = ""
     result: dict[str, Any] | None = None
 
+    def claim(self, token: str, until: float) -> None:
+        """Mark the upload as being completed by the holder of `token`, whose lease runs to `until`."""
+        self.state = UploadState.ASSEMBLING
+        self.claimed_until, self.claimed_by = until, token
+
     @property
     def received_bytes(self) -> int:
         if self.kind == UploadKind.CHUNKED:

@@ -371,8 +371,7 @@ class Uploads:
             now = time.time()
             current.expires_at = now + self.limits.expire_seconds
             if claim_as and current.state == s.UploadState.OPEN and current.awaiting_completion:
-                current.state = s.UploadState.ASSEMBLING
-                current.claimed_until, current.claimed_by = now + self.limits.claim_seconds, claim_as
+                current.claim(claim_as, now + self.limits.claim_seconds)
 
         if held is not None:
             recorded = await self.hot.record(held, advance, release=release)
