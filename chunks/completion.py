@@ -15,7 +15,6 @@ stopped still gets its avatar.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from . import concatenation, running_digest
 from .errors import DigestUnavailable, SessionConflict, UploadError, UploadNotFound, UploadRejected
-from .locks import holder_token
+from .locks import holder_token, started_after
 from .outbox import settled_event
 from .session import UploadKind, UploadSession, UploadState
 from .storage import PartRef
@@ -99,17 +98,11 @@ class Completion:
     async def _run(self, claimed: UploadSession, expected: Checksum | None = None) -> UploadSession:
         if expected is None and claimed.expected_digest:
             expected = Checksum(*claimed.expected_digest)
-        # The renewing task starts only once the work has run for a third of the claim: most
-        # completions (a refusal, a small image) are over long before, and a timer costs less.
-        loop = asyncio.get_running_loop()
-        renewer: asyncio.Task[None] | None = None
-
-        def start() -> None:
-            nonlocal renewer
-            renewer = loop.create_task(self._renew(claimed.id, claimed.claimed_by))
-
-        timer = loop.call_later(self._uploads.limits.claim_seconds / 3, start)
-        try:
+        # The claim is renewed from a third of its length in (most completions are over before).
+        renewing = started_after(
+            self._uploads.limits.claim_seconds / 3, lambda: self._renew(claimed.id, claimed.claimed_by), (UploadError,)
+        )
+        async with renewing:
             try:
                 if expected is not None:
                     running_digest.check_representation(claimed, expected)
@@ -120,12 +113,6 @@ class Completion:
                 await asyncio.shield(self._release(claimed.id))
                 raise
             return await self._settle(claimed, UploadState.DONE, result=result)
-        finally:
-            timer.cancel()
-            if renewer is not None:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, UploadError):
-                    await renewer
 
     async def _complete_final(self, part: UploadSession) -> None:
         """A finished partial upload: join its final upload if it was the last part, and complete that.

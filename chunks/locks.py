@@ -14,7 +14,8 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -35,6 +36,32 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+@contextlib.asynccontextmanager
+async def started_after(
+    delay: float, work: Callable[[], Coroutine[Any, Any, None]], quiet: tuple[type[BaseException], ...]
+) -> AsyncIterator[None]:
+    """Run `work()` as a task once the block has lasted `delay` seconds; cancel it when the block
+    ends, its `quiet` errors swallowed. A lease's renewer acts only past its first period, and
+    most blocks (a 64 KiB PATCH, a refused upload's completion) are over long before: a timer
+    costs them less than a task made and cancelled every time."""
+    loop = asyncio.get_running_loop()
+    task: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal task
+        task = loop.create_task(work())
+
+    timer = loop.call_later(delay, start)
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *quiet):
+                await task
 
 
 class _HolderTokens:
@@ -127,26 +154,12 @@ class UploadLocks:
 
     @contextlib.asynccontextmanager
     async def renewing(self, lock_key: str, stop_key: str, lease: Lease) -> AsyncIterator[None]:
-        """Renew a taken lease while the body runs (also for hot_path.HotPath, which takes it in a script).
-
-        The renewing task starts only once the body has run for `renew_seconds`: most requests
-        (a 64 KiB PATCH) are over long before, and a timer costs them less than a task would."""
-        loop = asyncio.get_running_loop()
-        renewer: asyncio.Task[None] | None = None
-
-        def start() -> None:
-            nonlocal renewer
-            renewer = loop.create_task(self._keep(lock_key, stop_key, lease))
-
-        timer = loop.call_later(self.renew_seconds, start)
+        """Renew a taken lease while the body runs (also for hot_path.HotPath, which takes it in a
+        script), from `renew_seconds` in (`started_after`)."""
         try:
-            yield
+            async with started_after(self.renew_seconds, lambda: self._keep(lock_key, stop_key, lease), (RedisError,)):
+                yield
         finally:
-            timer.cancel()
-            if renewer is not None:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RedisError):
-                    await renewer
             if lease.stop_requested.is_set() and not lease.lost:
                 self.observe("yield", 0.0, True)
 
