@@ -29,6 +29,12 @@ redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
 
+# KEYS: an alias. ARGV: an upload id. Deletes the alias only while it names that upload.
+_FORGET = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
 # Passes over an alias that each found it renamed by another creator since the last look: far
 # beyond what any burst of first chunks under one name causes (each pass sees a newer winner).
 _PASSES = 32
@@ -43,6 +49,7 @@ class AliasClaims:
         self.keys = keys
         # register_script reloads the script on NOSCRIPT (after a Redis restart or failover).
         self._claim = redis.register_script(_CLAIM)
+        self._forget = redis.register_script(_FORGET)
 
     def key(self, session: UploadSession) -> str:
         return self.keys.alias(session.owner, session.alias)
@@ -64,6 +71,11 @@ class AliasClaims:
         """Point the alias at `session` if it names nothing or `replaceable`; else the id it names."""
         named = await self._claim(keys=[self.key(session)], args=[session.id, ttl, replaceable])
         return None if named is None else _text(named)
+
+    async def forget(self, session: UploadSession) -> None:
+        """Drop the alias if it still names `session`, in one script on the alias key alone (a
+        WATCH, GET, MULTI/DEL/EXEC took three round trips on every completed chunk-API upload)."""
+        await self._forget(keys=[self.key(session)], args=[session.id])
 
     async def settle(
         self,

@@ -67,13 +67,6 @@ return 1
 """
 
 
-# KEYS: one key. ARGV: a value. Deletes the key only while it holds that value.
-_DELETE_IF_EQUAL = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
 @dataclass
 class Noted:
     """What has been written ahead of one transaction on a session (the outbox's pending mark,
@@ -110,7 +103,6 @@ class SessionStore:
         # Events are staged inside the transactions below (see outbox.py).
         self.outbox = outbox or Outbox()
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
-        self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
         self.aliases = AliasClaims(redis, self.keys)
         # A pipeline runs its commands in order on one connection to one Redis; the cluster
         # client sends each node its share at once, so there ordered steps go one at a time.
@@ -368,11 +360,9 @@ class SessionStore:
         await self.replicated()
 
     async def forget_alias(self, session: UploadSession) -> None:
-        """Drop the alias if it still points at this session, so the same name starts afresh.
-        One script on the alias key alone (a WATCH, GET, MULTI/DEL/EXEC took three round trips
-        on every completed chunk-API upload)."""
+        """Drop the alias if it still points at this session, so the same name starts afresh."""
         with redis_errors():
-            await self._delete_if_equal(keys=[self.keys.alias(session.owner, session.alias)], args=[session.id])
+            await self.aliases.forget(session)
 
     async def gone_reason(self, upload_id: str, owner: str) -> str | None:
         with redis_errors():
