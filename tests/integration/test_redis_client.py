@@ -24,55 +24,55 @@ async def client(redis_url: str):
     await built.aclose()
 
 
-async def test_replies_are_what_redis_py_gives(client, redis_url):
-    plain = aioredis.from_url(redis_url)
-    try:
-        key = "lean:{t}"
-        await client.delete(key, key + "z", key + "b")
-        assert await client.set(key, memoryview(b"\x00\xffview")) is True
-        assert await plain.get(key) == b"\x00\xffview"
-        assert await client.set(key + "b", bytearray(b"array"), nx=True) is True
-        assert await client.set(key + "b", b"other", nx=True) is None  # the reply callbacks still apply
-        score = 1796088039.1224105
-        assert await client.zadd(key + "z", {"m": score}) == 1
-        assert await plain.zscore(key + "z", "m") == score
-        assert await client.zscore(key + "z", "m") == score
-        assert (await client.config_get("maxmemory-policy")).keys() == {"maxmemory-policy"}  # "CONFIG GET": two words
-        script = client.register_script("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}")
-        assert await script(keys=[key], args=[b"\x01bin", 41]) == [key.encode(), b"\x01bin", 42]
-        with pytest.raises(ResponseError):
-            await client.incr(key)  # not a number: Redis's error, raised as redis-py raises it
-        with pytest.raises(DataError):
-            await client.set(key, None)  # type: ignore[arg-type]
-    finally:
-        await plain.aclose()
+@pytest.fixture()
+async def plain(redis_url: str):
+    """redis-py's own client on the same Redis: what the short path must agree with."""
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
-async def test_a_pipeline_sends_what_redis_py_would_and_reads_every_reply(client, redis_url):
-    plain = aioredis.from_url(redis_url)
-    try:
-        key = "lean:{p}"
-        await client.delete(key, key + "h", key + "z")
-        script = client.register_script("return ARGV[1] .. KEYS[1]")
-        await script(keys=[key], args=["warm"])  # loaded, so EVALSHA answers inside the pipeline
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.set(key, memoryview(b"\x00\xffview"), ex=100)
-            pipe.hset(key + "h", mapping={"a": bytearray(b"1"), "b": 2.5})
-            pipe.zadd(key + "z", {"m": 1796088039.1224105})
-            pipe.evalsha(script.sha, 1, key, b"\x01")
-            pipe.incr(key)  # not a number: its error comes back in its place, the others still read
-            pipe.get(key)
-            answers = await pipe.execute(raise_on_error=False)
-        assert answers[:4] == [True, 2, 1, b"\x01" + key.encode()]
-        assert isinstance(answers[4], ResponseError) and answers[5] == b"\x00\xffview"
-        assert await plain.hgetall(key + "h") == {b"a": b"1", b"b": b"2.5"}
-        assert await client.get(key) == b"\x00\xffview"  # the connection is in step after it
-        async with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC packed the same way
-            pipe.set(key, b"in a transaction")
-            pipe.get(key)
-            assert await pipe.execute() == [True, b"in a transaction"]
-    finally:
-        await plain.aclose()
+async def test_replies_are_what_redis_py_gives(client, plain):
+    key = "lean:{t}"
+    await client.delete(key, key + "z", key + "b")
+    assert await client.set(key, memoryview(b"\x00\xffview")) is True
+    assert await plain.get(key) == b"\x00\xffview"
+    assert await client.set(key + "b", bytearray(b"array"), nx=True) is True
+    assert await client.set(key + "b", b"other", nx=True) is None  # the reply callbacks still apply
+    score = 1796088039.1224105
+    assert await client.zadd(key + "z", {"m": score}) == 1
+    assert await plain.zscore(key + "z", "m") == score
+    assert await client.zscore(key + "z", "m") == score
+    assert (await client.config_get("maxmemory-policy")).keys() == {"maxmemory-policy"}  # "CONFIG GET": two words
+    script = client.register_script("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}")
+    assert await script(keys=[key], args=[b"\x01bin", 41]) == [key.encode(), b"\x01bin", 42]
+    with pytest.raises(ResponseError):
+        await client.incr(key)  # not a number: Redis's error, raised as redis-py raises it
+    with pytest.raises(DataError):
+        await client.set(key, None)  # type: ignore[arg-type]
+
+
+async def test_a_pipeline_sends_what_redis_py_would_and_reads_every_reply(client, plain):
+    key = "lean:{p}"
+    await client.delete(key, key + "h", key + "z")
+    script = client.register_script("return ARGV[1] .. KEYS[1]")
+    await script(keys=[key], args=["warm"])  # loaded, so EVALSHA answers inside the pipeline
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.set(key, memoryview(b"\x00\xffview"), ex=100)
+        pipe.hset(key + "h", mapping={"a": bytearray(b"1"), "b": 2.5})
+        pipe.zadd(key + "z", {"m": 1796088039.1224105})
+        pipe.evalsha(script.sha, 1, key, b"\x01")
+        pipe.incr(key)  # not a number: its error comes back in its place, the others still read
+        pipe.get(key)
+        answers = await pipe.execute(raise_on_error=False)
+    assert answers[:4] == [True, 2, 1, b"\x01" + key.encode()]
+    assert isinstance(answers[4], ResponseError) and answers[5] == b"\x00\xffview"
+    assert await plain.hgetall(key + "h") == {b"a": b"1", b"b": b"2.5"}
+    assert await client.get(key) == b"\x00\xffview"  # the connection is in step after it
+    async with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC packed the same way
+        pipe.set(key, b"in a transaction")
+        pipe.get(key)
+        assert await pipe.execute() == [True, b"in a transaction"]
 
 
 async def test_a_connection_dropped_between_commands_is_replaced(client, redis_url):
