@@ -1,6 +1,6 @@
 """Which chunks of a chunked upload arrived: a Redis hash per upload, beside its session record.
 
-The hash (keys.py `chunks`) maps a chunk index to "size:sha256", or "size:sha256:place" where the
+The hash (keys.py `chunks`) maps a chunk index to "size:digest", or "size:digest:place" where the
 store said where it put the part (ChunkStore.put_part). It shares the upload's hash tag,
 so a chunk is read and recorded by scripts over both keys, valid on Redis Cluster: `read` returns
 the session record and the chunk's entry in one round trip; `record` writes the new field and
@@ -42,7 +42,7 @@ redis.call('expire', KEYS[2], ARGV[3])
 return {1, redis.call('hkeys', KEYS[2])}
 """
 
-Entry = tuple[int, str, str]  # size, sha256 hex, place ("" when the store needs none)
+Entry = tuple[int, str, str]  # size, digest (numbered_chunks.part_digest), place ("" when the store needs none)
 
 
 def _entry(raw: bytes | str) -> Entry:

@@ -8,7 +8,7 @@ one transaction or script touches together share a tag, so they land in the same
     <p>:gone:{ID}              a tombstone, so an expired or abandoned upload answers "gone", not "unknown"
     <p>:lock:{ID}              the one-writer lease of an upload
     <p>:stop:{ID}              a competing request's "please let go" flag for that lease
-    <p>:chunks:{ID}            hash of a chunked upload's received chunks: index -> "size:sha256"
+    <p>:chunks:{ID}            hash of a chunked upload's received chunks: index -> "size:digest:place"
                                (its own key, so recording a chunk costs O(1) bytes, not a rewrite)
     <p>:alias:<hash>           a client's own name for an upload (owner + file name, or its upload_id) -> ID;
                                only ever read or changed on its own, so it needs no tag

@@ -1,7 +1,7 @@
 """Upload bytes in an S3-compatible bucket (AWS S3, MinIO, Ceph, SeaweedFS, R2), through aiobotocore.
 
 Keys under `<prefix>uploads/<id>/`:
-    part-<index>-<sha256>   a numbered chunk of the chunk API (its digest in the name: a resend
+    part-<index>-<digest>   a numbered chunk of the chunk API (its digest in the name: a resend
                             with other bytes is another object, never an overwrite)
     head                    the state of a stream (chunks/s3_head.py), replaced in one PUT
     seg-<nonce>             a piece of a stream's tail (shorter than a part), named by a head

@@ -29,7 +29,7 @@ class PartRef:
     """A recorded numbered part: what `ChunkStore.local_copy` needs to find it."""
 
     index: int
-    digest: str  # sha256 hex of its bytes
+    digest: str  # what names its bytes (numbered_chunks.part_digest; a sha256 hex in records of before)
     size: int = 0
     place: str = ""  # what `put_part` answered ("" for parts a store finds by index and digest)
 
@@ -39,7 +39,7 @@ class ChunkStore(Protocol):
     def features(self) -> frozenset[StoreFeature]: ...
 
     async def put_part(self, upload_id: str, index: int, data: bytes, digest: Awaitable[str]) -> str:
-        """Store chunk `index` durably under the sha256 digest of `data`; where it went (its
+        """Store chunk `index` durably under `digest` (of `data`); where it went (its
         place, recorded with the chunk and handed back in a `PartRef`), or "" for a store that
         finds a part by its index and digest alone. `digest` may still be being computed (a
         large chunk is hashed in a worker thread): a store that needs it first awaits it.

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import chunks
+from chunks.numbered_chunks import part_digest
 from tests.support.core import digest_of, open_core
 
 
@@ -75,7 +76,7 @@ async def test_a_twin_recorded_between_the_read_and_the_record_is_a_duplicate_or
     current = await core.uploads.get(session.id, "alice")
     assert (current.received_bytes, current.chunk_count) == (100, 1)
     (size, digest, place), *more = (await core.uploads.chunk_records.entries(current)).values()
-    assert (size, digest, more) == (100, hashlib.sha256(b"x" * 100).hexdigest(), [])
+    assert (size, digest, more) == (100, part_digest(b"x" * 100), [])
     async with core.uploads.store.local_copy(session.id, [chunks.PartRef(0, digest, size, place)]) as path:
         assert path.read_bytes() == b"x" * 100  # the place recorded is the first request's bytes
 
@@ -119,6 +120,24 @@ async def test_the_chunk_that_completes_an_upload_claims_it_in_its_own_record(co
     assert done.state == chunks.UploadState.DONE and done.result == digest_of(b"a" * 100 + b"b" * 100)
 
 
+async def test_a_chunk_recorded_under_its_sha256_by_an_earlier_version_still_matches_a_resend(core):
+    # Records written before BLAKE3 named chunks carry a bare sha256 hex ("size:sha256:place"):
+    # after an upgrade, a client resending such a chunk must get a duplicate, not a conflict.
+    session = await _opened(core, total=2)
+    first = b"first-chunk" * 50
+    stored, _ = await core.uploads.put_chunk(session, 0, first)
+    (size, digest, place), *_ = (await core.uploads.chunk_records.entries(stored)).values()
+    assert digest == part_digest(first) and digest.startswith("b3-")
+    await core.redis.hset(core.keys.chunks(session.id), "0", f"{size}:{hashlib.sha256(first).hexdigest()}:{place}")
+
+    assert (await core.uploads.put_chunk(stored, 0, first))[1]  # a duplicate
+    with pytest.raises(chunks.ChunkConflict):
+        await core.uploads.put_chunk(stored, 0, b"other-bytes" * 50)
+    done, duplicate = await core.uploads.put_chunk(stored, 1, b"second")
+    assert not duplicate and done.all_received
+    assert (await core.completion.complete(done)).result == digest_of(first + b"second")
+
+
 async def test_a_large_chunk_written_while_it_is_hashed_is_recorded_with_its_digest(redis_url, tmp_path):
     # Past the size hashed in the event loop: the store writes it while a worker thread hashes it.
     limits = chunks.UploadLimits(max_upload_bytes=1_000_000, max_chunk_bytes=400_000, expire_seconds=3600)
@@ -131,7 +150,7 @@ async def _a_large_chunk(core) -> None:
     big, other = os.urandom(300_000), os.urandom(300_000)
     stored, _ = await core.uploads.put_chunk(session, 0, big)
     (size, digest, _place), *_ = (await core.uploads.chunk_records.entries(stored)).values()
-    assert (size, digest) == (len(big), hashlib.sha256(big).hexdigest())
+    assert (size, digest) == (len(big), part_digest(big))
     assert (await core.uploads.put_chunk(stored, 0, big))[1]  # the same bytes: a duplicate
     with pytest.raises(chunks.ChunkConflict):
         await core.uploads.put_chunk(stored, 0, other)
