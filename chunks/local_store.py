@@ -185,6 +185,13 @@ class LocalChunkStore:
                 raise FileNotFoundError("the upload's stream is not stored")
             yield stream  # already a local file: no copy
             return
+        places = [(*parse_place(part.place), part.size) for part in parts] if all(p.place for p in parts) else []
+        # A client that sent its chunks in order to one process left them in one log, in order:
+        # that log is the upload (chunks/part_log.py), read as it is while no part is added to it.
+        with self._parts.sealed(self._dir(upload_id), places) if places else contextlib.nullcontext() as whole:
+            if whole is not None:
+                yield whole
+                return
         # Left in the upload's directory, which `discard` removes with the parts (unlinking a
         # large file takes milliseconds: the completing request need not wait for it twice).
         # A later attempt writes it anew.

@@ -22,10 +22,15 @@ Where the part landed, its place (`<log>@<offset>`), is recorded with the chunk 
   back off the log's end before the next one lands after it: a full disk keeps no half part.
 - A log's name is made durable when the log is created (its directory fsynced, and the uploads
   directory when the upload's own is new), before any part in it is acknowledged.
+- A log that holds exactly its upload's parts, in order from its start, is the whole upload byte
+  for byte: the completer reads it as it is, instead of copying the parts into a file of their
+  own (`sealed`). While it is read the log takes no more appends: a late twin of a recorded chunk
+  goes to another log of this process, so the file stays exactly the upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -33,7 +38,7 @@ import re
 import secrets
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _PLACE = re.compile(r"(parts-[0-9a-f]+-[0-9]+)@([0-9]+)")
@@ -63,23 +68,30 @@ class PartLog:
     def __init__(self) -> None:
         # The pid is read at each append: a store made before a fork gives each child its own log.
         self._token = secrets.token_hex(6)
+        # Where parts of an upload whose log is `sealed` go meanwhile.
+        self._other_token = secrets.token_hex(6)
+        self._sealed: set[Path] = set()
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
 
     def append(self, directory: Path, data: bytes, fault: Callable[[], None]) -> str:
         """Append `data` to this process's log in `directory` and sync it; its place. Runs in a
         worker thread. An OSError leaves the log as it was before, but for a failed sync's bytes."""
-        name = self._name()
-        path = directory / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
-            fd = _create(directory, path)
-        try:
-            with self._lock(path):
-                start = _write(fd, data, fault)
-        except BaseException:
-            os.close(fd)
-            raise
+        while True:
+            name = self._name(directory)
+            path = directory / name
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                fd = _create(directory, path)
+            try:
+                with self._lock(path):
+                    start = _write(fd, data, fault) if name == self._name(directory) else None
+            except BaseException:
+                os.close(fd)
+                raise
+            if start is not None:
+                break
+            os.close(fd)  # the log was sealed since its name was taken: append to the other one
         sync(fd)
         return f"{name}@{start}"
 
@@ -88,8 +100,8 @@ class PartLog:
         where a write into the page cache costs less than handing it to a worker thread, and
         each system call a worker makes takes the GIL back from the loop. The open descriptor
         and the place, for `sync` (in a worker thread) to finish; None when the log does not
-        exist yet or another thread is appending to it: then `append` does the whole."""
-        name = self._name()
+        exist yet, is sealed or another thread is appending to it: then `append` does the whole."""
+        name = self._name(directory)
         path = directory / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -100,16 +112,55 @@ class PartLog:
             os.close(fd)
             return None
         try:
-            start = _write(fd, data, fault)
+            start = _write(fd, data, fault) if name == self._name(directory) else None
         except BaseException:
             os.close(fd)
             raise
         finally:
             lock.release()
+        if start is None:  # sealed since its name was taken
+            os.close(fd)
+            return None
         return fd, f"{name}@{start}"
 
-    def _name(self) -> str:
-        return f"parts-{self._token}-{os.getpid()}"
+    @contextlib.contextmanager
+    def sealed(self, directory: Path, places: list[tuple[str, int, int]]) -> Iterator[Path | None]:
+        """This process's log in `directory`, when it holds these parts ((log, offset, size), in
+        order) from its first byte to its last and nothing else: then it is the whole upload, and
+        until the block ends it takes no more appends (they go to another log of this process).
+        None when it is not so (a part in another log or a legacy file, a gap, more bytes after)
+        or another thread is appending to it right now: then the parts must be copied."""
+        name = self._name(directory)
+        path, end = directory / name, 0
+        for log, offset, size in places:
+            if log != name or offset != end:
+                yield None
+                return
+            end += size
+        lock = self._lock(path)
+        if not lock.acquire(blocking=False):  # in the event loop: never wait for a worker's write
+            yield None
+            return
+        try:
+            # Under the lock no append is half done: the length is every byte the log will have.
+            exact = os.stat(path).st_size == end
+            if exact:
+                self._sealed.add(directory)
+        except OSError:
+            exact = False  # the copy will say what is wrong
+        finally:
+            lock.release()
+        if not exact:
+            yield None
+            return
+        try:
+            yield path
+        finally:
+            self._sealed.discard(directory)
+
+    def _name(self, directory: Path) -> str:
+        token = self._other_token if directory in self._sealed else self._token
+        return f"parts-{token}-{os.getpid()}"
 
     def _lock(self, path: Path) -> threading.Lock:
         return self._locks[hash(path) % _STRIPES]

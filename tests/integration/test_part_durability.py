@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,90 @@ async def test_a_dropped_place_gives_its_blocks_back_and_spares_its_neighbours(t
     assert os.stat(log).st_size == 3 * 256 * 1024  # the places after it stay where they are
     assert before - os.stat(log).st_blocks >= 256 * 1024 // 512  # st_blocks counts 512-byte units
     assert await assembled(store, upload_id, [refs[0], refs[2]]) == parts[0] + parts[2]
+
+
+async def test_a_log_holding_exactly_the_upload_in_order_is_read_as_it_is_not_copied(tmp_path: Path):
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    parts = [os.urandom(300_000), os.urandom(70_000), os.urandom(5)]  # a large part and small ones
+    refs = [await put(store, upload_id, i, data) for i, data in enumerate(parts)]
+    directory = tmp_path / "uploads" / upload_id
+
+    async with store.local_copy(upload_id, refs) as path:
+        assert path == directory / parse_place(refs[0].place)[0]  # the log itself
+        assert path.read_bytes() == b"".join(parts)
+        assert sorted(p.name for p in directory.iterdir()) == [path.name]  # no second copy on disk
+
+
+async def test_a_part_stored_while_its_log_is_read_as_the_upload_goes_to_another_log(tmp_path: Path):
+    # A late twin of a recorded chunk, stored by this process while the completer reads the log:
+    # the file the image pipeline reads must stay exactly the upload, for a small part written
+    # from the event loop and for a large one written in a worker thread alike.
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    parts = [os.urandom(70_000), os.urandom(70_000)]
+    refs = [await put(store, upload_id, i, data) for i, data in enumerate(parts)]
+    log = parse_place(refs[0].place)[0]
+
+    async with store.local_copy(upload_id, refs) as path:
+        assert path.name == log
+        small, large = await put(store, upload_id, 0, b"twin"), await put(store, upload_id, 1, os.urandom(300_000))
+        assert {parse_place(small.place)[0], parse_place(large.place)[0]} == {other := parse_place(small.place)[0]}
+        assert other != log
+        assert path.read_bytes() == b"".join(parts)
+        assert await assembled(store, upload_id, [small]) == b"twin"  # stored whole all the same
+    after = await put(store, upload_id, 0, b"later")
+    assert parse_place(after.place) == (log, 140_000)  # read no longer: the log takes parts again
+
+
+async def test_a_part_whose_log_was_sealed_while_it_waited_for_the_lock_goes_to_another_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The race the check under the lock is for: a worker took the log's name, then the completer
+    # sealed that log before the worker could append. Held at that point with an event.
+    store, upload_id = LocalChunkStore(tmp_path), new_upload_id()
+    parts = [os.urandom(1000), os.urandom(1000)]
+    refs = [await put(store, upload_id, i, data) for i, data in enumerate(parts)]
+    log = parse_place(refs[0].place)[0]
+    named, go = threading.Event(), threading.Event()
+    real_lock = store._parts._lock
+
+    def lock(path: Path) -> threading.Lock:
+        if threading.current_thread() is not threading.main_thread() and not go.is_set():
+            named.set()
+            go.wait(10)
+        return real_lock(path)
+
+    monkeypatch.setattr(store._parts, "_lock", lock)
+    pending = asyncio.ensure_future(put(store, upload_id, 1, os.urandom(300_000)))  # a worker's append
+    assert await asyncio.to_thread(named.wait, 10)
+    async with store.local_copy(upload_id, refs) as path:
+        assert path.name == log
+        go.set()
+        late = await asyncio.wait_for(pending, 10)
+        assert parse_place(late.place)[0] != log
+        assert path.read_bytes() == b"".join(parts)
+    assert (
+        await assembled(store, upload_id, [late])
+        == (tmp_path / "uploads" / upload_id / parse_place(late.place)[0]).read_bytes()
+    )
+
+
+async def test_parts_not_laid_out_as_the_upload_in_one_log_are_copied(tmp_path: Path):
+    store = LocalChunkStore(tmp_path)
+    # Out of order, with a twin's copy after them, and with a part recorded before logs.
+    cases = []
+    upload_id = new_upload_id()
+    second, first = await put(store, upload_id, 1, b"second"), await put(store, upload_id, 0, b"first")
+    cases.append((upload_id, [first, second], b"firstsecond"))
+    upload_id = new_upload_id()
+    first, second = await put(store, upload_id, 0, b"first"), await put(store, upload_id, 1, b"second")
+    await put(store, upload_id, 1, b"twin")
+    cases.append((upload_id, [first, second], b"firstsecond"))
+    upload_id = new_upload_id()
+    (tmp_path / "uploads" / upload_id).mkdir(parents=True)
+    (tmp_path / "uploads" / upload_id / f"part-000000-{sha256(b'old')}").write_bytes(b"old")
+    cases.append((upload_id, [chunks.PartRef(0, sha256(b"old"), 3), await put(store, upload_id, 1, b"new")], b"oldnew"))
+
+    for upload_id, refs, whole in cases:
+        async with store.local_copy(upload_id, refs) as path:
+            assert not path.name.startswith("parts-")
+            assert path.read_bytes() == whole
