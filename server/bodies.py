@@ -162,6 +162,10 @@ class _SpareBuffers:
 
 
 _SPARE = _SpareBuffers(keep=4, largest=4 * 1024 * 1024)
+# Bodies up to this size have their literal taken in the event loop: decoding the 85 KB of a
+# 64 KiB chunk takes ~10 us, less than a worker-thread hop; a 1 MiB chunk's 1.4 MB took ~0.25-0.5
+# ms of the loop's time under load (docs/performance.md).
+_TAKE_IN_LOOP = 256 * 1024
 
 
 class InvalidJson(BodyError):
@@ -261,15 +265,24 @@ async def _read_json_object(request: Request, limit: int, pace: BodyPace, litera
         return _loads(text)
     # Neither the document nor an error keeps a view of the buffer (Literal.take, _text): it
     # is given back before json.loads, which holds the text and the document as above.
-    raw = _SPARE.take(length)
+    raw, idle = _SPARE.take(length), True
     try:
         filled = await _gather(request, limit, pace, raw)
-        found = literal.take(raw, filled)
+        if filled <= _TAKE_IN_LOOP:
+            found = literal.take(raw, filled)
+        else:
+            # A large value is decoded in a worker thread (pybase64 lets go of the GIL), off the
+            # event loop. Were this request cancelled meanwhile, the buffer would still be read
+            # there: it is not given back to another body then (nor resized under the view).
+            idle = False
+            found = await asyncio.to_thread(literal.take, raw, filled)
+            idle = True
         if found is not None:
             return found
         text = _text(raw, filled)
     finally:
-        _SPARE.give(raw)
+        if idle:
+            _SPARE.give(raw)
     return _loads(text)
 
 

@@ -7,13 +7,17 @@ must agree on the document and the bytes, or on the refusal and its code."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
+from server import bodies
 from tests.unit._targets import BadRequest, chunk_base64, chunk_file_literal
 
 PAYLOAD = base64.b64encode(bytes(range(256)) * 3).decode()
@@ -133,3 +137,49 @@ _TEXT = st.sampled_from([PAYLOAD, "aGVsbG8=", "aGVsbG9=", "", "aGVs\\nbG8=", "aG
 def test_any_mix_of_members_is_read_as_json_loads_reads_it(before, after, text, space, end):
     members = [*before, f'"file"{space}:{space}"{text}"', *after]
     _same((space + "{" + space + ("," + space).join(members) + space + end).encode())
+
+
+async def test_a_large_body_cancelled_while_its_file_is_decoded_keeps_its_buffer_from_the_next_body():
+    # A large `file` is decoded in a worker thread (server/bodies.py). A request cancelled then
+    # (its client went, the server is stopping) must not give its buffer to the next body while
+    # the worker still reads it: the next body would be written under the decoder's view (or fail
+    # to resize it). The decoder is held mid-way by an event to cancel the request there.
+    decoding, release, buffers = threading.Event(), threading.Event(), []
+
+    def decode(view: memoryview) -> bytes:
+        buffers.append(view.obj)
+        if len(buffers) == 1:  # the first request's
+            decoding.set()
+            release.wait(10)
+        return base64.b64decode(view, validate=True)
+
+    literal = bodies.Literal("file", decode)
+    body = json.dumps({"chunk_index": 0, "file": base64.b64encode(bytes(300_000)).decode()}).encode()
+    pace = bodies.BodyPace(timeout=10)
+    reading = asyncio.ensure_future(bodies.read_json_object(_request(body), 400_000, pace, literal=literal))
+    try:
+        assert await asyncio.to_thread(decoding.wait, 10)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        # The next body of that size gets a buffer of its own, and is read whole.
+        document = await bodies.read_json_object(_request(body), 400_000, pace, literal=literal)
+        assert len(buffers) == 2 and buffers[1] is not buffers[0]
+        assert document == {"chunk_index": 0, "file": bytes(300_000)}
+    finally:
+        release.set()
+
+
+def _request(body: bytes) -> Request:
+    """A Starlette request whose ASGI `receive` hands over `body` in one message."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive)
