@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import warnings
 
 import httpx
 import jwt
@@ -29,7 +30,11 @@ JPEG = images.jpeg(64, 64)
 
 
 def _token(claims: dict, key: str = JWT_SECRET, algorithm: str = "HS256", **headers) -> str:
-    return jwt.encode(claims, key, algorithm=algorithm, headers=headers or None)
+    # A forged HS512 token is signed with the server's own (HS256-sized) secret on purpose:
+    # PyJWT's warning that the key is short for SHA-512 is what such a forgery looks like.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        return jwt.encode(claims, key, algorithm=algorithm, headers=headers or None)
 
 
 def _bearer(token: str) -> dict[str, str]:
