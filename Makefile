@@ -76,7 +76,7 @@ loadtest: install
 	$(PY) -m loadtest
 
 # This server against @tus/server under one raw HTTP/1.1 driver (docs/performance.md); BENCH_SCALE=0.2
-# for a quick look, BENCH_REPS, BENCH_WORKLOADS="W1 W3". Rows: Node, this server, and this server with
+# for a quick look, BENCH_REPS (3: medians), BENCH_WORKLOADS="W1 W3". Rows: Node, this server, and this server with
 # server.workers: 2 (BENCH_SERVERS to choose). Draws docs/bench-tus.png.
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(PY) -m pip install -q -e '.[test,lint,loadtest,bench]'

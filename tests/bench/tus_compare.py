@@ -1,7 +1,7 @@
 """`make bench-tus`: this server against @tus/server (Node, file store) under one load driver.
 
-    .venv/bin/python -m tests.bench.tus_compare            # W1-W3, 1 repetition
-    BENCH_SCALE=0.2 BENCH_REPS=2 BENCH_WORKLOADS="W1 W3" ...  # smaller, or repeated
+    .venv/bin/python -m tests.bench.tus_compare            # W1-W3, 3 repetitions (medians)
+    BENCH_SCALE=0.2 BENCH_REPS=1 BENCH_WORKLOADS="W1 W3" ...  # smaller, once
 
 Each run starts its server fresh (so its peak memory is its own), drives it with
 tests/bench/tus_driver.py, and samples the CPU time and resident memory of the server's whole
@@ -278,7 +278,8 @@ def main() -> int:
         chart(summary, Path(os.environ.get("BENCH_CHART", ROOT / "docs" / "bench-tus.png")), "make bench-tus")
         return 0
     scale = float(os.environ.get("BENCH_SCALE", "1"))
-    reps = int(os.environ.get("BENCH_REPS", "1"))
+    # Three by default: a W1 run is half a second, and one of them alone says little on a shared machine.
+    reps = int(os.environ.get("BENCH_REPS", "3"))
     names = os.environ.get("BENCH_WORKLOADS", "W1 W2 W3").split()
     servers = os.environ.get("BENCH_SERVERS", " ".join(SERVERS)).split()
     label = os.environ.get("BENCH_LABEL", "")
