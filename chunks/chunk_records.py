@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from . import session as _session
 from .errors import ChunkConflict, UploadNotFound
@@ -55,6 +59,14 @@ def _field(size: int, digest: str, place: str = "") -> str:
     return f"{size}:{digest}:{place}" if place else f"{size}:{digest}"
 
 
+def _read_answer(answer: list[Any], index: int) -> ChunkRead | None:
+    blob, raw = answer
+    if not blob:
+        return None
+    session = _session.decode(binary(blob))
+    return ChunkRead(blob, session, _entry(raw) if raw else _legacy(session, index))
+
+
 def _legacy(session: UploadSession, index: int) -> Entry | None:
     found = session.received_chunks.get(index)
     return None if found is None else (int(found[0]), str(found[1]), "")
@@ -77,6 +89,8 @@ class ChunkRead:
     blob: bytes
     session: UploadSession
     known: Entry | None
+    # Bytes of this chunk already counted in the owner's quota by the read's round trip (`read_with`).
+    counted: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,16 +117,33 @@ class ChunkRecords:
         # register_script reloads a script on NOSCRIPT (after a Redis restart or failover).
         self._read = self.redis.register_script(_READ)
         self._record = self.redis.register_script(_RECORD)
+        # redis-py runs no scripts in a cluster's pipeline (it refuses EVALSHA there).
+        self.one_pipeline = not isinstance(self.redis, RedisCluster)
 
     async def read(self, upload_id: str, index: int) -> ChunkRead | None:
         """The session record and chunk `index`'s entry, atomically, in one round trip; None
         when there is no such record."""
         with redis_errors():
-            blob, raw = await self._read(keys=[self.keys.session(upload_id), self.keys.chunks(upload_id)], args=[index])
-        if not blob:
-            return None
-        session = _session.decode(binary(blob))
-        return ChunkRead(blob, session, _entry(raw) if raw else _legacy(session, index))
+            answer = await self._read(keys=[self.keys.session(upload_id), self.keys.chunks(upload_id)], args=[index])
+        return _read_answer(answer, index)
+
+    async def read_with(self, upload_id: str, index: int, queue: Callable[[Any], None]) -> tuple[ChunkRead | None, Any]:
+        """`read`, with the one command `queue(pipe)` puts on the same pipeline riding along:
+        the read, and that command's answer (an exception as it came, unraised). One round
+        trip for both; not a transaction (the keys may lie in other slots). Only where
+        `one_pipeline` is true."""
+        with redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS.
+                pipe.evalsha(self._read.sha, 2, self.keys.session(upload_id), self.keys.chunks(upload_id), index)
+                queue(pipe)
+                answers = await pipe.execute(raise_on_error=False)
+        if isinstance(answers[0], NoScriptError):  # Redis restarted or failed over: load it, once
+            return await self.read(upload_id, index), answers[1]
+        if isinstance(answers[0], Exception):
+            with redis_errors():
+                raise answers[0]
+        return _read_answer(answers[0], index), answers[1]
 
     async def entry(self, session: UploadSession, index: int) -> Entry | None:
         """The recorded size and digest of chunk `index`, or None."""

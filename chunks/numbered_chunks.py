@@ -106,19 +106,71 @@ async def open_named(
 
 
 async def open_chunk(
-    uploads: Uploads, owner: str, upload_id: str, index: int, total_chunks: int, content_type: str
+    uploads: Uploads, owner: str, upload_id: str, index: int, total_chunks: int, content_type: str, size: int = 0
 ) -> ChunkRead:
     """`owner`'s chunked upload `upload_id` with chunk `index`'s entry, read in one round trip
     (what `open_chunked` with an upload id and `put_chunk`'s own read take two for): pass it to
-    `store_chunk`. Raises as `open_chunked` does."""
+    `store_chunk`. Raises as `open_chunked` does.
+
+    `size`: the chunk's length. The owner's quota counts it in the same round trip when the
+    chunk is new (`ChunkRead.counted`, which `store_chunk` then does not count again, and gives
+    back if it refuses the chunk), so a steady chunk takes two round trips with quotas on, as
+    without. A refused count raises QuotaExceeded, after any other refusal here."""
     uploads.limits.check_total_chunks(total_chunks)
-    read = await uploads.chunk_records.read(upload_id, index) if s.looks_like_upload_id(upload_id) else None
-    if read is None or read.session.owner != owner or read.session.expired():
-        # The general lookup tells unknown, foreign, expired and abandoned apart.
-        await uploads.get(upload_id, owner)
-        raise UploadNotFound("no such upload")
-    _check_same_upload(read.session, total_chunks, content_type)
+    read: ChunkRead | None = None
+    count: bool | BaseException = False  # counted, or why not
+    if s.looks_like_upload_id(upload_id):
+        if size and uploads.quotas.counts_bytes:
+            read, count = await _read_counting(uploads, owner, upload_id, index, size)
+        else:
+            read = await uploads.chunk_records.read(upload_id, index)
+    try:
+        if read is None or read.session.owner != owner or read.session.expired():
+            # The general lookup tells unknown, foreign, expired and abandoned apart.
+            await uploads.get(upload_id, owner)
+            raise UploadNotFound("no such upload")
+        _check_same_upload(read.session, total_chunks, content_type)
+    except BaseException:
+        if count is True:
+            await asyncio.shield(uploads.quotas.grow(owner, upload_id, -size))
+        raise
+    if read.known is None:  # a new chunk: the count stands, or its refusal does
+        if isinstance(count, BaseException):
+            raise count
+        read.counted = size if count is True else 0
+    elif count is True:  # a duplicate or a conflict: nothing of it is stored
+        await uploads.quotas.grow(owner, upload_id, -size)
     return read
+
+
+async def _read_counting(
+    uploads: Uploads, owner: str, upload_id: str, index: int, size: int
+) -> tuple[ChunkRead | None, bool | BaseException]:
+    """Chunk `index`'s read, with `size` bytes counted in `owner`'s quota in the same round trip
+    (on a Cluster, at the same time): the read, and True or why the count was refused."""
+    records, quotas = uploads.chunk_records, uploads.quotas
+    if records.one_pipeline:
+        read, answer = await records.read_with(
+            upload_id, index, lambda pipe: quotas.queue_grow(pipe, owner, upload_id, size)
+        )
+        try:
+            await quotas.grown(answer, owner, upload_id, size)
+        except UploadError as exc:  # QuotaExceeded, StoreUnavailable: judged with the read
+            return read, exc
+        return read, True
+    reading = asyncio.ensure_future(records.read(upload_id, index))
+    try:
+        await quotas.grow(owner, upload_id, size)
+    except UploadError as exc:
+        return await reading, exc
+    except BaseException:
+        reading.cancel()
+        raise
+    try:
+        return await reading, True
+    except BaseException:
+        await asyncio.shield(quotas.grow(owner, upload_id, -size))
+        raise
 
 
 def _check_same_upload(session: s.UploadSession, total_chunks: int, content_type: str) -> None:
@@ -192,12 +244,23 @@ async def store_chunk(
     as `open_chunk` read it (else it is read here, one round trip). `claim_as`: when this chunk
     is the last one missing, its record also claims the upload for completion with this token
     (Completion.complete's `claimed_as`), which saves the completer a compare-and-set of its own."""
-    uploads.limits.check_chunk(session.total_chunks, index, data)
+    counted = read.counted if read is not None else 0
+    try:
+        uploads.limits.check_chunk(session.total_chunks, index, data)
+    except UploadError:
+        await _uncount(uploads, session, counted)
+        raise
     hashing = _digest(data)
     try:
         return await _store(uploads, session, index, data, hashing, read, claim_as)
     finally:
         hashing.cancel()  # when a refusal came first: the thread finishes, nobody waits for it
+
+
+async def _uncount(uploads: Uploads, session: s.UploadSession, counted: int) -> None:
+    """Give back the bytes `open_chunk` counted for a chunk that is not stored after all."""
+    if counted:
+        await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -counted))
 
 
 async def _store(
@@ -215,19 +278,26 @@ async def _store(
             raise UploadNotFound("no such upload")
     # Read with the entry, in one step: if the request that recorded this chunk brought the
     # last one, this session says so, and a duplicate waits for its outcome (complete_upload).
-    current = read.session
+    # (open_chunk counts a chunk's bytes only when it found no entry: `counted` is 0 then.)
+    current, counted = read.session, read.counted
     if read.known is not None:
         if not _same_bytes(read.known[1], data, await hashing):
             raise ChunkConflict(f"chunk {index} was already received with different bytes")
         if current.expired():
             raise UploadGone("this upload expired; start a new one")
         return Recorded(current, True, None, read.known[2])
-    if current.state != s.UploadState.OPEN:
-        raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
-    uploads.limits.check_room(current.received_bytes, len(data))
+    try:
+        if current.state != s.UploadState.OPEN:
+            raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
+        uploads.limits.check_room(current.received_bytes, len(data))
+    except UploadError:
+        await _uncount(uploads, session, counted)
+        raise
 
-    # Added to what the upload is counted for, in one Redis script: chunks racing each count.
-    await uploads.quotas.grow(session.owner, session.id, len(data))
+    # Added to what the upload is counted for, in one Redis script (chunks racing each count),
+    # unless open_chunk's round trip did so already.
+    if not counted:
+        await uploads.quotas.grow(session.owner, session.id, len(data))
     try:
         place = await uploads.store.put_part(session.id, index, data, hashing)
         digest = await hashing

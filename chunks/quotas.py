@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from . import session as s
 from .errors import QuotaExceeded
@@ -93,6 +94,20 @@ class Quotas(Protocol):
         """Count `more` bytes (negative: fewer) for a counted upload, atomically; QuotaExceeded past the limit."""
         ...
 
+    @property
+    def counts_bytes(self) -> bool:
+        """Whether `grow` counts anything (a limit on bytes in flight is set)."""
+        ...
+
+    def queue_grow(self, pipe: Any, owner: str, upload_id: str, more: int) -> None:
+        """Queue `grow` on a Redis pipeline (not a cluster's), so that another command's round
+        trip carries it. Its answer goes to `grown`."""
+        ...
+
+    async def grown(self, answer: Any, owner: str, upload_id: str, more: int) -> None:
+        """What a queued `grow` answered: returns if the bytes were counted, raises as `grow` does."""
+        ...
+
     async def release(self, owner: str, upload_id: str) -> None:
         """Stop counting an upload (settled, abandoned or expired)."""
         ...
@@ -110,6 +125,16 @@ class NoQuotas:
         return None
 
     async def grow(self, owner: str, upload_id: str, more: int) -> None:
+        return None
+
+    @property
+    def counts_bytes(self) -> bool:
+        return False
+
+    def queue_grow(self, pipe: Any, owner: str, upload_id: str, more: int) -> None:
+        return None
+
+    async def grown(self, answer: Any, owner: str, upload_id: str, more: int) -> None:
         return None
 
     async def release(self, owner: str, upload_id: str) -> None:
@@ -171,6 +196,23 @@ class RedisQuotas:
     async def grow(self, owner: str, upload_id: str, more: int) -> None:
         await self._reserve_bytes(owner, upload_id, more, counted=True, mode="add")
 
+    @property
+    def counts_bytes(self) -> bool:
+        return self.limits.max_bytes_in_flight > 0
+
+    def queue_grow(self, pipe: Any, owner: str, upload_id: str, more: int) -> None:
+        # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS.
+        pipe.evalsha(self._reserve.sha, 2, *self._keys(owner), upload_id, more, self.limits.max_bytes_in_flight, "add")
+
+    async def grown(self, answer: Any, owner: str, upload_id: str, more: int) -> None:
+        if isinstance(answer, NoScriptError):  # Redis restarted or failed over: load it, once
+            return await self.grow(owner, upload_id, more)
+        if isinstance(answer, Exception):
+            with redis_errors():
+                raise answer
+        if not answer:
+            raise self._too_many_bytes()
+
     async def _reserve_bytes(
         self, owner: str, upload_id: str, held_bytes: int, *, counted: bool, mode: str = "set"
     ) -> None:
@@ -181,11 +223,14 @@ class RedisQuotas:
         with redis_errors():
             allowed = await self._reserve(keys=self._keys(owner), args=args)
         if not allowed:
-            raise QuotaExceeded(
-                f"your unfinished uploads would hold more than {self.limits.max_bytes_in_flight} bytes",
-                code="too-many-bytes-in-flight",
-                retry_after=self.limits.retry_after_seconds,
-            )
+            raise self._too_many_bytes()
+
+    def _too_many_bytes(self) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"your unfinished uploads would hold more than {self.limits.max_bytes_in_flight} bytes",
+            code="too-many-bytes-in-flight",
+            retry_after=self.limits.retry_after_seconds,
+        )
 
     async def release(self, owner: str, upload_id: str) -> None:
         if not self.enabled:

@@ -187,9 +187,11 @@ class Uploads:
         return await numbered_chunks.put_chunk(self, session, index, data)  # see there
 
     async def open_chunk(
-        self, owner: str, upload_id: str, index: int, *, total_chunks: int, content_type: str
+        self, owner: str, upload_id: str, index: int, *, total_chunks: int, content_type: str, size: int = 0
     ) -> ChunkRead:
-        return await numbered_chunks.open_chunk(self, owner, upload_id, index, total_chunks, content_type)  # see there
+        return await numbered_chunks.open_chunk(  # see there
+            self, owner, upload_id, index, total_chunks, content_type, size
+        )
 
     async def store_chunk(
         self, session: s.UploadSession, index: int, data: bytes, read: ChunkRead | None = None, *, claim_as: str = ""

@@ -51,13 +51,15 @@ async def upload(request: Request, services: Services, principal: Principal) -> 
     uploads = services.uploads
     upload_id, read = parsed.upload_id, None
     if upload_id is not None and chunks.looks_like_upload_id(upload_id):
-        # The session and this chunk's entry in one round trip, handed on to store_chunk.
+        # The session and this chunk's entry in one round trip (with the chunk's bytes counted
+        # in the user's quota), handed on to store_chunk.
         read = await uploads.open_chunk(
             principal.user_id,
             upload_id,
             parsed.chunk_index,
             total_chunks=parsed.total_chunks,
             content_type=parsed.content_type,
+            size=len(parsed.data),
         )
         session = read.session
     else:

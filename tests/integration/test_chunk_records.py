@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+from redis.asyncio import connection as redis_connection
 
 import chunks
 from chunks.numbered_chunks import part_digest
@@ -183,3 +184,95 @@ async def test_a_twin_written_at_a_place_of_its_own_gives_its_copy_back_and_keep
     assert os.stat(log).st_size == 2 * len(big) and os.stat(log).st_blocks * 512 <= len(big) + 4096
     done, _ = await core.uploads.put_chunk(first.session, 1, b"end")
     assert (await core.completion.complete(done)).result == digest_of(big + b"end")
+
+
+# -- a byte quota counted in the read's round trip (open_chunk's `size`) ----------------------
+
+
+def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every write to a Redis connection from now on, each a round trip (a pipeline sends all its
+    commands in one). Counts, then calls through to redis-py's own method."""
+    sent = [0]
+    real = redis_connection.AbstractConnection.send_packed_command
+
+    async def send(self, command, check_health=True):
+        sent[0] += 1
+        return await real(self, command, check_health)
+
+    monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", send)
+    return sent
+
+
+async def _held(core, owner: str, session: chunks.UploadSession) -> int:
+    return int(await core.redis.hget(core.keys.quota_bytes(owner), session.id) or 0)
+
+
+async def _chunk(core, session, index: int, data: bytes, *, owner: str = "alice", total: int | None = None):
+    read = await core.uploads.open_chunk(
+        owner, session.id, index, total_chunks=total or session.total_chunks, content_type="image/jpeg", size=len(data)
+    )
+    return await core.uploads.store_chunk(read.session, index, data, read)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def quota_core(request, redis_url, tmp_path):
+    # On a Cluster the read and the count go at once (redis-py runs no scripts in a cluster's
+    # pipeline): the same accounting must come out.
+    url = request.getfixturevalue("redis_cluster").url if request.param == "cluster" else redis_url
+    quotas = chunks.QuotaLimits(max_open_uploads=5, max_bytes_in_flight=3000)
+    async with open_core(url, tmp_path, quota_limits=quotas, cluster=request.param == "cluster") as core:
+        yield core
+
+
+async def test_with_a_byte_quota_a_steady_chunk_still_takes_two_round_trips(redis_url, tmp_path, monkeypatch):
+    # (On a Cluster the read and the count go at once, each on its node's connection.)
+    quotas = chunks.QuotaLimits(max_open_uploads=5, max_bytes_in_flight=3000)
+    async with open_core(redis_url, tmp_path, quota_limits=quotas) as core:
+        session = await _opened(core)
+        await core.uploads.put_chunk(session, 0, b"a" * 1000)
+        sent = _count_round_trips(monkeypatch)
+        stored = await _chunk(core, session, 1, b"b" * 1000)
+        assert sent[0] == 2  # the read with the quota's count, then the record
+        assert (stored.duplicate, stored.received) == (False, [0, 1])
+        assert await _held(core, "alice", session) == 2000
+
+
+async def test_a_chunk_counted_in_the_read_is_counted_once_and_given_back_when_not_stored(quota_core):
+    core = quota_core
+    session = await _opened(core)
+    await _chunk(core, session, 0, b"a" * 1000)
+    assert await _held(core, "alice", session) == 1000
+    # The same bytes again: a duplicate, counted once.
+    assert (await _chunk(core, session, 0, b"a" * 1000)).duplicate
+    # Other bytes for it: a conflict, nothing more counted.
+    with pytest.raises(chunks.ChunkConflict):
+        await _chunk(core, session, 0, b"z" * 1000)
+    # Another upload's shape, another user, an upload too large for the chunk: refused, given back.
+    with pytest.raises(chunks.SessionConflict):
+        await _chunk(core, session, 1, b"b" * 1000, total=5)
+    with pytest.raises(chunks.UploadNotFound):
+        await _chunk(core, session, 1, b"b" * 1000, owner="bob")
+    assert int(await core.redis.hget(core.keys.quota_bytes("bob"), session.id) or 0) == 0
+    assert await _held(core, "alice", session) == 1000
+    # Past the quota: refused, nothing counted or stored; the bytes that fit still go.
+    with pytest.raises(chunks.QuotaExceeded) as refused:
+        await _chunk(core, session, 1, b"b" * 2500)
+    assert refused.value.code == "too-many-bytes-in-flight"
+    assert await _held(core, "alice", session) == 1000
+    assert await core.uploads.chunk_records.indices(await core.uploads.get(session.id, "alice")) == [0]
+    await _chunk(core, session, 1, b"b" * 2000)
+    assert await _held(core, "alice", session) == 3000
+    # At the quota, a resend of a stored chunk is still a duplicate, not a refusal.
+    assert (await _chunk(core, session, 1, b"b" * 2000)).duplicate
+    assert await _held(core, "alice", session) == 3000
+
+
+async def test_a_chunk_the_upload_has_no_room_for_gives_its_count_back(redis_url, tmp_path):
+    limits = chunks.UploadLimits(max_upload_bytes=1500, max_chunk_bytes=1000, expire_seconds=3600)
+    quotas = chunks.QuotaLimits(max_open_uploads=5, max_bytes_in_flight=10_000)
+    async with open_core(redis_url, tmp_path, limits=limits, quota_limits=quotas) as core:
+        session = await _opened(core)
+        await _chunk(core, session, 0, b"a" * 1000)
+        with pytest.raises(chunks.UploadTooLarge):
+            await _chunk(core, session, 1, b"b" * 1000)
+        assert await _held(core, "alice", session) == 1000

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 import chunks
 from chunks.s3_store import S3ChunkStore
@@ -65,9 +66,11 @@ async def open_core(
     wait_seconds: float = 5.0,
     backend: str = "local",
     bucket: Bucket | None = None,
+    cluster: bool = False,
 ) -> AsyncIterator[Core]:
-    """An Uploads and its Completion on their own key prefix; the Redis client is closed after."""
-    client = aioredis.from_url(redis_url)
+    """An Uploads and its Completion on their own key prefix; the Redis client is closed after.
+    `cluster`: `redis_url` is a node of a Redis Cluster, reached through the cluster client."""
+    client = RedisCluster.from_url(redis_url) if cluster else aioredis.from_url(redis_url)
     prefix = f"t{secrets.token_hex(4)}"
     sessions = chunks.SessionStore(client, prefix)
     store = chunk_store(backend, root, bucket)
