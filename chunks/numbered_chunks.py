@@ -132,14 +132,14 @@ async def open_chunk(
         _check_same_upload(read.session, total_chunks, content_type)
     except BaseException:
         if count is True:
-            await asyncio.shield(uploads.quotas.grow(owner, upload_id, -size))
+            await _uncount(uploads.quotas, owner, upload_id, size)
         raise
     if read.known is None:  # a new chunk: the count stands, or its refusal does
         if isinstance(count, BaseException):
             raise count
         read.counted = size if count is True else 0
     elif count is True:  # a duplicate or a conflict: nothing of it is stored
-        await uploads.quotas.grow(owner, upload_id, -size)
+        await _uncount(uploads.quotas, owner, upload_id, size)
     return read
 
 
@@ -169,7 +169,7 @@ async def _read_counting(
     try:
         return await reading, True
     except BaseException:
-        await asyncio.shield(quotas.grow(owner, upload_id, -size))
+        await _uncount(quotas, owner, upload_id, size)
         raise
 
 
@@ -248,7 +248,7 @@ async def store_chunk(
     try:
         uploads.limits.check_chunk(session.total_chunks, index, data)
     except UploadError:
-        await _uncount(uploads, session, counted)
+        await _uncount(uploads.quotas, session.owner, session.id, counted)
         raise
     hashing = _digest(data)
     try:
@@ -257,10 +257,11 @@ async def store_chunk(
         hashing.cancel()  # when a refusal came first: the thread finishes, nobody waits for it
 
 
-async def _uncount(uploads: Uploads, session: s.UploadSession, counted: int) -> None:
-    """Give back the bytes `open_chunk` counted for a chunk that is not stored after all."""
+async def _uncount(quotas: Quotas, owner: str, upload_id: str, counted: int) -> None:
+    """Give back `counted` bytes counted for a chunk that is not stored after all (shielded: a
+    cancelled request still gives them back)."""
     if counted:
-        await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -counted))
+        await asyncio.shield(quotas.grow(owner, upload_id, -counted))
 
 
 async def _store(
@@ -291,7 +292,7 @@ async def _store(
             raise SessionConflict(f"this upload is {current.state}; it takes no more chunks", code="upload-not-open")
         uploads.limits.check_room(current.received_bytes, len(data))
     except UploadError:
-        await _uncount(uploads, session, counted)
+        await _uncount(uploads.quotas, session.owner, session.id, counted)
         raise
 
     # Added to what the upload is counted for, in one Redis script (chunks racing each count),
@@ -302,7 +303,7 @@ async def _store(
         place = await uploads.store.put_part(session.id, index, data, hashing)
         digest = await hashing
     except BaseException:
-        await asyncio.shield(uploads.quotas.grow(session.owner, session.id, -len(data)))
+        await _uncount(uploads.quotas, session.owner, session.id, len(data))
         raise
 
     def check(current: s.UploadSession) -> None:
